@@ -1,0 +1,130 @@
+//! The one configuration tree, read from TOML.
+//!
+//! Every field has a default that gives a working local node, unknown keys
+//! are rejected, durations are written as in `"30s"`, and command-line flags
+//! override the file (see `main.rs`). `meshcast config default` prints
+//! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Errors loading the configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (names the key and line).
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory: blocks, pins, keys and stream state.
+    pub data_dir: PathBuf,
+    /// The HTTP gateway.
+    pub http: HttpConfig,
+}
+
+/// The HTTP gateway and API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// A request that has not completed in this time is answered 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests handled at once across all connections; more get 503.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("meshcast-data"),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_concurrent_requests: 512,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The defaults as TOML.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Self::default()).expect("the default config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_equals_defaults() {
+        let text = include_str!("../meshcast.example.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn printed_defaults_parse_back() {
+        assert_eq!(Config::parse(&Config::default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[http]\nlisten_addr = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_humantime() {
+        let c = Config::parse("[http]\nrequest_timeout = \"2m 5s\"\n").unwrap();
+        assert_eq!(c.http.request_timeout, Duration::from_secs(125));
+    }
+}

@@ -1,0 +1,1 @@
+//! The HTTP gateway: `router(state) -> Router`.

@@ -1,0 +1,3 @@
+//! meshcast command-line entry point.
+
+fn main() {}

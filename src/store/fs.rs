@@ -1,0 +1,219 @@
+//! The on-disk [`Blockstore`]: one file per block.
+//!
+//! Layout: `blocks/<shard>/<KEY>` where `KEY` is the base32 (RFC 4648, no
+//! padding) multihash and `<shard>` its next-to-last two characters, as
+//! kubo's flatfs does, so a directory never holds more than ~1/1024 of the
+//! blocks. A write goes to `tmp/` first and is renamed into place only after
+//! its bytes are on disk, so a reader (or a crash) never sees a partial block.
+//! Plain files instead of an embedded database: blocks are immutable and
+//! large, the gateway can stream them straight from the page cache, and any
+//! number of meshcast processes (a server and the CLI) can share one repo.
+
+use super::{Block, Blockstore, Multihash, StoreError};
+use bytes::Bytes;
+use cid::Cid;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Block files under a directory.
+#[derive(Debug)]
+pub struct FsStore {
+    blocks: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store with `blocks/` and `tmp/` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let blocks = dir.join("blocks");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&blocks).map_err(StoreError::io("create", &blocks))?;
+        fs::create_dir_all(&tmp).map_err(StoreError::io("create", &tmp))?;
+        Ok(Self {
+            blocks,
+            tmp,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The file holding the block with multihash `mh`.
+    pub fn path_of(&self, mh: &Multihash) -> PathBuf {
+        let key = key_of(mh);
+        let shard = &key[key.len() - 3..key.len() - 1];
+        self.blocks.join(shard).join(key)
+    }
+
+    /// Removes temporary files left by writers that died (call when no
+    /// writer runs, e.g. under the GC lock).
+    pub fn clean_tmp(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.tmp).map_err(StoreError::io("list", &self.tmp))? {
+            let e = e.map_err(StoreError::io("list", &self.tmp))?;
+            if fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}-{}", std::process::id(), n))
+    }
+}
+
+/// The store key of a multihash: unpadded RFC 4648 base32, upper case.
+pub fn key_of(mh: &Multihash) -> String {
+    data_encoding::BASE32_NOPAD.encode(&mh.to_bytes())
+}
+
+fn hash_of_key(key: &str) -> Option<Multihash> {
+    let bytes = data_encoding::BASE32_NOPAD.decode(key.as_bytes()).ok()?;
+    Multihash::from_bytes(&bytes).ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("sync", dir))
+}
+
+impl Blockstore for FsStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        if cid.hash().code() == super::IDENTITY {
+            return Ok(Some(Bytes::copy_from_slice(cid.hash().digest())));
+        }
+        self.get_by_hash(cid.hash())
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(cid.hash().code() == super::IDENTITY || self.path_of(cid.hash()).exists())
+    }
+
+    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        if cid.hash().code() == super::IDENTITY {
+            return Ok(Some(cid.hash().digest().len() as u64));
+        }
+        let p = self.path_of(cid.hash());
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("stat", p)(e)),
+        }
+    }
+
+    fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        // Write every new block to a temp file, make them all durable with
+        // one filesystem sync (far cheaper than an fsync per block), then
+        // rename them into place and sync again so the names are durable.
+        let mut staged = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            if b.cid.hash().code() == super::IDENTITY {
+                continue;
+            }
+            let dest = self.path_of(b.cid.hash());
+            if dest.exists() {
+                continue;
+            }
+            let tmp = self.tmp_path();
+            let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
+            f.write_all(&b.data).map_err(StoreError::io("write", &tmp))?;
+            staged.push((f, tmp, dest));
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        sync_files(&self.tmp, staged.iter().map(|(f, _, _)| f))?;
+        let mut dirs = Vec::new();
+        for (_, tmp, dest) in &staged {
+            let dir = dest.parent().expect("block path has a shard dir");
+            if let Err(e) = fs::rename(tmp, dest) {
+                if e.kind() != ErrorKind::NotFound {
+                    return Err(StoreError::io("rename", tmp)(e));
+                }
+                fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+                fs::rename(tmp, dest).map_err(StoreError::io("rename", tmp))?;
+            }
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        if dirs.len() > 8 {
+            sync_filesystem(&self.blocks)?;
+        } else {
+            for d in dirs {
+                sync_dir(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, mh: &Multihash) -> Result<bool, StoreError> {
+        let p = self.path_of(mh);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove", p)(e)),
+        }
+    }
+
+    fn keys(&self) -> Result<Vec<Multihash>, StoreError> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.blocks).map_err(StoreError::io("list", &self.blocks))? {
+            let shard = shard.map_err(StoreError::io("list", &self.blocks))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&shard).map_err(StoreError::io("list", &shard))? {
+                let e = e.map_err(StoreError::io("list", &shard))?;
+                let name = e.file_name();
+                match name.to_str().and_then(hash_of_key) {
+                    Some(mh) => out.push(mh),
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            path: e.path(),
+                            reason: "file name is not a multihash key".into(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
+        let p = self.path_of(mh);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", p)(e)),
+        }
+    }
+}
+
+/// Makes the contents of `files` durable: one `syncfs` on Linux when there
+/// are many, otherwise an `fdatasync` each.
+fn sync_files<'a>(dir: &Path, files: impl ExactSizeIterator<Item = &'a File>) -> Result<(), StoreError> {
+    if files.len() > 8 {
+        return sync_filesystem(dir);
+    }
+    for f in files {
+        f.sync_data().map_err(StoreError::io("sync", dir))?;
+    }
+    Ok(())
+}
+
+fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(target_os = "linux")]
+    {
+        let d = File::open(dir).map_err(StoreError::io("open", dir))?;
+        rustix::fs::syncfs(&d).map_err(|e| StoreError::io("syncfs", dir)(e.into()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        sync_dir(dir)
+    }
+}

@@ -1,0 +1,1 @@
+//! UnixFS exporter: DAGs back into bytes, ranges and listings.

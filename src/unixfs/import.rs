@@ -1,0 +1,1 @@
+//! UnixFS importer: bytes and directory trees in, blocks out.

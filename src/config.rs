@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn printed_defaults_parse_back() {
-        assert_eq!(Config::parse(&Config::default_toml()).unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(&Config::default_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps an I/O error with the operation and path.
-    pub fn io(op: &'static str, path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(
+        op: &'static str,
+        path: impl Into<std::path::PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
     }
@@ -205,10 +208,11 @@ pub fn require(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, StoreError> {
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, StoreError> {
     match cid.codec() {
         DAG_PB => {
-            let node = crate::unixfs::pb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
-                cid: *cid,
-                reason: e.to_string(),
-            })?;
+            let node =
+                crate::unixfs::pb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
+                    cid: *cid,
+                    reason: e.to_string(),
+                })?;
             node.links
                 .iter()
                 .map(|l| {
@@ -220,5 +224,217 @@ pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, StoreError> {
                 .collect()
         }
         _ => Ok(Vec::new()),
+    }
+}
+
+/// Where an importer puts the blocks it finishes.
+pub trait BlockSink {
+    /// Takes one finished block (already hashed by the importer).
+    fn put_block(&mut self, block: Block) -> Result<(), StoreError>;
+}
+
+/// Drops every block: for `add --only-hash`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl BlockSink for Discard {
+    fn put_block(&mut self, _block: Block) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl BlockSink for Vec<Block> {
+    fn put_block(&mut self, block: Block) -> Result<(), StoreError> {
+        self.push(block);
+        Ok(())
+    }
+}
+
+/// Buffers blocks and writes them to a store in batches, so the file store
+/// makes each batch durable with one sync. Call [`BatchWriter::flush`] before
+/// pinning what was written.
+pub struct BatchWriter<'a> {
+    store: &'a dyn Blockstore,
+    pending: Vec<Block>,
+    pending_bytes: usize,
+    /// Blocks handed to the store so far.
+    pub written: u64,
+}
+
+impl<'a> BatchWriter<'a> {
+    /// Batches are flushed at this many bytes.
+    pub const BATCH_BYTES: usize = 32 << 20;
+
+    /// A writer over `store`.
+    pub fn new(store: &'a dyn Blockstore) -> Self {
+        Self {
+            store,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            written: 0,
+        }
+    }
+
+    /// Writes every buffered block; they are durable when this returns.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.store.put_many(&self.pending)?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+            self.pending_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+impl BlockSink for BatchWriter<'_> {
+    fn put_block(&mut self, block: Block) -> Result<(), StoreError> {
+        self.pending_bytes += block.data.len();
+        self.pending.push(block);
+        if self.pending_bytes >= Self::BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The same contract, run against every store.
+    fn exercise(store: &dyn Blockstore) {
+        let a = Block::new(cid::Version::V1, RAW, b"alpha".to_vec());
+        let b = Block::new(cid::Version::V0, DAG_PB, vec![0x0a, 0x02, 0x08, 0x01]);
+        assert!(!store.has(&a.cid).unwrap());
+        assert_eq!(store.get(&a.cid).unwrap(), None);
+        store.put_many(&[a.clone(), b.clone()]).unwrap();
+        // Idempotent.
+        store.put(&a).unwrap();
+        assert_eq!(store.get(&a.cid).unwrap(), Some(a.data.clone()));
+        assert_eq!(store.size(&b.cid).unwrap(), Some(4));
+        // Keyed by multihash: the v1 dag-pb form of b is the same block.
+        let b1 = Cid::new_v1(DAG_PB, *b.cid.hash());
+        assert!(store.has(&b1).unwrap());
+        let mut keys = store.keys().unwrap();
+        keys.sort_by_key(|k| k.to_bytes());
+        let mut want = vec![*a.cid.hash(), *b.cid.hash()];
+        want.sort_by_key(|k| k.to_bytes());
+        assert_eq!(keys, want);
+        assert!(store.delete(a.cid.hash()).unwrap());
+        assert!(!store.delete(a.cid.hash()).unwrap());
+        assert!(!store.has(&a.cid).unwrap());
+        // Identity CIDs hold their own bytes.
+        let id = Cid::new_v1(RAW, Multihash::wrap(IDENTITY, b"hi").unwrap());
+        assert_eq!(store.get(&id).unwrap().as_deref(), Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn mem_store_contract() {
+        exercise(&MemStore::new());
+    }
+
+    #[test]
+    fn fs_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&FsStore::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn batch_writer_flushes_everything() {
+        let store = MemStore::new();
+        let mut w = BatchWriter::new(&store);
+        let blocks: Vec<Block> = (0..100u32)
+            .map(|i| Block::new(cid::Version::V1, RAW, i.to_be_bytes().to_vec()))
+            .collect();
+        for b in &blocks {
+            w.put_block(b.clone()).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(w.written, 100);
+        for b in &blocks {
+            assert!(store.has(&b.cid).unwrap());
+        }
+    }
+
+    #[test]
+    fn concurrent_readers_while_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        let blocks: Vec<Block> = (0..400u32)
+            .map(|i| Block::new(cid::Version::V1, RAW, vec![i as u8; 1000 + i as usize]))
+            .collect();
+        let writer = {
+            let (store, blocks) = (store.clone(), blocks.clone());
+            std::thread::spawn(move || {
+                for chunk in blocks.chunks(10) {
+                    store.put_many(chunk).unwrap();
+                }
+            })
+        };
+        // Readers see either nothing or the whole, correct block.
+        let mut seen = 0;
+        while !writer.is_finished() || seen < blocks.len() {
+            seen = 0;
+            for b in &blocks {
+                if let Some(data) = store.get(&b.cid).unwrap() {
+                    assert_eq!(data, b.data);
+                    seen += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_pinned_dags_only() {
+        use crate::unixfs::pb::{PbLink, PbNode};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::open(dir.path()).unwrap();
+        let leaf = Block::new(cid::Version::V1, RAW, b"leaf".to_vec());
+        let root = Block::new(
+            cid::Version::V1,
+            DAG_PB,
+            PbNode {
+                links: vec![PbLink {
+                    hash: leaf.cid.to_bytes(),
+                    name: Some(String::new()),
+                    tsize: Some(4),
+                }],
+                data: None,
+            }
+            .encode(),
+        );
+        let loose = Block::new(cid::Version::V1, RAW, b"loose".to_vec());
+        let direct = Block::new(cid::Version::V1, RAW, b"direct".to_vec());
+        repo.blocks
+            .put_many(&[leaf.clone(), root.clone(), loose.clone(), direct.clone()])
+            .unwrap();
+        repo.pins.add(&root.cid, pins::PinKind::Recursive).unwrap();
+        repo.pins.add(&direct.cid, pins::PinKind::Direct).unwrap();
+        let report = repo.gc().unwrap();
+        assert_eq!(report.removed, vec![*loose.cid.hash()]);
+        assert_eq!(report.kept, 3);
+        assert!(repo.blocks.has(&leaf.cid).unwrap());
+        assert!(!repo.blocks.has(&loose.cid).unwrap());
+        // Unpinned, everything goes.
+        repo.pins.remove(&root.cid).unwrap();
+        repo.pins.remove(&direct.cid).unwrap();
+        assert_eq!(repo.gc().unwrap().removed.len(), 3);
+    }
+
+    #[test]
+    fn verify_reports_corrupt_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::open(dir.path()).unwrap();
+        let good = Block::new(cid::Version::V1, RAW, b"good".to_vec());
+        let bad = Block::new(cid::Version::V1, RAW, b"bad".to_vec());
+        repo.blocks.put_many(&[good, bad.clone()]).unwrap();
+        std::fs::write(repo.blocks.path_of(bad.cid.hash()), b"BAD").unwrap();
+        let report = repo.verify().unwrap();
+        assert_eq!(report.checked, 2);
+        assert_eq!(report.corrupt.len(), 1);
+        assert_eq!(report.corrupt[0].0, *bad.cid.hash());
     }
 }

@@ -169,7 +169,10 @@ mod tests {
         let mut car = header(&[a.cid]);
         car.extend(section(&a.cid, b"hellO"));
         let mut r = CarReader::new(&car[..]).unwrap();
-        assert!(matches!(r.next_block(), Err(StoreError::HashMismatch { .. })));
+        assert!(matches!(
+            r.next_block(),
+            Err(StoreError::HashMismatch { .. })
+        ));
     }
 
     #[test]

@@ -120,7 +120,8 @@ impl Blockstore for FsStore {
             }
             let tmp = self.tmp_path();
             let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-            f.write_all(&b.data).map_err(StoreError::io("write", &tmp))?;
+            f.write_all(&b.data)
+                .map_err(StoreError::io("write", &tmp))?;
             staged.push((f, tmp, dest));
         }
         if staged.is_empty() {
@@ -196,7 +197,10 @@ impl Blockstore for FsStore {
 
 /// Makes the contents of `files` durable: one `syncfs` on Linux when there
 /// are many, otherwise an `fdatasync` each.
-fn sync_files<'a>(dir: &Path, files: impl ExactSizeIterator<Item = &'a File>) -> Result<(), StoreError> {
+fn sync_files<'a>(
+    dir: &Path,
+    files: impl ExactSizeIterator<Item = &'a File>,
+) -> Result<(), StoreError> {
     if files.len() > 8 {
         return sync_filesystem(dir);
     }

@@ -237,9 +237,8 @@ impl UnixfsData {
 impl PbNode {
     /// Encodes canonically: links first, then data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.links.len() * 48 + self.data.as_ref().map_or(0, Vec::len) + 8,
-        );
+        let mut out =
+            Vec::with_capacity(self.links.len() * 48 + self.data.as_ref().map_or(0, Vec::len) + 8);
         let mut link_buf = Vec::with_capacity(64);
         for l in &self.links {
             link_buf.clear();
@@ -293,7 +292,12 @@ impl PbNode {
                         wire: w,
                     })
                 }
-                _ => return Err(PbError::UnknownField { message: MSG, field }),
+                _ => {
+                    return Err(PbError::UnknownField {
+                        message: MSG,
+                        field,
+                    })
+                }
             }
         }
         Ok(node)
@@ -313,9 +317,8 @@ fn decode_link(buf: &[u8]) -> Result<PbLink, PbError> {
         match (field, wire) {
             (1, 2) => hash = Some(r.bytes()?.to_vec()),
             (2, 2) => {
-                link.name = Some(
-                    String::from_utf8(r.bytes()?.to_vec()).map_err(|_| PbError::BadName)?,
-                )
+                link.name =
+                    Some(String::from_utf8(r.bytes()?.to_vec()).map_err(|_| PbError::BadName)?)
             }
             (3, 0) => link.tsize = Some(r.varint()?),
             (1..=3, w) => {
@@ -325,7 +328,12 @@ fn decode_link(buf: &[u8]) -> Result<PbLink, PbError> {
                     wire: w,
                 })
             }
-            _ => return Err(PbError::UnknownField { message: MSG, field }),
+            _ => {
+                return Err(PbError::UnknownField {
+                    message: MSG,
+                    field,
+                })
+            }
         }
     }
     link.hash = hash.ok_or(PbError::Missing("PBLink.Hash"))?;

@@ -194,6 +194,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // The header timeout also runs while a kept-alive connection waits
+        // for its next request, so idle clients give their slot back.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)

@@ -428,34 +428,38 @@ fn hamt_find(
 ) -> Result<Option<Cid>, ExportError> {
     let hash = u64::from_be_bytes(hamt::name_hash(name.as_bytes()));
     let mark = path.len();
-    let mut level: (Cid, PbNode, UnixfsData);
-    let (mut cid, mut node, mut fs) = (root, root_node, root_fs);
-    let mut depth = 0;
-    'levels: loop {
+    // The sub-shard being searched; `None` while at the root.
+    let mut shard_node: Option<(Cid, PbNode, UnixfsData)> = None;
+    for depth in 0.. {
+        let (cid, node, fs) = match &shard_node {
+            Some((c, n, f)) => (c, n, f),
+            None => (root, root_node, root_fs),
+        };
         let shard = Shard::of(cid, fs)?;
         let Some(bucket) = shard.bucket(hash, depth) else {
             break;
         };
         let prefix = format!("{bucket:0w$X}", w = shard.width);
+        let mut next = None;
         for link in &node.links {
             let (p, entry) = shard.split(cid, link)?;
             if p != prefix {
                 continue;
             }
-            let child = link_cid(cid, link)?;
             if entry.is_empty() {
-                let (n, f) = load_shard(store, &child)?;
-                path.push(child);
-                level = (child, n, f);
-                (cid, node, fs) = (&level.0, &level.1, &level.2);
-                depth += 1;
-                continue 'levels;
+                next = Some(link_cid(cid, link)?);
+                break;
             }
             if entry == name {
-                return Ok(Some(child));
+                return Ok(Some(link_cid(cid, link)?));
             }
         }
-        break;
+        let Some(child) = next else {
+            break;
+        };
+        let (n, f) = load_shard(store, &child)?;
+        path.push(child);
+        shard_node = Some((child, n, f));
     }
     path.truncate(mark);
     hamt_scan(store, root, root_node, root_fs, name, path)

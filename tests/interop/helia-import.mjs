@@ -20,6 +20,8 @@
 //   --wrap                   wrap everything in a directory (`add -w`)
 //   --hidden                 include dot files when walking directories
 //   --all                    print every entry as `<cid> <path>`, not just the root
+//   --each                   import each PATH on its own and print one root CID
+//                            per PATH, in order (one process for many cases)
 //
 // Without --kubo or --profile the importer's own defaults apply (CIDv1, raw
 // leaves, 256 KiB chunks, 174 links).
@@ -58,7 +60,7 @@ function parseArgs (argv) {
         value = argv[++i]
       }
       opts[arg.slice(2)] = value
-    } else if (arg === '--kubo' || arg === '--wrap' || arg === '--hidden' || arg === '--all') {
+    } else if (['--kubo', '--wrap', '--hidden', '--all', '--each'].includes(arg)) {
       opts[arg.slice(2)] = true
     } else if (arg === '-' || !arg.startsWith('-')) {
       opts.paths.push(arg)
@@ -141,11 +143,11 @@ function * walk (fsPath, importPath, hidden) {
   }
 }
 
-async function main () {
-  const opts = parseArgs(process.argv.slice(2))
-  const options = importerOptions(opts)
+async function importPaths (paths, opts) {
+  // The importer fills in defaults on the options object it is given.
+  const options = importerOptions({ ...opts })
   const source = (function * () {
-    for (const p of opts.paths) yield * candidates(p, opts.hidden === true)
+    for (const p of paths) yield * candidates(p, opts.hidden === true)
   })()
   let last
   for await (const entry of importer(source, new BlackHoleBlockstore(), options)) {
@@ -154,6 +156,15 @@ async function main () {
   }
   if (last === undefined) usage('nothing imported')
   if (!opts.all) process.stdout.write(`${last.cid}\n`)
+}
+
+async function main () {
+  const opts = parseArgs(process.argv.slice(2))
+  if (opts.each) {
+    for (const p of opts.paths) await importPaths([p], opts)
+  } else {
+    await importPaths(opts.paths, opts)
+  }
 }
 
 main().catch(err => {

@@ -10,10 +10,10 @@ The repo is always configured offline before kubo opens it: every address on
 never tries to reach the Internet.
 
 Commands:
-  kubo.py add [--only-hash] [--repo DIR] PATH     print the root CID of PATH as
-      `ipfs add` with its defaults computes it (CIDv0, dag-pb leaves, 256 KiB
-      chunks, balanced layout). A directory is imported recursively under its
-      own name, not wrapped, hidden files included.
+  kubo.py add [--only-hash] [--repo DIR] PATH...  print the root CID of each PATH,
+      one a line, as `ipfs add` with its defaults computes it (CIDv0, dag-pb
+      leaves, 256 KiB chunks, balanced layout). A directory is imported
+      recursively under its own name, not wrapped, hidden files included.
   kubo.py download [--repo DIR] CID DEST          write CID from the repo to DEST
   kubo.py bench [--reps N] FILE                    time AddFile(onlyHash=true) and
       AddFile(onlyHash=false) into a fresh repo, N times each; prints one JSON
@@ -127,7 +127,7 @@ def main():
     a = sub.add_parser("add")
     a.add_argument("--only-hash", action="store_true")
     a.add_argument("--repo")
-    a.add_argument("path")
+    a.add_argument("paths", nargs="+", metavar="path")
     d = sub.add_parser("download")
     d.add_argument("--repo")
     d.add_argument("cid")
@@ -139,10 +139,12 @@ def main():
 
     lib = load_kubo()
     if args.cmd == "add":
-        if not os.path.exists(args.path):
-            sys.exit(f"kubo.py: {args.path} does not exist")
+        for p in args.paths:
+            if not os.path.exists(p):
+                sys.exit(f"kubo.py: {p} does not exist")
         with Repo(lib, args.repo) as repo:
-            print(add(lib, repo, args.path, args.only_hash))
+            for p in args.paths:
+                print(add(lib, repo, p, args.only_hash), flush=True)
     elif args.cmd == "download":
         with Repo(lib, args.repo) as repo:
             rc = lib.Download(repo.encode(), args.cid.encode(), os.path.abspath(args.dest).encode())

@@ -87,7 +87,7 @@ function bool (name, value) {
 function importerOptions (opts) {
   const o = {
     // One at a time keeps the output order and memory predictable.
-    fileImportConcurrency: 1,
+    fileImportConcurrency: 50,
     blockWriteConcurrency: 16
   }
   if (opts.kubo) {
@@ -139,7 +139,10 @@ function * walk (fsPath, importPath, hidden) {
       yield * walk(path.join(fsPath, n), `${importPath}/${n}`, hidden)
     }
   } else {
-    yield { path: importPath, content: fs.createReadStream(fsPath, { highWaterMark: 1 << 20 }) }
+    // Small files are read at once: a stream per file is slow for the
+    // thousands of files of a sharded directory.
+    const content = st.size <= (1 << 20) ? fs.readFileSync(fsPath) : fs.createReadStream(fsPath, { highWaterMark: 1 << 20 })
+    yield { path: importPath, content }
   }
 }
 

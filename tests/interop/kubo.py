@@ -170,8 +170,8 @@ def run(args):
                 sys.exit(f"kubo.py: Download({args.cid}) failed with {rc}")
     elif args.cmd == "bench":
         result = {"only_hash": [], "add": [], "cid": None}
-        # The first call starts Go's runtime and kubo's plugins; meshcast has
-        # no such one-time cost per process worth counting, so leave it out.
+        # The first call in a process loads kubo's plugins and warms Go's
+        # runtime; time AddFile alone, as a long-running kubo daemon runs it.
         with Repo(lib, None) as repo:
             warm = os.path.join(repo, "warm-up")
             with open(warm, "wb") as f:

@@ -10,8 +10,10 @@
 //!   is Helia with `cidVersion: 1, rawLeaves: true` and otherwise kubo's
 //!   256 KiB / 174-link layout and links-bytes shard threshold.
 //! - kubo 0.22 shards a directory whose links-bytes estimate is exactly
-//!   262144; IPIP-0499 (and Helia) shard only above it. The boundary tests
-//!   follow IPIP-0499.
+//!   262144; IPIP-0499 (and Helia) shard only above it. meshcast's default
+//!   is kubo 0.22 (shards at the threshold), its profiles follow IPIP-0499.
+//! - kubo and Helia both preserve symlinks as UnixFS symlinks and keep
+//!   empty directories.
 
 use crate::support::*;
 use anyhow::{ensure, Result};
@@ -516,7 +518,26 @@ fn hamt_threshold_links_bytes_boundary_matches_helia() -> Result<()> {
         content,
     )?;
     hamt_boundary(&["--kubo"], &["--profile", "unixfs-v0-2015"], &at, &over)?;
-    hamt_boundary(&["--kubo"], &[], &at, &over)
+
+    // Without a profile meshcast is kubo 0.22, which also shards the
+    // directory exactly at the threshold.
+    let kubo = kubo_add(&[&at, &over], true)?;
+    let kubo_sharded_at = helia(&["--kubo", "--shard-threshold", "262143"], &[&at])?;
+    ensure!(
+        kubo[0] == kubo_sharded_at,
+        "kubo no longer shards at the threshold: {kubo:?}"
+    );
+    assert_eq!(
+        only_hash(["-r".as_ref(), at.as_os_str()])?,
+        kubo[0],
+        "default, directory at the threshold (kubo 0.22 shards it)"
+    );
+    assert_eq!(
+        only_hash(["-r".as_ref(), over.as_os_str()])?,
+        kubo[1],
+        "default, directory over the threshold"
+    );
+    Ok(())
 }
 
 #[test]

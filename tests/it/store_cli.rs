@@ -6,16 +6,24 @@ use anyhow::{bail, ensure, Context, Result};
 use cid::Cid;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Every entry under `root` as relative path -> file bytes (`None` for a
-/// directory), skipping dot files unless `hidden`.
-fn listing(root: &Path, hidden: bool) -> Result<BTreeMap<String, Option<Vec<u8>>>> {
+/// One entry of a directory tree on disk.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+/// Every entry under `root` by relative path, skipping dot files unless
+/// `hidden`. Symlinks are entries of their own, as UnixFS keeps them.
+fn listing(root: &Path, hidden: bool) -> Result<BTreeMap<String, Entry>> {
     fn walk(
         root: &Path,
         dir: &Path,
         hidden: bool,
-        out: &mut BTreeMap<String, Option<Vec<u8>>>,
+        out: &mut BTreeMap<String, Entry>,
     ) -> Result<()> {
         for e in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
             let e = e?;
@@ -24,11 +32,14 @@ fn listing(root: &Path, hidden: bool) -> Result<BTreeMap<String, Option<Vec<u8>>
                 continue;
             }
             let rel = e.path().strip_prefix(root)?.to_string_lossy().into_owned();
-            if e.file_type()?.is_dir() {
-                out.insert(rel, None);
+            let t = e.file_type()?;
+            if t.is_symlink() {
+                out.insert(rel, Entry::Symlink(fs::read_link(e.path())?));
+            } else if t.is_dir() {
+                out.insert(rel, Entry::Dir);
                 walk(root, &e.path(), hidden, out)?;
             } else {
-                out.insert(rel, Some(fs::read(e.path())?));
+                out.insert(rel, Entry::File(fs::read(e.path())?));
             }
         }
         Ok(())
@@ -199,7 +210,7 @@ fn gc_removes_unpinned_blocks_and_keeps_pinned_ones() -> Result<()> {
     // Unpinning makes the rest collectable too.
     repo.run(["pin", "rm", &kept])?;
     repo.run(["repo", "gc"])?;
-    assert_eq!(repo.block_files()?, Vec::<std::path::PathBuf>::new());
+    assert_eq!(repo.block_files()?, Vec::<PathBuf>::new());
     Ok(())
 }
 

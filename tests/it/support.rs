@@ -536,8 +536,8 @@ impl Fixtures {
 }
 
 /// A directory tree with what importers disagree on: nesting, hidden files
-/// and directories, an empty directory, a multi-chunk file, names that sort
-/// differently as bytes and as text, and a non-ASCII name.
+/// and directories, an empty directory, a symlink, a multi-chunk file, names
+/// that sort differently as bytes and as text, and a non-ASCII name.
 pub fn tree(root: &Path) -> Result<()> {
     write(&root.join("README.md"), b"# tree\n\nA fixture.\n")?;
     write(&root.join("a.txt"), &text_bytes(1, 5000))?;
@@ -558,5 +558,6 @@ pub fn tree(root: &Path) -> Result<()> {
     )?;
     write(&root.join("caf\u{e9}.txt"), "café\n".as_bytes())?;
     fs::create_dir_all(root.join("empty-dir"))?;
+    std::os::unix::fs::symlink("sub/one.txt", root.join("link-to-one"))?;
     Ok(())
 }

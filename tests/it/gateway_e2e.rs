@@ -10,8 +10,9 @@ use crate::support::*;
 use anyhow::{bail, ensure, Context, Result};
 use cid::Cid;
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A running `meshcast serve`, killed on drop.
@@ -19,6 +20,8 @@ struct Gateway {
     _child: KillOnDrop,
     base: String,
     agent: ureq::Agent,
+    log: std::path::PathBuf,
+    _logdir: tempfile::TempDir,
 }
 
 /// A response: status, headers, whole body.
@@ -34,6 +37,32 @@ impl Reply {
     }
 }
 
+/// The end of the server's log, for error messages.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let start = text.len().saturating_sub(3000);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    format!("--- server log ---\n{}", &text[start..])
+}
+
+/// Starts `meshcast serve` on `repo` with `args`, stdout and stderr to a log
+/// file in a new directory.
+fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
+    let logdir = tempdir()?;
+    let log = logdir.path().join("serve.log");
+    let out = std::fs::File::create(&log)?;
+    let child = repo
+        .cmd(["serve"])
+        .args(args)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("start meshcast serve")?;
+    Ok((KillOnDrop(child), logdir, log))
+}
+
 impl Gateway {
     /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
     /// plus `extra` arguments, and waits until it accepts connections.
@@ -44,22 +73,24 @@ impl Gateway {
         for _ in 0..3 {
             let port = free_port()?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let child = Repo::cmd(repo, ["serve", "--http", &addr.to_string()])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("start meshcast serve")?;
-            let mut child = KillOnDrop(child);
+            let addr_arg = addr.to_string();
+            let mut args: Vec<&OsStr> = vec!["--http".as_ref(), addr_arg.as_ref()];
+            args.extend(extra.iter().map(OsStr::new));
+            let (mut child, logdir, log) = spawn_serve(repo, &args)?;
             match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
-                Ok(()) => return Ok(Self::client(child, addr)),
-                Err(e) => last_err = Some(e),
+                Ok(()) => return Ok(Self::client(child, addr, logdir, log)),
+                Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
             }
         }
         Err(last_err.unwrap())
     }
 
-    fn client(child: KillOnDrop, addr: SocketAddr) -> Self {
+    fn client(
+        child: KillOnDrop,
+        addr: SocketAddr,
+        logdir: tempfile::TempDir,
+        log: PathBuf,
+    ) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -70,6 +101,8 @@ impl Gateway {
             _child: child,
             base: format!("http://{addr}"),
             agent,
+            log,
+            _logdir: logdir,
         }
     }
 
@@ -100,9 +133,10 @@ impl Gateway {
         let r = self.get(path, headers)?;
         if r.status != status {
             bail!(
-                "GET {path} {headers:?}: status {} (want {status}), body {:?}",
+                "GET {path} {headers:?}: status {} (want {status}), body {:?}\n{}",
                 r.status,
-                String::from_utf8_lossy(&r.body[..r.body.len().min(500)])
+                String::from_utf8_lossy(&r.body[..r.body.len().min(500)]),
+                log_tail(&self.log)
             );
         }
         Ok(r)
@@ -301,25 +335,63 @@ fn listens_where_the_config_file_says() -> Result<()> {
     let repo = Repo::new()?;
     let cid = repo.add([fixtures().path().join("text-1")])?;
     let work = tempdir()?;
-    for attempt in 0..3 {
+    let mut last_err = None;
+    for _ in 0..3 {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = work.path().join("meshcast.toml");
         std::fs::write(&config, format!("[http]\nlisten = \"{addr}\"\n"))?;
-        let child = repo
-            .cmd(["serve".as_ref(), "--config".as_ref(), config.as_os_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut child = KillOnDrop(child);
-        if wait_for_port(addr, &mut child.0, Duration::from_secs(20)).is_err() && attempt < 2 {
-            continue;
+        let (mut child, logdir, log) =
+            spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()])?;
+        match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
+            Ok(()) => {
+                let gw = Gateway::client(child, addr, logdir, log);
+                gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+                return Ok(());
+            }
+            Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
         }
-        let gw = Gateway::client(child, addr);
-        gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
-        return Ok(());
     }
-    bail!("serve --config never listened")
+    Err(last_err.unwrap())
+}
+
+#[test]
+fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
+    let repo = Repo::new()?;
+    let cid = repo.add([fixtures().path().join("text-1")])?;
+    let (mut child, logdir, log) =
+        spawn_serve(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()])?;
+    let start = std::time::Instant::now();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found = text.match_indices("127.0.0.1:").find_map(|(i, m)| {
+            let digits: String = text[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        if let Some(status) = child.0.try_wait()? {
+            bail!("serve exited with {status}\n{}", log_tail(&log));
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve --http 127.0.0.1:0 logged no listening address\n{}",
+            log_tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_for_port(addr, &mut child.0, Duration::from_secs(20))?;
+    let gw = Gateway::client(child, addr, logdir, log);
+    gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+    Ok(())
 }
 
 #[test]

@@ -1,0 +1,409 @@
+//! The HTTP gateway end to end: `meshcast serve` on a loopback port over a
+//! repo filled by `meshcast add`, fetched with a plain HTTP client.
+//!
+//! Checks the path gateway (`/ipfs/{cid}[/path]`, ranges) and the trustless
+//! gateway responses (`?format=raw` must hash to the CID, `?format=car` must
+//! parse and verify), and the status codes for bad (400), missing (404) and
+//! missing-with-`only-if-cached` (412) CIDs.
+
+use crate::support::*;
+use anyhow::{bail, ensure, Context, Result};
+use cid::Cid;
+use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A running `meshcast serve`, killed on drop.
+struct Gateway {
+    _child: KillOnDrop,
+    base: String,
+    agent: ureq::Agent,
+    log: std::path::PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+/// A response: status, headers, whole body.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The end of the server's log, for error messages.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let start = text.len().saturating_sub(3000);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    format!("--- server log ---\n{}", &text[start..])
+}
+
+/// Starts `meshcast serve` on `repo` with `args`, stdout and stderr to a log
+/// file in a new directory.
+fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
+    let logdir = tempdir()?;
+    let log = logdir.path().join("serve.log");
+    let out = std::fs::File::create(&log)?;
+    let child = repo
+        .cmd(["serve"])
+        .args(args)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("start meshcast serve")?;
+    Ok((KillOnDrop(child), logdir, log))
+}
+
+impl Gateway {
+    /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
+    /// plus `extra` arguments, and waits until it accepts connections.
+    fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
+        let mut last_err = None;
+        // A free port can be taken by someone else before the server binds
+        // it: try a few.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr_arg = addr.to_string();
+            let mut args: Vec<&OsStr> = vec!["--http".as_ref(), addr_arg.as_ref()];
+            args.extend(extra.iter().map(OsStr::new));
+            let (mut child, logdir, log) = spawn_serve(repo, &args)?;
+            match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
+                Ok(()) => return Ok(Self::client(child, addr, logdir, log)),
+                Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
+            }
+        }
+        Err(last_err.unwrap())
+    }
+
+    fn client(
+        child: KillOnDrop,
+        addr: SocketAddr,
+        logdir: tempfile::TempDir,
+        log: PathBuf,
+    ) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            _child: child,
+            base: format!("http://{addr}"),
+            agent,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    /// GET `path` with extra request headers.
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.call().with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .with_context(|| format!("read body of GET {path}"))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// GET that must answer `status`.
+    fn expect(&self, path: &str, headers: &[(&str, &str)], status: u16) -> Result<Reply> {
+        let r = self.get(path, headers)?;
+        if r.status != status {
+            bail!(
+                "GET {path} {headers:?}: status {} (want {status}), body {:?}\n{}",
+                r.status,
+                String::from_utf8_lossy(&r.body[..r.body.len().min(500)]),
+                log_tail(&self.log)
+            );
+        }
+        Ok(r)
+    }
+}
+
+/// A CID for bytes no repo holds.
+fn absent_cid() -> String {
+    let digest = Sha256::digest(b"meshcast: nobody added this");
+    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    Cid::new_v1(0x55, mh).to_string()
+}
+
+#[test]
+fn serves_files_and_ranges() -> Result<()> {
+    let repo = Repo::new()?;
+    let file = fixtures().path().join(format!("random-{}", MIB + 1));
+    let bytes = std::fs::read(&file)?;
+    let v0 = repo.add([&file])?;
+    let v1 = repo.add([
+        "--profile".as_ref(),
+        "unixfs-v1-2025".as_ref(),
+        file.as_os_str(),
+    ])?;
+    let gw = Gateway::start(&repo, &[])?;
+
+    for cid in [&v0, &v1] {
+        let r = gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+        ensure!(
+            r.body == bytes,
+            "GET /ipfs/{cid}: {} bytes differ from the file",
+            r.body.len()
+        );
+
+        // Ranges: the start, across a 256 KiB chunk boundary, the open end,
+        // and a suffix.
+        let n = bytes.len();
+        for (range, from, to) in [
+            ("bytes=0-99".to_string(), 0, 99),
+            (
+                format!("bytes={}-{}", CHUNK - 10, CHUNK + 9),
+                CHUNK - 10,
+                CHUNK + 9,
+            ),
+            (format!("bytes={}-", n - 5), n - 5, n - 1),
+            ("bytes=-7".to_string(), n - 7, n - 1),
+        ] {
+            let r = gw.expect(&format!("/ipfs/{cid}"), &[("Range", &range)], 206)?;
+            ensure!(r.body == bytes[from..=to], "{range} of {cid}: wrong bytes");
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {from}-{to}/{n}").as_str()),
+                "Content-Range for {range}"
+            );
+        }
+        let r = gw.get(
+            &format!("/ipfs/{cid}"),
+            &[("Range", &format!("bytes={}-", n + 10))],
+        )?;
+        assert_eq!(r.status, 416, "a range past the end");
+    }
+
+    // HEAD-less clients rely on Content-Length for the whole body.
+    let r = gw.expect(&format!("/ipfs/{v0}"), &[], 200)?;
+    if let Some(len) = r.header("content-length") {
+        assert_eq!(len, bytes.len().to_string());
+    }
+    Ok(())
+}
+
+#[test]
+fn serves_paths_in_directories() -> Result<()> {
+    let repo = Repo::new()?;
+    let tree = fixtures().tree();
+    let root = repo.add(["-r".as_ref(), tree.as_os_str()])?;
+    let gw = Gateway::start(&repo, &[])?;
+    let r = gw.expect(&format!("/ipfs/{root}/sub/deeper/two.txt"), &[], 200)?;
+    assert_eq!(r.body, b"two\n");
+    let r = gw.expect(&format!("/ipfs/{root}/big.bin"), &[], 200)?;
+    ensure!(
+        r.body == std::fs::read(tree.join("big.bin"))?,
+        "big.bin differs"
+    );
+    gw.expect(&format!("/ipfs/{root}/no-such-file"), &[], 404)?;
+    Ok(())
+}
+
+#[test]
+fn trustless_raw_and_car_responses_verify() -> Result<()> {
+    let repo = Repo::new()?;
+    let file = fixtures().path().join(format!("text-{}", MIB + 1));
+    let tree = fixtures().tree();
+    let file_cid = repo.add([&file])?;
+    let tree_cid = repo.add(["-r".as_ref(), "-H".as_ref(), tree.as_os_str()])?;
+    let small_cid = repo.add([fixtures().path().join("random-1")])?;
+    let gw = Gateway::start(&repo, &[])?;
+
+    for cid in [&file_cid, &tree_cid, &small_cid] {
+        let parsed = Cid::try_from(cid.as_str())?;
+        // The raw block, by query and by Accept header.
+        for (q, h) in [
+            ("?format=raw", None),
+            ("", Some(("Accept", "application/vnd.ipld.raw"))),
+        ] {
+            let headers: Vec<(&str, &str)> = h.into_iter().collect();
+            let r = gw.expect(&format!("/ipfs/{cid}{q}"), &headers, 200)?;
+            verify_block(&parsed, &r.body).with_context(|| format!("raw block of {cid}"))?;
+            assert_eq!(r.header("content-type"), Some("application/vnd.ipld.raw"));
+        }
+        // The whole DAG as a CAR.
+        for (q, h) in [
+            ("?format=car", None),
+            ("", Some(("Accept", "application/vnd.ipld.car"))),
+        ] {
+            let headers: Vec<(&str, &str)> = h.into_iter().collect();
+            let r = gw.expect(&format!("/ipfs/{cid}{q}"), &headers, 200)?;
+            ensure!(
+                r.header("content-type")
+                    .unwrap_or("")
+                    .starts_with("application/vnd.ipld.car"),
+                "CAR content type {:?}",
+                r.header("content-type")
+            );
+            let car = parse_car(&r.body).with_context(|| format!("CAR of {cid}"))?;
+            assert_eq!(car.roots, vec![parsed], "CAR roots");
+            ensure!(
+                car.blocks.first().map(|b| b.0) == Some(parsed),
+                "CAR of {cid} does not start with its root"
+            );
+        }
+    }
+
+    // The file's CAR holds every block: exported and re-imported, it reads back.
+    let r = gw.expect(&format!("/ipfs/{file_cid}?format=car"), &[], 200)?;
+    let work = tempdir()?;
+    let car_path = work.path().join("f.car");
+    std::fs::write(&car_path, &r.body)?;
+    let other = Repo::new()?;
+    other.run(["dag".as_ref(), "import".as_ref(), car_path.as_os_str()])?;
+    ensure!(
+        other.cat(&file_cid)? == std::fs::read(&file)?,
+        "CAR from the gateway is incomplete"
+    );
+    Ok(())
+}
+
+#[test]
+fn error_statuses() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &[])?;
+    gw.expect("/ipfs/not-a-cid", &[], 400)?;
+    gw.expect("/ipfs/bafyinvalid", &[], 400)?;
+    let absent = absent_cid();
+    gw.expect(&format!("/ipfs/{absent}"), &[], 404)?;
+    gw.expect(
+        &format!("/ipfs/{absent}"),
+        &[("Cache-Control", "only-if-cached")],
+        412,
+    )?;
+    gw.expect(
+        &format!("/ipfs/{absent}?format=raw"),
+        &[("Cache-Control", "only-if-cached")],
+        412,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn only_if_cached_serves_what_is_there() -> Result<()> {
+    let repo = Repo::new()?;
+    let cid = repo.add([fixtures().path().join("text-1")])?;
+    let gw = Gateway::start(&repo, &[])?;
+    let r = gw.expect(
+        &format!("/ipfs/{cid}"),
+        &[("Cache-Control", "only-if-cached")],
+        200,
+    )?;
+    assert_eq!(r.body, std::fs::read(fixtures().path().join("text-1"))?);
+    Ok(())
+}
+
+#[test]
+fn serves_what_is_added_while_it_runs() -> Result<()> {
+    // The server and the CLI share the repo.
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &[])?;
+    let file = fixtures().path().join(format!("text-{CHUNK}"));
+    let cid = repo.add([&file])?;
+    let r = gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+    ensure!(r.body == std::fs::read(&file)?, "late-added file differs");
+    Ok(())
+}
+
+#[test]
+fn listens_where_the_config_file_says() -> Result<()> {
+    let repo = Repo::new()?;
+    let cid = repo.add([fixtures().path().join("text-1")])?;
+    let work = tempdir()?;
+    let mut last_err = None;
+    for _ in 0..3 {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = work.path().join("meshcast.toml");
+        std::fs::write(&config, format!("[http]\nlisten = \"{addr}\"\n"))?;
+        let (mut child, logdir, log) =
+            spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()])?;
+        match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
+            Ok(()) => {
+                let gw = Gateway::client(child, addr, logdir, log);
+                gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+                return Ok(());
+            }
+            Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
+        }
+    }
+    Err(last_err.unwrap())
+}
+
+#[test]
+fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
+    let repo = Repo::new()?;
+    let cid = repo.add([fixtures().path().join("text-1")])?;
+    let (mut child, logdir, log) =
+        spawn_serve(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()])?;
+    let start = std::time::Instant::now();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found = text.match_indices("127.0.0.1:").find_map(|(i, m)| {
+            let digits: String = text[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        if let Some(status) = child.0.try_wait()? {
+            bail!("serve exited with {status}\n{}", log_tail(&log));
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve --http 127.0.0.1:0 logged no listening address\n{}",
+            log_tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_for_port(addr, &mut child.0, Duration::from_secs(20))?;
+    let gw = Gateway::client(child, addr, logdir, log);
+    gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+    Ok(())
+}
+
+#[test]
+fn config_default_is_the_example_file() -> Result<()> {
+    let repo = Repo::new()?;
+    let printed: toml::Value =
+        toml::from_str(&repo.run(["config", "default"])?).context("config default is not TOML")?;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/meshcast.example.toml"
+    ))?;
+    let example: toml::Value = toml::from_str(&example)?;
+    assert_eq!(printed, example);
+    Ok(())
+}

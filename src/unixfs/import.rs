@@ -119,9 +119,13 @@ pub struct ImportOptions {
     pub chunk_size: usize,
     /// Most links in one file node of the balanced layout; at least 2.
     pub max_links: usize,
-    /// Directories whose estimated size exceeds this many bytes are sharded
-    /// (a directory exactly at the threshold stays basic); 0 never shards.
+    /// Directories whose estimated size exceeds this many bytes are sharded;
+    /// 0 never shards.
     pub hamt_threshold: usize,
+    /// Also shard a directory whose estimate equals `hamt_threshold`. kubo up
+    /// to 0.39 compared with `>=`; IPIP-0499 fixed the rule to `>`, so both
+    /// profiles leave this off and only kubo 0.22's [`Default`] sets it.
+    pub hamt_shard_at_threshold: bool,
     /// How a directory's size is estimated against `hamt_threshold`.
     pub hamt_estimation: SizeEstimation,
     /// Slots per HAMT shard node: a power of two, multiple of 8, at most 1024.
@@ -135,9 +139,13 @@ pub struct ImportOptions {
 }
 
 impl Default for ImportOptions {
-    /// kubo 0.22's defaults, which are the `unixfs-v0-2015` profile.
+    /// kubo 0.22's defaults: the `unixfs-v0-2015` profile, except that a
+    /// directory exactly at the HAMT threshold is sharded, as kubo 0.22 does.
     fn default() -> Self {
-        Self::from_profile(Profile::UnixfsV0_2015)
+        Self {
+            hamt_shard_at_threshold: true,
+            ..Self::from_profile(Profile::UnixfsV0_2015)
+        }
     }
 }
 
@@ -153,6 +161,7 @@ impl ImportOptions {
                 max_links: DEFAULT_MAX_LINKS,
                 hamt_threshold: DEFAULT_HAMT_THRESHOLD,
                 hamt_estimation: SizeEstimation::LinkBytes,
+                hamt_shard_at_threshold: false,
                 hamt_fanout: hamt::DEFAULT_FANOUT,
                 hidden: false,
                 wrap_with_directory: false,
@@ -164,6 +173,7 @@ impl ImportOptions {
                 max_links: 1024,
                 hamt_threshold: DEFAULT_HAMT_THRESHOLD,
                 hamt_estimation: SizeEstimation::BlockBytes,
+                hamt_shard_at_threshold: false,
                 hamt_fanout: hamt::DEFAULT_FANOUT,
                 hidden: false,
                 wrap_with_directory: false,
@@ -292,9 +302,33 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+/// Deterministic test data (xorshift64), reproducible from Python or
+/// JavaScript to get reference CIDs from kubo and Helia.
+#[cfg(test)]
+pub(crate) fn pattern(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_is_the_shared_one() {
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&pattern(16)),
+            "ad4df30bae771bdc76606e02b9eef064"
+        );
+    }
 
     #[test]
     fn chunker_strings() {
@@ -322,7 +356,16 @@ mod tests {
         assert_eq!(v0.to_string(), "unixfs-v0-2015");
         assert_eq!(v1.to_string(), "unixfs-v1-2025");
         assert!("unixfs-v1-2026".parse::<Profile>().is_err());
-        assert_eq!(ImportOptions::default(), ImportOptions::from_profile(v0));
+        // kubo 0.22 differs from the profile only at the exact threshold.
+        let kubo = ImportOptions::default();
+        assert!(kubo.hamt_shard_at_threshold);
+        assert_eq!(
+            ImportOptions {
+                hamt_shard_at_threshold: false,
+                ..kubo
+            },
+            ImportOptions::from_profile(v0)
+        );
         let o = ImportOptions::from_profile(v1);
         assert_eq!(o.cid_version, cid::Version::V1);
         assert!(o.raw_leaves);

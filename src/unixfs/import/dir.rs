@@ -86,8 +86,8 @@ impl DirectoryBuilder {
                 .sum(),
             SizeEstimation::BlockBytes => self.basic_node().encoded_len(),
         };
-        // Strictly greater: a directory exactly at the threshold stays basic.
         estimate > opts.hamt_threshold
+            || (opts.hamt_shard_at_threshold && estimate == opts.hamt_threshold)
     }
 
     /// Entry names in the order kubo lists this directory once built: by

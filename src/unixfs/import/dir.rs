@@ -243,3 +243,226 @@ fn emit(
     sink.put_block(block)?;
     Ok(imported)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unixfs::import::{FileImporter, Profile};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn file(opts: &ImportOptions, data: &[u8]) -> Imported {
+        let mut sink = crate::store::Discard;
+        let mut f = FileImporter::new(opts, &mut sink).unwrap();
+        f.write(data).unwrap();
+        f.finish().unwrap()
+    }
+
+    /// `n` files named `fNNNNN` padded with `x` to 30 bytes (the first
+    /// `longer` names to 31), holding their index in decimal: the fixture
+    /// used to find the sharding threshold of kubo and Helia.
+    fn threshold_dir(opts: &ImportOptions, n: usize, longer: usize) -> DirectoryBuilder {
+        let mut dir = DirectoryBuilder::new();
+        for i in 0..n {
+            let width = if i < longer { 31 } else { 30 };
+            let name = format!("{:x<width$}", format!("f{i:05}"));
+            let f = file(opts, i.to_string().as_bytes());
+            dir.add(name, f.cid, f.dag_size).unwrap();
+        }
+        dir
+    }
+
+    fn build(dir: DirectoryBuilder, opts: &ImportOptions) -> (Imported, Vec<Block>) {
+        let mut blocks = Vec::new();
+        let root = dir.finish(opts, &mut blocks).unwrap();
+        (root, blocks)
+    }
+
+    #[test]
+    fn empty_directory_is_the_well_known_one() {
+        let v0 = ImportOptions::default();
+        let (root, _) = build(DirectoryBuilder::new(), &v0);
+        assert_eq!(
+            root.cid.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
+        assert_eq!(root.dag_size, 4);
+        let v1 = ImportOptions::from_profile(Profile::UnixfsV1_2025);
+        let (root, _) = build(DirectoryBuilder::new(), &v1);
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+        );
+    }
+
+    #[test]
+    fn links_are_sorted_by_name_bytes() {
+        let opts = ImportOptions::default();
+        let f = file(&opts, b"x");
+        let mut dir = DirectoryBuilder::new();
+        for name in ["b", "B", "a", "ä", "a.txt", "_"] {
+            dir.add(name, f.cid, f.dag_size).unwrap();
+        }
+        let (_, blocks) = build(dir, &opts);
+        let node = PbNode::decode(&blocks[0].data).unwrap();
+        let names: Vec<_> = node.links.iter().map(|l| l.name.clone().unwrap()).collect();
+        assert_eq!(names, ["B", "_", "a", "a.txt", "b", "ä"]);
+    }
+
+    #[test]
+    fn rejects_bad_and_duplicate_names() {
+        let f = file(&ImportOptions::default(), b"x");
+        let mut dir = DirectoryBuilder::new();
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                dir.add(bad, f.cid, 1),
+                Err(ImportError::BadEntryName(_))
+            ));
+        }
+        dir.add("a", f.cid, 1).unwrap();
+        assert!(matches!(
+            dir.add("a", f.cid, 1),
+            Err(ImportError::DuplicateEntry(_))
+        ));
+    }
+
+    /// links-bytes of 4096 names of 30 bytes with CIDv0 links: exactly
+    /// 262144. kubo 0.22 shards it (`>=`); IPIP-0499 and Helia's
+    /// `unixfs-v0-2015` keep it basic. One byte more shards everywhere.
+    #[test]
+    fn links_bytes_threshold_matches_kubo_and_helia() {
+        let kubo = ImportOptions::default();
+        let profile = ImportOptions::from_profile(Profile::UnixfsV0_2015);
+        let at = threshold_dir(&kubo, 4096, 0);
+        assert!(at.will_shard(&kubo));
+        assert!(!at.will_shard(&profile));
+        let (root, blocks) = build(at.clone(), &kubo);
+        assert_eq!(
+            root.cid.to_string(),
+            "QmdBQiPbSdwCHUif6DCuPHgct1bUJGtKADNchVAJJUAfoW"
+        );
+        assert_eq!(root.dag_size, 383225);
+        assert!(blocks.len() > 1, "sub-shards");
+        let (root, blocks) = build(at, &profile);
+        assert_eq!(
+            root.cid.to_string(),
+            "QmSAfEe6zQajAeMAoYn1AzgiwDbjHCxP7xSXPPRsPkw3PT"
+        );
+        assert_eq!((root.dag_size, blocks.len()), (342958, 1));
+        let over = threshold_dir(&kubo, 4096, 1);
+        let (root, _) = build(over.clone(), &kubo);
+        assert_eq!(
+            root.cid.to_string(),
+            "Qmf7PBRPt3KYGdLF3qTLdeD9jFeXxkwDrr9oeJirmu8mXD"
+        );
+        assert_eq!(root.dag_size, 383226);
+        assert_eq!(build(over, &profile).0, root);
+    }
+
+    /// block-bytes: 3542 links of 74 bytes (+32 one byte longer) plus the
+    /// 4-byte Data field make a block of exactly 262144 bytes, which stays
+    /// basic; one more byte shards. CIDs from Helia `unixfs-v1-2025`.
+    #[test]
+    fn block_bytes_threshold_matches_helia() {
+        let opts = ImportOptions::from_profile(Profile::UnixfsV1_2025);
+        let at = threshold_dir(&opts, 3542, 32);
+        assert_eq!(at.basic_node().encoded_len(), 262144);
+        let (root, blocks) = build(at, &opts);
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeib75mevj5gnnm74zwbk5ol5ogi5sprxi3jbfngk57bvashskhksea"
+        );
+        assert_eq!((root.dag_size, blocks.len()), (275202, 1));
+        let (root, blocks) = build(threshold_dir(&opts, 3542, 33), &opts);
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeiet6ognopavnvvkmyleudyrbt23qiiikfleghkp5i52rydebzmkia"
+        );
+        assert_eq!(root.dag_size, 313115);
+        assert!(blocks.len() > 1);
+    }
+
+    /// Finds `name` by following its hash through the shards, checking each
+    /// node on the way; returns the entry's (cid, tsize).
+    fn lookup(
+        name: &str,
+        root: &Cid,
+        blocks: &HashMap<Cid, Block>,
+        fanout: u64,
+    ) -> Option<(Cid, u64)> {
+        let bits = hamt::fanout_bits(fanout).unwrap();
+        let mut hb = hamt::HashBits::new(name.as_bytes());
+        let mut cid = *root;
+        loop {
+            let node = PbNode::decode(&blocks[&cid].data).unwrap();
+            let fs = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+            assert_eq!(fs.kind, DataType::HamtShard);
+            assert_eq!(
+                (fs.fanout, fs.hash_type),
+                (Some(fanout), Some(hamt::MURMUR3_X64_64))
+            );
+            let bitfield = fs.data.unwrap_or_default();
+            let set = (0..fanout as usize)
+                .filter(|&i| hamt::bitfield_has(&bitfield, i))
+                .count();
+            assert_eq!(set, node.links.len());
+            let slot = hb.next(bits)?;
+            if !hamt::bitfield_has(&bitfield, slot) {
+                return None;
+            }
+            let prefix = hamt::link_prefix(slot, fanout);
+            let link = node
+                .links
+                .iter()
+                .find(|l| l.name.as_deref().unwrap().starts_with(&prefix))?;
+            let child = Cid::try_from(link.hash.as_slice()).unwrap();
+            let link_name = link.name.as_deref().unwrap();
+            if link_name.len() == prefix.len() {
+                cid = child;
+                continue;
+            }
+            return (&link_name[prefix.len()..] == name).then_some((child, link.tsize.unwrap()));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn every_entry_is_found_in_the_hamt(
+            names in proptest::collection::btree_set("[a-zA-Z0-9._-]{1,24}", 1..600),
+            fanout_bits in 3u32..=10,
+        ) {
+            let fanout = 1u64 << fanout_bits;
+            let opts = ImportOptions {
+                hamt_threshold: 1,
+                hamt_fanout: fanout,
+                ..ImportOptions::default()
+            };
+            let mut dir = DirectoryBuilder::new();
+            let mut want = HashMap::new();
+            for (i, name) in names.iter().enumerate() {
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let f = file(&opts, name.as_bytes());
+                dir.add(name.clone(), f.cid, f.dag_size + i as u64).unwrap();
+                want.insert(name.clone(), (f.cid, f.dag_size + i as u64));
+            }
+            let order = dir.listing_order(&opts).into_iter().map(str::to_owned).collect::<Vec<_>>();
+            let (root, blocks) = build(dir, &opts);
+            let total: u64 = blocks.iter().map(|b| b.data.len() as u64).sum::<u64>()
+                + want.values().map(|v| v.1).sum::<u64>();
+            prop_assert_eq!(root.dag_size, total);
+            prop_assert_eq!(blocks.last().unwrap().cid, root.cid);
+            let by_cid: HashMap<Cid, Block> = blocks.into_iter().map(|b| (b.cid, b)).collect();
+            for (name, entry) in &want {
+                prop_assert_eq!(lookup(name, &root.cid, &by_cid, fanout), Some(*entry));
+            }
+            prop_assert_eq!(lookup("not-there/", &root.cid, &by_cid, fanout), None);
+            // The listing order is the trie order: hashes ascending.
+            let hashes: Vec<_> = order.iter().map(|n| hamt::name_hash(n.as_bytes())).collect();
+            prop_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}

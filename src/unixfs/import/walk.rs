@@ -251,3 +251,179 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Discard;
+    use crate::unixfs::import::{pattern, Profile};
+
+    /// The fixture checked against kubo 0.22 and Helia:
+    ///
+    /// ```text
+    /// tree/b.txt "b\n"   tree/a/x.txt "x\n"   tree/a/deep/y "y\n"
+    /// tree/a/empty/      tree/.git/config "c\n"
+    /// tree/link -> a/x.txt                    tree/z.bin pattern(300000)
+    /// ```
+    fn fixture() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("tree");
+        fs::create_dir_all(t.join("a/deep")).unwrap();
+        fs::create_dir_all(t.join("a/empty")).unwrap();
+        fs::create_dir_all(t.join(".git")).unwrap();
+        fs::write(t.join("b.txt"), "b\n").unwrap();
+        fs::write(t.join("a/x.txt"), "x\n").unwrap();
+        fs::write(t.join("a/deep/y"), "y\n").unwrap();
+        fs::write(t.join(".git/config"), "c\n").unwrap();
+        fs::write(t.join("z.bin"), pattern(300000)).unwrap();
+        std::os::unix::fs::symlink("a/x.txt", t.join("link")).unwrap();
+        tmp
+    }
+
+    fn run(path: &Path, opts: &ImportOptions) -> (Added, Vec<(String, String)>, u64) {
+        let mut events = Vec::new();
+        let mut progress = 0;
+        let root = import_path(
+            path,
+            true,
+            opts,
+            &mut Discard,
+            &mut |a| events.push((a.cid().to_string(), a.name.clone())),
+            &mut |n| progress += n,
+        )
+        .unwrap();
+        (root, events, progress)
+    }
+
+    #[test]
+    fn events_come_in_kubo_order_and_match_its_cids() {
+        let tmp = fixture();
+        let opts = ImportOptions {
+            wrap_with_directory: true,
+            ..ImportOptions::default()
+        };
+        let (root, events, progress) = run(&tmp.path().join("tree"), &opts);
+        let want = [
+            (
+                "QmQ789bHQKJRvmffGwzaeBNVjA4HVz5mM6ZXZehWek2i28",
+                "tree/a/deep/y",
+            ),
+            (
+                "QmUNXr47Bja3aHUMfhXX5mMWTFJKuoUGETcA48vHG7dhag",
+                "tree/a/x.txt",
+            ),
+            (
+                "QmR9pC5uCF3UExca8RSrCVL8eKv7nHMpATzbEQkAHpXmVM",
+                "tree/b.txt",
+            ),
+            (
+                "QmVsR8s5BfdwbrY4evmQ94PjNHXnEcPwdqPXmnrsEzaJUU",
+                "tree/link",
+            ),
+            (
+                "QmUvFaRtWR5oNHdhMjRp7wivyusR2L4ufEkSCVs2HcMzPX",
+                "tree/z.bin",
+            ),
+            (
+                "QmRZMSA5Gxs37Xp5d3A5UfUwbuWLMi3hkeqabwcB8R4nkx",
+                "tree/a/deep",
+            ),
+            (
+                "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
+                "tree/a/empty",
+            ),
+            ("QmUYVb6JrsdNkfSzMwaTB84PksideynfeCnhVByikMRwVY", "tree/a"),
+            // Without hidden files (Helia `unixfs-v0-2015`).
+            ("QmWyFB4nbxiBMsZLhLkJYJm29GvTKcpPVtAMEWsykNFX4V", "tree"),
+            // Helia `wrapWithDirectory: true`.
+            ("QmTHxYEDLMd3j8ZzwqPppQtmPYiJKzEECusfF72g6Pn8ae", ""),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(c, n)| (c.to_string(), n.to_string()))
+            .collect();
+        assert_eq!(events, want);
+        assert_eq!(root.name, "");
+        assert_eq!(root.root.dag_size, 300612);
+        assert_eq!(progress, 300000 + 6);
+    }
+
+    #[test]
+    fn hidden_files_are_opt_in() {
+        let tmp = fixture();
+        let opts = ImportOptions {
+            hidden: true,
+            ..ImportOptions::default()
+        };
+        // kubo 0.22's AddFile (which includes hidden files).
+        let (root, events, _) = run(&tmp.path().join("tree"), &opts);
+        assert_eq!(
+            root.cid().to_string(),
+            "QmTEQHVXSZrx9FjjKTZ6KLn3HgVgENZw4BKHasJ3udoQrV"
+        );
+        assert!(events.iter().any(|(_, n)| n == "tree/.git/config"));
+        assert!(events.iter().any(|(_, n)| n == "tree/.git"));
+        // A hidden path given explicitly is added.
+        let (root, _, _) = run(&tmp.path().join("tree/.git"), &ImportOptions::default());
+        assert_eq!(root.name, ".git");
+    }
+
+    #[test]
+    fn v1_2025_profile_matches_helia() {
+        let tmp = fixture();
+        let opts = ImportOptions::from_profile(Profile::UnixfsV1_2025);
+        let (root, _, _) = run(&tmp.path().join("tree"), &opts);
+        assert_eq!(
+            root.cid().to_string(),
+            "bafybeiehsakeyvb47hmilgbzi3r543xzxpubra4pkmjet2e6faonazkw6e"
+        );
+        assert_eq!(root.root.dag_size, 300420);
+    }
+
+    #[test]
+    fn single_files_symlinks_and_stdin() {
+        let tmp = fixture();
+        let opts = ImportOptions::default();
+        let (root, events, _) = run(&tmp.path().join("tree/z.bin"), &opts);
+        assert_eq!(events.len(), 1);
+        assert_eq!(root.name, "z.bin");
+        assert_eq!(root.kind, EntryKind::File);
+        let (link, _, _) = run(&tmp.path().join("tree/link"), &opts);
+        assert_eq!(link.kind, EntryKind::Symlink);
+        assert_eq!(
+            link.cid().to_string(),
+            "QmVsR8s5BfdwbrY4evmQ94PjNHXnEcPwdqPXmnrsEzaJUU"
+        );
+        let data = pattern(300000);
+        let from_reader = import_reader(&mut &data[..], &opts, &mut Discard, &mut |_| {}).unwrap();
+        assert_eq!(from_reader, root.root);
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_fix() {
+        let tmp = fixture();
+        let dir = tmp.path().join("tree");
+        let err = import_path(
+            &dir,
+            false,
+            &ImportOptions::default(),
+            &mut Discard,
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tree is a directory"), "{err}");
+        assert!(err.to_string().contains("-r"), "{err}");
+        let missing = tmp.path().join("missing");
+        let err = import_path(
+            &missing,
+            true,
+            &ImportOptions::default(),
+            &mut Discard,
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, ImportError::Read { ref path, .. } if *path == missing));
+    }
+}

@@ -1,0 +1,569 @@
+//! Streaming file import: fixed-size chunks laid out as kubo's balanced DAG.
+//!
+//! Bytes fill a chunk buffer; each full chunk becomes a leaf (a raw block, or
+//! a UnixFS File node holding the chunk), is hashed and handed to the sink at
+//! once. Leaf links collect in `levels[0]`; a level that already holds
+//! `max_links` links is turned into a File node (with `filesize` and
+//! `blocksizes`) only when one more link arrives, because until then it may
+//! still be the root. This yields boxo's `balanced` layout: every leaf at the
+//! same depth, nodes filled left to right, a one-chunk file is its own leaf.
+
+use std::io::Read;
+use std::path::Path;
+
+use bytes::{Buf, Bytes, BytesMut};
+use cid::Cid;
+
+use super::{ImportError, ImportOptions, Imported};
+use crate::store::{Block, BlockSink, DAG_PB, RAW};
+use crate::unixfs::pb::{put_varint, varint_len, DataType, PbLink, PbNode, UnixfsData};
+
+/// Bytes reserved in front of a chunk for the dag-pb and UnixFS header of a
+/// wrapped leaf, so the chunk never has to be copied into the node: tag and
+/// length of `PBNode.Data` (1 + up to 5), type field (2), tag and length of
+/// `Data.Data` (1 + up to 5).
+const HEADROOM: usize = 16;
+/// Room after a chunk for the `filesize` field of a wrapped leaf.
+const TAILROOM: usize = 1 + 10;
+
+/// A link to a finished child: a leaf or an internal node.
+#[derive(Debug, Clone)]
+struct Child {
+    cid: Cid,
+    /// Cumulative size of the child DAG (the link's Tsize).
+    tsize: u64,
+    /// File bytes under the child (its entry in `blocksizes`).
+    file_size: u64,
+}
+
+/// Builds one file's DAG from bytes fed in slices of any size.
+///
+/// Every block goes to the sink as soon as it is complete; the importer holds
+/// one chunk and at most `max_links` links per tree level.
+pub struct FileImporter<'a> {
+    sink: &'a mut dyn BlockSink,
+    version: cid::Version,
+    raw_leaves: bool,
+    chunk_size: usize,
+    max_links: usize,
+    /// The chunk being filled, allocated at full size: `head` reserved bytes,
+    /// then `filled` bytes of data, then zeroes.
+    chunk: BytesMut,
+    head: usize,
+    filled: usize,
+    levels: Vec<Vec<Child>>,
+    file_size: u64,
+}
+
+impl<'a> FileImporter<'a> {
+    /// An importer for one file with `opts`' chunking and layout parameters.
+    pub fn new(opts: &ImportOptions, sink: &'a mut dyn BlockSink) -> Result<Self, ImportError> {
+        opts.validate()?;
+        Ok(Self {
+            sink,
+            version: opts.cid_version,
+            raw_leaves: opts.raw_leaves,
+            chunk_size: opts.chunk_size,
+            max_links: opts.max_links,
+            chunk: BytesMut::new(),
+            head: if opts.raw_leaves { 0 } else { HEADROOM },
+            filled: 0,
+            levels: Vec::new(),
+            file_size: 0,
+        })
+    }
+
+    /// File bytes taken so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Feeds the next bytes of the file.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), ImportError> {
+        while !data.is_empty() {
+            let room = self.room();
+            let n = room.len().min(data.len());
+            room[..n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+            self.advance(n)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `reader` to its end straight into chunk buffers (no copy between
+    /// the read and the block), calling `on_progress` with the byte count of
+    /// each read. `source` names the input in errors. Returns the bytes read.
+    pub fn read_from(
+        &mut self,
+        reader: &mut dyn Read,
+        source: &Path,
+        on_progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, ImportError> {
+        let mut total = 0u64;
+        loop {
+            match reader.read(self.room()) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    total += n as u64;
+                    on_progress(n as u64);
+                    self.advance(n)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source_err) => {
+                    return Err(ImportError::Read {
+                        path: source.to_path_buf(),
+                        source: source_err,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Ends the file: emits the last leaf and the internal nodes, and returns
+    /// the root.
+    pub fn finish(mut self) -> Result<Imported, ImportError> {
+        if self.filled > 0 {
+            self.flush_leaf()?;
+        }
+        if self.levels.is_empty() {
+            return self.empty_file();
+        }
+        let mut level = 0;
+        let root = loop {
+            let top = level + 1 == self.levels.len();
+            if top && self.levels[level].len() == 1 {
+                break self.levels[level].pop().expect("one link");
+            }
+            let children = std::mem::take(&mut self.levels[level]);
+            let node = self.emit_node(&children)?;
+            if top {
+                break node;
+            }
+            self.push(level + 1, node)?;
+            level += 1;
+        };
+        Ok(Imported {
+            cid: root.cid,
+            file_size: self.file_size,
+            dag_size: root.tsize,
+        })
+    }
+
+    /// The unfilled part of the current chunk, allocating the chunk if needed.
+    fn room(&mut self) -> &mut [u8] {
+        if self.chunk.is_empty() {
+            // Zeroed once per chunk: safe code cannot read into uninitialised
+            // memory, and one memset costs far less than hashing the chunk.
+            let tail = if self.raw_leaves { 0 } else { TAILROOM };
+            self.chunk = BytesMut::zeroed(self.head + self.chunk_size + tail);
+        }
+        let start = self.head + self.filled;
+        &mut self.chunk[start..self.head + self.chunk_size]
+    }
+
+    /// Accounts for `n` bytes placed in [`Self::room`]; emits a full chunk.
+    fn advance(&mut self, n: usize) -> Result<(), ImportError> {
+        self.filled += n;
+        self.file_size += n as u64;
+        if self.filled == self.chunk_size {
+            self.flush_leaf()?;
+        }
+        Ok(())
+    }
+
+    /// Turns the buffered chunk into a leaf block and links it.
+    fn flush_leaf(&mut self) -> Result<(), ImportError> {
+        let n = self.filled;
+        let mut buf = std::mem::take(&mut self.chunk);
+        self.filled = 0;
+        let block = if self.raw_leaves {
+            buf.truncate(n);
+            Block::new(self.version, RAW, buf.freeze())
+        } else {
+            // PBNode{Data: Data{Type: File, Data: chunk, filesize: n}}, written
+            // around the chunk in place.
+            let len = n as u64;
+            let inner = 2 + 1 + varint_len(len) + n + 1 + varint_len(len);
+            let mut header = Vec::with_capacity(HEADROOM);
+            header.push(0x0a);
+            put_varint(&mut header, inner as u64);
+            header.extend_from_slice(&[0x08, DataType::File as u8, 0x12]);
+            put_varint(&mut header, len);
+            let start = HEADROOM - header.len();
+            buf[start..HEADROOM].copy_from_slice(&header);
+            buf.truncate(HEADROOM + n);
+            let mut trailer = Vec::with_capacity(TAILROOM);
+            trailer.push(0x18);
+            put_varint(&mut trailer, len);
+            buf.extend_from_slice(&trailer);
+            buf.advance(start);
+            Block::new(self.version, DAG_PB, buf.freeze())
+        };
+        let child = Child {
+            cid: block.cid,
+            tsize: block.data.len() as u64,
+            file_size: n as u64,
+        };
+        self.sink.put_block(block)?;
+        self.push(0, child)
+    }
+
+    /// Appends a link at `level`, first closing the level into a node one
+    /// level up if it is full.
+    fn push(&mut self, level: usize, child: Child) -> Result<(), ImportError> {
+        if self.levels.len() == level {
+            self.levels.push(Vec::with_capacity(self.max_links));
+        }
+        if self.levels[level].len() == self.max_links {
+            let children =
+                std::mem::replace(&mut self.levels[level], Vec::with_capacity(self.max_links));
+            let parent = self.emit_node(&children)?;
+            self.push(level + 1, parent)?;
+        }
+        self.levels[level].push(child);
+        Ok(())
+    }
+
+    /// Emits an internal File node over `children`.
+    fn emit_node(&mut self, children: &[Child]) -> Result<Child, ImportError> {
+        let mut data = UnixfsData::new(DataType::File);
+        data.filesize = Some(children.iter().map(|c| c.file_size).sum());
+        data.blocksizes = children.iter().map(|c| c.file_size).collect();
+        let node = PbNode {
+            links: children
+                .iter()
+                .map(|c| PbLink {
+                    hash: c.cid.to_bytes(),
+                    name: Some(String::new()),
+                    tsize: Some(c.tsize),
+                })
+                .collect(),
+            data: Some(data.encode()),
+        };
+        let block = Block::new(self.version, DAG_PB, node.encode());
+        let child = Child {
+            cid: block.cid,
+            tsize: block.data.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>(),
+            file_size: data.filesize.unwrap_or(0),
+        };
+        self.sink.put_block(block)?;
+        Ok(child)
+    }
+
+    /// kubo's empty file: an empty raw block, or a File node of size 0.
+    fn empty_file(self) -> Result<Imported, ImportError> {
+        let block = if self.raw_leaves {
+            Block::new(self.version, RAW, Bytes::new())
+        } else {
+            let mut data = UnixfsData::new(DataType::File);
+            data.filesize = Some(0);
+            let node = PbNode {
+                links: Vec::new(),
+                data: Some(data.encode()),
+            };
+            Block::new(self.version, DAG_PB, node.encode())
+        };
+        let imported = Imported {
+            cid: block.cid,
+            file_size: 0,
+            dag_size: block.data.len() as u64,
+        };
+        self.sink.put_block(block)?;
+        Ok(imported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unixfs::import::{pattern, Profile};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn import(opts: &ImportOptions, data: &[u8]) -> (Imported, Vec<Block>) {
+        let mut blocks = Vec::new();
+        let mut f = FileImporter::new(opts, &mut blocks).unwrap();
+        f.write(data).unwrap();
+        let root = f.finish().unwrap();
+        (root, blocks)
+    }
+
+    fn v1_2025() -> ImportOptions {
+        ImportOptions::from_profile(Profile::UnixfsV1_2025)
+    }
+
+    #[test]
+    fn hello_world_matches_kubo_and_ipip_fixtures() {
+        let (root, _) = import(&ImportOptions::default(), b"hello world");
+        assert_eq!(
+            root.cid.to_string(),
+            "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"
+        );
+        assert_eq!((root.file_size, root.dag_size), (11, 19));
+        let (root, _) = import(&v1_2025(), b"hello world");
+        assert_eq!(
+            root.cid.to_string(),
+            "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+        );
+    }
+
+    #[test]
+    fn empty_file_matches_kubo_and_helia() {
+        // kubo: a File node with filesize 0; with raw leaves, an empty raw
+        // block (Helia gives the same).
+        let (root, blocks) = import(&ImportOptions::default(), b"");
+        assert_eq!(
+            root.cid.to_string(),
+            "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+        );
+        assert_eq!((blocks.len(), root.dag_size), (1, 6));
+        let (root, _) = import(&v1_2025(), b"");
+        assert_eq!(
+            root.cid.to_string(),
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        );
+        assert_eq!(root.dag_size, 0);
+    }
+
+    /// Reference CIDs from kubo 0.22 `ipfs add` (default options) and Helia
+    /// (`profile: 'unixfs-v0-2015'`, which agrees) on `pattern(size)`; dag
+    /// sizes from Helia.
+    #[test]
+    fn default_options_match_kubo() {
+        let cases: &[(usize, &str, u64)] = &[
+            (1, "QmYgeDNcNoWGunNmxb2do8E5oMALcrxnzxCWLpzrWeBjZ4", 9),
+            (
+                262143,
+                "QmbprEmh75s6X6Emza1eqFsUcX1D3TXENuQvcy9BK6Y2iw",
+                262157,
+            ),
+            (
+                262144,
+                "QmXQ4ZkKirB2Zb6wHWAcnJCH8SYMhFX8VJti8DDSbecW6w",
+                262158,
+            ),
+            (
+                262145,
+                "QmXvgfEzy3p9r74AY3dfHgymaRquR6BCDCLAXk7vkHN326",
+                262267,
+            ),
+            (
+                1048575,
+                "QmZKZUQYnT4uAx7AnqmWwt4WNnxsNprZxCSp5MpDWdkqGg",
+                1048831,
+            ),
+            (
+                1048576,
+                "QmZcaPB1jXiGshVpTb1jKwbGxY2L2fCmWDct6goxyP4s88",
+                1048832,
+            ),
+            (
+                1048577,
+                "QmWYXnTjAhyyaELoAWn3hHzzrJZEsejNpFBTkHQxn1tEsE",
+                1048885,
+            ),
+            (
+                2500000,
+                "QmWpNGNyctbMA1puTcPXXrVc3vBJkPG4p2DJjETbsnYrfa",
+                2500629,
+            ),
+            // 174 chunks: one full level; one byte more: two levels.
+            (
+                174 * 262144,
+                "QmReiASi8seW6prnAmTkSNDeaj5Wj6yNPd5KsXTHq3bQer",
+                45623854,
+            ),
+            (
+                174 * 262144 + 1,
+                "QmPyjYkDZjhKDbNwg2keGwG1LHLbAkLi8ZvrUoNuMsQiAW",
+                45624016,
+            ),
+        ];
+        let data = pattern(174 * 262144 + 1);
+        for &(size, cid, dag_size) in cases {
+            let (root, _) = import(&ImportOptions::default(), &data[..size]);
+            assert_eq!(root.cid.to_string(), cid, "size {size}");
+            assert_eq!(root.dag_size, dag_size, "size {size}");
+            assert_eq!(root.file_size, size as u64);
+        }
+    }
+
+    /// Reference CIDs and sizes from Helia (`profile: 'unixfs-v1-2025'`).
+    #[test]
+    fn v1_2025_profile_matches_helia() {
+        let cases: &[(usize, &str, u64)] = &[
+            (
+                1,
+                "bafkreibcvwxqlcrmwzulcxfuyhzq47ghec56hdaumvcbnhntl67wga4jyq",
+                1,
+            ),
+            (
+                1048576,
+                "bafkreihst6yheey7z7dslnpmirvndglawky3j7lyupf7lbtqbeir7zqc4a",
+                1048576,
+            ),
+            (
+                1048577,
+                "bafybeifj33pdgiqayh4uybeucizrmtesybzsua65zbusgyosoakged7mpq",
+                1048681,
+            ),
+            (
+                2500000,
+                "bafybeiejartbyhiajb7bayp3yb3h6up25atl2yqmabvdpvqx2lahx5unx4",
+                2500159,
+            ),
+        ];
+        let data = pattern(2500000);
+        for &(size, cid, dag_size) in cases {
+            let (root, _) = import(&v1_2025(), &data[..size]);
+            assert_eq!(root.cid.to_string(), cid, "size {size}");
+            assert_eq!(root.dag_size, dag_size, "size {size}");
+        }
+    }
+
+    /// kubo's `--raw-leaves` with CIDv0 and `--cid-version 1`, against Helia
+    /// with the same parameters (256 KiB chunks, 174 links).
+    #[test]
+    fn raw_leaves_and_cid_versions_match_helia() {
+        let data = pattern(262145);
+        let raw_v0 = ImportOptions {
+            raw_leaves: true,
+            ..ImportOptions::default()
+        };
+        let (root, blocks) = import(&raw_v0, &data);
+        assert_eq!(
+            root.cid.to_string(),
+            "QmeojWSfzyBuPnn3z1ELgXqkcYBXzLmD2fvzxHehBE5sLz"
+        );
+        // Raw leaves are CIDv1 even when the nodes above are CIDv0.
+        assert!(blocks[..2]
+            .iter()
+            .all(|b| b.cid.version() == cid::Version::V1 && b.cid.codec() == RAW));
+        let v1 = ImportOptions::default().with_cid_version(cid::Version::V1);
+        let (root, _) = import(&v1, &data);
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeihuvmmuxpnginsztsbeifrs6xb4mjkosxmyvrd3ud6h33evi7iqx4"
+        );
+        assert_eq!(root.dag_size, 262249);
+    }
+
+    /// Small chunks and narrow nodes give deep trees: Helia agrees.
+    #[test]
+    fn deep_trees_match_helia() {
+        let opts = ImportOptions {
+            chunk_size: 4096,
+            max_links: 3,
+            ..v1_2025()
+        };
+        let (root, _) = import(&opts, &pattern(2500000));
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeiezmxwlnvgdfw7j5prcosvmvwhxt6b7xnh67rs5iqnrkl4ws7nj2i"
+        );
+        assert_eq!(root.dag_size, 2546473);
+    }
+
+    /// Walks the DAG from `root` and checks every invariant of kubo's
+    /// balanced layout; returns the file bytes.
+    fn check_dag(opts: &ImportOptions, root: &Imported, blocks: &[Block]) -> Vec<u8> {
+        let index: HashMap<Cid, usize> =
+            blocks.iter().enumerate().map(|(i, b)| (b.cid, i)).collect();
+        let mut out = Vec::new();
+        let mut leaf_depths = Vec::new();
+        // (cid, depth) -> (file size, cumulative size)
+        fn walk(
+            cid: &Cid,
+            depth: usize,
+            opts: &ImportOptions,
+            blocks: &[Block],
+            index: &HashMap<Cid, usize>,
+            out: &mut Vec<u8>,
+            leaf_depths: &mut Vec<usize>,
+        ) -> (u64, u64) {
+            let at = index[cid];
+            let block = &blocks[at];
+            if cid.codec() == RAW {
+                assert!(opts.raw_leaves);
+                out.extend_from_slice(&block.data);
+                leaf_depths.push(depth);
+                return (block.data.len() as u64, block.data.len() as u64);
+            }
+            let node = PbNode::decode(&block.data).unwrap();
+            let fs = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+            assert_eq!(fs.kind, DataType::File);
+            if node.links.is_empty() {
+                let data = fs.data.unwrap_or_default();
+                assert_eq!(fs.filesize, Some(data.len() as u64));
+                out.extend_from_slice(&data);
+                leaf_depths.push(depth);
+                return (data.len() as u64, block.data.len() as u64);
+            }
+            assert!(fs.data.is_none());
+            assert!(node.links.len() <= opts.max_links);
+            assert_eq!(fs.blocksizes.len(), node.links.len());
+            let mut total = block.data.len() as u64;
+            for (link, bs) in node.links.iter().zip(&fs.blocksizes) {
+                assert_eq!(link.name.as_deref(), Some(""));
+                let child = Cid::try_from(link.hash.as_slice()).unwrap();
+                // Children reach the sink before their parent.
+                assert!(index[&child] < at);
+                let (size, cumulative) =
+                    walk(&child, depth + 1, opts, blocks, index, out, leaf_depths);
+                assert_eq!(size, *bs);
+                assert_eq!(link.tsize, Some(cumulative));
+                total += cumulative;
+            }
+            assert_eq!(fs.filesize, Some(fs.blocksizes.iter().sum()));
+            (fs.filesize.unwrap(), total)
+        }
+        let (size, cumulative) = walk(
+            &root.cid,
+            0,
+            opts,
+            blocks,
+            &index,
+            &mut out,
+            &mut leaf_depths,
+        );
+        assert_eq!((size, cumulative), (root.file_size, root.dag_size));
+        assert!(leaf_depths.windows(2).all(|w| w[0] == w[1]), "balanced");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_slicing_gives_the_same_dag(
+            len in 0usize..20_000,
+            cuts in proptest::collection::vec(0usize..20_000, 0..12),
+            raw in any::<bool>(),
+            chunk in 1usize..3000,
+            links in 2usize..6,
+        ) {
+            let opts = ImportOptions { raw_leaves: raw, chunk_size: chunk, max_links: links, ..ImportOptions::default() };
+            let data = pattern(len);
+            let (whole, blocks) = import(&opts, &data);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort_unstable();
+            let mut sliced_blocks = Vec::new();
+            let mut f = FileImporter::new(&opts, &mut sliced_blocks).unwrap();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([len]) {
+                f.write(&data[at..c]).unwrap();
+                at = c;
+            }
+            prop_assert_eq!(f.finish().unwrap(), whole);
+            prop_assert_eq!(&sliced_blocks, &blocks);
+            // And reading gives the same too.
+            let mut read_blocks = Vec::new();
+            let mut f = FileImporter::new(&opts, &mut read_blocks).unwrap();
+            let mut seen = 0;
+            f.read_from(&mut &data[..], Path::new("mem"), &mut |n| seen += n).unwrap();
+            prop_assert_eq!(seen, len as u64);
+            prop_assert_eq!(f.finish().unwrap(), whole);
+            prop_assert_eq!(check_dag(&opts, &whole, &blocks), data);
+        }
+    }
+}

@@ -1,1 +1,698 @@
-//! Command-line commands.
+//! The commands: `serve`, and kubo-like repo commands (`add`, `cat`, `get`,
+//! `pin`, `repo`, `dag`) that work on the data directory directly, so they
+//! can run while a server uses the same repo.
+
+use anyhow::{bail, Context, Result};
+use cid::Cid;
+use clap::{Args, Parser, Subcommand};
+use meshcast::config::Config;
+use meshcast::store::car::{self, CarReader};
+use meshcast::store::pins::PinKind;
+use meshcast::store::{BatchWriter, Blockstore, Repo, StoreError};
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Live video over a peer-to-peer, content-addressed network.
+#[derive(Debug, Parser)]
+#[command(name = "meshcast", version, about)]
+pub struct Cli {
+    /// The data directory: blocks, pins and state [default: ./meshcast-data,
+    /// or data_dir from --config]
+    #[arg(long, global = true, env = "MESHCAST_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node: the HTTP gateway over the data directory.
+    Serve(ServeArgs),
+    /// Add files or directories, printing their CIDs as `ipfs add` does.
+    Add(AddArgs),
+    /// Print a file's bytes.
+    Cat {
+        /// The file's CID, optionally with a path (`CID/dir/file`).
+        cid: String,
+    },
+    /// Write a file or directory tree to disk.
+    Get {
+        /// The CID, optionally with a path.
+        cid: String,
+        /// Where to write [default: the CID].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Keep DAGs from garbage collection.
+    #[command(subcommand)]
+    Pin(PinCommand),
+    /// Maintain the data directory.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Move DAGs in and out as CAR files.
+    #[command(subcommand)]
+    Dag(DagCommand),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// A TOML config file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address for the HTTP gateway [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// Files or directories to add; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    paths: Vec<PathBuf>,
+    /// Print only the final root CID.
+    #[arg(short = 'Q', long)]
+    quieter: bool,
+    /// Print only CIDs, one per line.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Compute CIDs without storing anything.
+    #[arg(short = 'n', long)]
+    only_hash: bool,
+    /// CID version; 1 implies --raw-leaves.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    cid_version: Option<u8>,
+    /// Store file data as raw blocks instead of UnixFS leaves.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    raw_leaves: Option<bool>,
+    /// Chunking: `size-N` (bytes per leaf).
+    #[arg(short = 's', long, value_name = "size-N")]
+    chunker: Option<String>,
+    /// Add directories recursively.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Wrap the added files in a directory.
+    #[arg(short = 'w', long)]
+    wrap_with_directory: bool,
+    /// Include files whose names start with a dot.
+    #[arg(short = 'H', long)]
+    hidden: bool,
+    /// Pin what was added.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = clap::ArgAction::Set)]
+    pin: bool,
+    /// An import profile: unixfs-v0-2015 (kubo's defaults) or unixfs-v1-2025.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PinCommand {
+    /// Pin a DAG that is in the store.
+    Add {
+        /// CIDs to pin.
+        #[arg(required = true)]
+        cids: Vec<Cid>,
+        /// Pin the whole DAG (default) or only the root block.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+              default_value = "true", action = clap::ArgAction::Set)]
+        recursive: bool,
+    },
+    /// Remove pins.
+    Rm {
+        /// CIDs to unpin.
+        #[arg(required = true)]
+        cids: Vec<Cid>,
+    },
+    /// List pins.
+    Ls {
+        /// Show only these CIDs' pins.
+        cids: Vec<Cid>,
+        /// recursive, direct or all.
+        #[arg(short, long, default_value = "all")]
+        r#type: String,
+        /// Print only CIDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RepoCommand {
+    /// Delete every block that no pin reaches.
+    Gc {
+        /// Print only the count.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Re-hash every block and report the corrupt ones.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum DagCommand {
+    /// Write a DAG as a CARv1 to standard output.
+    Export {
+        /// The root CID.
+        cid: Cid,
+    },
+    /// Read CARv1 files (or standard input) into the store and pin their roots.
+    Import {
+        /// CAR files; none or `-` reads standard input.
+        files: Vec<PathBuf>,
+        /// Pin the roots named in the CAR headers.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+              default_value = "true", action = clap::ArgAction::Set)]
+        pin_roots: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration as TOML.
+    Default,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let data = cli.data.clone();
+    let repo_dir = || data.clone().unwrap_or_else(|| Config::default().data_dir);
+    let open = || -> Result<Repo> {
+        let dir = repo_dir();
+        Repo::open(&dir).with_context(|| format!("opening the repo in {}", dir.display()))
+    };
+    match cli.command {
+        Command::Serve(args) => serve(args, data),
+        Command::Add(args) => add(args, &repo_dir()),
+        Command::Cat { cid } => cat(&open()?, &cid),
+        Command::Get { cid, output } => get(&open()?, &cid, output),
+        Command::Pin(cmd) => pin(&open()?, cmd),
+        Command::Repo(cmd) => repo_cmd(&open()?, cmd),
+        Command::Dag(cmd) => dag(&open()?, cmd),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", Config::default_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = data {
+        config.data_dir = d;
+    }
+    if let Some(h) = args.http {
+        config.http.listen = h;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let node = meshcast::node::Node::bind(config.clone()).await?;
+        tracing::info!(
+            http = %node.http_addr(),
+            data = %config.data_dir.display(),
+            "meshcast serving; gateway at http://{}/ipfs/",
+            node.http_addr()
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn pin(repo: &Repo, cmd: PinCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        PinCommand::Add { cids, recursive } => {
+            for cid in cids {
+                let kind = if recursive {
+                    // Refuse to pin a DAG we cannot keep whole.
+                    let (_, missing) = dag_blocks(repo, &cid)?;
+                    if let Some(m) = missing.first() {
+                        bail!("cannot pin {cid}: block {m} is not in the store (add or import it first)");
+                    }
+                    PinKind::Recursive
+                } else {
+                    if !repo.blocks.has(&cid)? {
+                        bail!("cannot pin {cid}: it is not in the store");
+                    }
+                    PinKind::Direct
+                };
+                repo.pins.add(&cid, kind)?;
+                writeln!(out, "pinned {cid} {}", kind.as_str())?;
+            }
+        }
+        PinCommand::Rm { cids } => {
+            for cid in cids {
+                if !repo.pins.remove(&cid)? {
+                    bail!("{cid} is not pinned");
+                }
+                writeln!(out, "unpinned {cid}")?;
+            }
+        }
+        PinCommand::Ls {
+            cids,
+            r#type,
+            quiet,
+        } => {
+            let want = match r#type.as_str() {
+                "all" => None,
+                "recursive" => Some(PinKind::Recursive),
+                "direct" => Some(PinKind::Direct),
+                other => bail!("unknown pin type {other:?}: use recursive, direct or all"),
+            };
+            let pins: Vec<(Cid, PinKind)> = if cids.is_empty() {
+                repo.pins.list()?
+            } else {
+                let mut v = Vec::new();
+                for c in cids {
+                    match repo.pins.get(&c) {
+                        Some(k) => v.push((c, k)),
+                        None => bail!("{c} is not pinned"),
+                    }
+                }
+                v
+            };
+            for (cid, kind) in pins
+                .into_iter()
+                .filter(|(_, k)| want.is_none_or(|w| w == *k))
+            {
+                if quiet {
+                    writeln!(out, "{cid}")?;
+                } else {
+                    writeln!(out, "{cid} {}", kind.as_str())?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The blocks of a DAG present in the store, and the ones missing.
+fn dag_blocks(repo: &Repo, root: &Cid) -> Result<(usize, Vec<Cid>), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![*root];
+    let mut missing = Vec::new();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(*c.hash()) {
+            continue;
+        }
+        match repo.blocks.get(&c)? {
+            Some(data) => stack.extend(meshcast::store::links(&c, &data)?),
+            None => missing.push(c),
+        }
+    }
+    Ok((seen.len(), missing))
+}
+
+fn repo_cmd(repo: &Repo, cmd: RepoCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        RepoCommand::Gc { quiet } => {
+            let report = repo.gc()?;
+            if !quiet {
+                for mh in &report.removed {
+                    writeln!(out, "removed {}", Cid::new_v1(meshcast::store::RAW, *mh))?;
+                }
+            }
+            for m in &report.missing {
+                eprintln!(
+                    "warning: pinned block {m} is missing; `meshcast pin rm` its root or re-add it"
+                );
+            }
+            eprintln!(
+                "removed {} blocks, kept {}",
+                report.removed.len(),
+                report.kept
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::Verify => {
+            let report = repo.verify()?;
+            for (mh, path) in &report.corrupt {
+                writeln!(
+                    out,
+                    "corrupt block {} at {}",
+                    Cid::new_v1(meshcast::store::RAW, *mh),
+                    path.display()
+                )?;
+            }
+            eprintln!(
+                "verified {} blocks: {} corrupt",
+                report.checked,
+                report.corrupt.len()
+            );
+            if report.corrupt.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("remove the corrupt files and re-add or re-import their content");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
+    match cmd {
+        DagCommand::Export { cid } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            out.write_all(&car::header(&[cid]))?;
+            export_blocks(repo, &cid, &mut |c, data| {
+                out.write_all(&car::section(c, data))
+                    .context("writing to standard output")
+            })?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DagCommand::Import { files, pin_roots } => {
+            let files = if files.is_empty() {
+                vec![PathBuf::from("-")]
+            } else {
+                files
+            };
+            let _guard = repo.writer()?;
+            let mut out = std::io::stdout().lock();
+            for f in files {
+                let input: Box<dyn std::io::Read> = if f.as_os_str() == "-" {
+                    Box::new(std::io::stdin().lock())
+                } else {
+                    Box::new(
+                        std::fs::File::open(&f)
+                            .with_context(|| format!("opening {}", f.display()))?,
+                    )
+                };
+                let mut reader = CarReader::new(std::io::BufReader::new(input))
+                    .with_context(|| format!("reading {}", f.display()))?;
+                let roots = reader.roots().to_vec();
+                let mut writer = BatchWriter::new(&*repo.blocks);
+                let mut n = 0u64;
+                while let Some(block) = reader.next_block()? {
+                    meshcast::store::BlockSink::put_block(&mut writer, block)?;
+                    n += 1;
+                }
+                writer.flush()?;
+                eprintln!("imported {n} blocks from {}", f.display());
+                if pin_roots {
+                    for root in roots {
+                        let (_, missing) = dag_blocks(repo, &root)?;
+                        if missing.is_empty() {
+                            repo.pins.add(&root, PinKind::Recursive)?;
+                            writeln!(out, "pinned root {root} success")?;
+                        } else {
+                            writeln!(
+                                out,
+                                "pinned root {root} FAILED: {} blocks missing, first {}",
+                                missing.len(),
+                                missing[0]
+                            )?;
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
+    use meshcast::unixfs::import::{
+        import_path, import_reader, parse_chunker, Added, DirectoryBuilder, EntryKind,
+        ImportOptions, Profile,
+    };
+    let mut opts = match &args.profile {
+        Some(p) => ImportOptions::from_profile(p.parse::<Profile>()?),
+        None => ImportOptions::default(),
+    };
+    if let Some(v) = args.cid_version {
+        let version = if v == 1 {
+            cid::Version::V1
+        } else {
+            cid::Version::V0
+        };
+        opts = opts.with_cid_version(version);
+    }
+    if let Some(r) = args.raw_leaves {
+        opts.raw_leaves = r;
+    }
+    if let Some(c) = &args.chunker {
+        opts.chunk_size = parse_chunker(c)?;
+    }
+    opts.hidden = args.hidden;
+    // Wrapping is done here, so that several paths share one wrapper.
+    opts.wrap_with_directory = false;
+    opts.validate()?;
+
+    let repo = if args.only_hash {
+        None
+    } else {
+        Some(
+            Repo::open(repo_dir)
+                .with_context(|| format!("opening the repo in {}", repo_dir.display()))?,
+        )
+    };
+    // Held until the roots are pinned, so a concurrent GC cannot take them.
+    let _guard = repo.as_ref().map(Repo::writer).transpose()?;
+    let mut discard = meshcast::store::Discard;
+    let mut writer = repo.as_ref().map(|r| BatchWriter::new(&*r.blocks));
+    let sink: &mut dyn meshcast::store::BlockSink = match writer.as_mut() {
+        Some(w) => w,
+        None => &mut discard,
+    };
+
+    let progress = progress_bar(&args)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut print_err = None;
+    let mut report = |a: &Added| {
+        let r = if args.quieter {
+            Ok(())
+        } else if args.quiet {
+            writeln!(out, "{}", a.cid())
+        } else if a.name.is_empty() {
+            writeln!(out, "added {}", a.cid())
+        } else {
+            writeln!(out, "added {} {}", a.cid(), a.name)
+        };
+        if let Err(e) = r {
+            print_err.get_or_insert(e);
+        }
+    };
+    let mut on_progress = |n: u64| {
+        if let Some(p) = &progress {
+            p.inc(n);
+        }
+    };
+
+    let mut tops: Vec<Added> = Vec::new();
+    for path in &args.paths {
+        let top = if path.as_os_str() == "-" {
+            let root = import_reader(&mut std::io::stdin().lock(), &opts, sink, &mut on_progress)?;
+            let a = Added {
+                name: root.cid.to_string(),
+                kind: EntryKind::File,
+                root,
+            };
+            report(&a);
+            a
+        } else {
+            import_path(
+                path,
+                args.recursive,
+                &opts,
+                sink,
+                &mut report,
+                &mut on_progress,
+            )?
+        };
+        tops.push(top);
+    }
+    let root = if args.wrap_with_directory {
+        let mut dir = DirectoryBuilder::new();
+        for t in &tops {
+            dir.add(t.name.clone(), t.cid(), t.root.dag_size)?;
+        }
+        let wrapper = Added {
+            name: String::new(),
+            kind: EntryKind::Directory,
+            root: dir.finish(&opts, sink)?,
+        };
+        report(&wrapper);
+        vec![wrapper]
+    } else {
+        tops
+    };
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    if let Some(w) = writer.as_mut() {
+        w.flush()?;
+    }
+    if let (Some(repo), true) = (&repo, args.pin) {
+        for r in &root {
+            repo.pins.add(&r.cid(), PinKind::Recursive)?;
+        }
+    }
+    if args.quieter {
+        if let Some(last) = root.last() {
+            writeln!(out, "{}", last.cid())?;
+        }
+    }
+    if let Some(e) = print_err {
+        return Err(e).context("writing to standard output");
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A byte progress bar on stderr, only when stderr is a terminal and the
+/// input is large enough for one to help.
+fn progress_bar(args: &AddArgs) -> Result<Option<indicatif::ProgressBar>> {
+    const SHOW_FROM: u64 = 8 << 20;
+    if args.quieter || args.quiet || !std::io::stderr().is_terminal() {
+        return Ok(None);
+    }
+    let mut total = 0u64;
+    for p in &args.paths {
+        if p.as_os_str() == "-" {
+            continue;
+        }
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    if total < SHOW_FROM {
+        return Ok(None);
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    Ok(Some(bar))
+}
+
+/// Splits `CID[/path/...]` (also accepting a leading `/ipfs/`).
+fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>)> {
+    let s = s.strip_prefix("/ipfs/").unwrap_or(s);
+    let mut parts = s.split('/').filter(|p| !p.is_empty());
+    let first = parts.next().context("empty path: give a CID")?;
+    let cid: Cid = first
+        .parse()
+        .with_context(|| format!("{first:?} is not a valid CID"))?;
+    Ok((cid, parts.map(str::to_owned).collect()))
+}
+
+fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
+    use meshcast::unixfs::export;
+    let (root, segments) = parse_ipfs_path(path)?;
+    let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    write_file(repo, &target, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
+    use meshcast::unixfs::export::{self, FileRange};
+    let stat = export::stat(&*repo.blocks, cid)?;
+    if !stat.is_file() {
+        bail!("{cid} is a {}, not a file (use `meshcast get`)", stat.kind);
+    }
+    let mut range = FileRange::new(*cid, 0, u64::MAX);
+    while let Some(chunk) = range.next_chunk(&*repo.blocks)? {
+        out.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
+    use meshcast::unixfs::export;
+    let (root, segments) = parse_ipfs_path(path)?;
+    let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
+    let dest = output.unwrap_or_else(|| {
+        PathBuf::from(segments.last().cloned().unwrap_or_else(|| root.to_string()))
+    });
+    write_tree(repo, &target, &dest)?;
+    eprintln!("saved {} to {}", target, dest.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_tree(repo: &Repo, cid: &Cid, dest: &Path) -> Result<()> {
+    use meshcast::unixfs::export::{self, NodeKind};
+    let stat = export::stat(&*repo.blocks, cid)?;
+    match stat.kind {
+        k if k.is_dir() => {
+            std::fs::create_dir_all(dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            for e in export::list(&*repo.blocks, cid)? {
+                // Names come from the DAG: never let one leave `dest`.
+                if e.name.is_empty() || e.name == "." || e.name == ".." || e.name.contains('/') {
+                    bail!(
+                        "{cid} has an entry named {:?}, which cannot be written safely",
+                        e.name
+                    );
+                }
+                write_tree(repo, &e.cid, &dest.join(&e.name))?;
+            }
+        }
+        NodeKind::Symlink => {
+            let target = export::symlink_target(&*repo.blocks, cid)?;
+            let target = String::from_utf8_lossy(&target).into_owned();
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&target, dest)
+                .with_context(|| format!("creating symlink {}", dest.display()))?;
+            #[cfg(not(unix))]
+            std::fs::write(dest, target)?;
+        }
+        _ => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(dest)
+                    .with_context(|| format!("creating {}", dest.display()))?,
+            );
+            write_file(repo, cid, &mut f)?;
+            f.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with every block of the DAG under `root`, depth-first, once each.
+fn export_blocks(
+    repo: &Repo,
+    root: &Cid,
+    f: &mut dyn FnMut(&Cid, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut walk = meshcast::unixfs::export::walk::DagWalk::all(*root);
+    while let Some(block) = walk.next_block(&*repo.blocks)? {
+        f(&block.cid, &block.data)?;
+    }
+    Ok(())
+}

@@ -6,7 +6,6 @@
 //! files / segments -> unixfs::import -> store (blocks + pins) -> unixfs::export -> http gateway
 //! ```
 
-pub mod cli;
 pub mod config;
 pub mod http;
 pub mod node;

@@ -46,13 +46,29 @@ impl Pins {
     }
 
     fn path(&self, cid: &Cid, kind: PinKind) -> PathBuf {
-        // CIDv0 and v1 of the same DAG are the same pin.
-        let canonical = Cid::new_v1(cid.codec(), *cid.hash());
-        self.dir.join(kind.as_str()).join(canonical.to_string())
+        self.dir.join(kind.as_str()).join(cid.to_string())
+    }
+
+    /// The pin file for `cid` in whichever form it was pinned: CIDv0 and v1
+    /// of the same DAG are the same pin, and `pin ls` shows the form given.
+    fn existing(&self, cid: &Cid, kind: PinKind) -> Option<PathBuf> {
+        let mut forms = vec![*cid, Cid::new_v1(cid.codec(), *cid.hash())];
+        if let Ok(v0) = Cid::new_v0(*cid.hash()) {
+            if cid.codec() == super::DAG_PB {
+                forms.push(v0);
+            }
+        }
+        forms
+            .into_iter()
+            .map(|c| self.path(&c, kind))
+            .find(|p| p.exists())
     }
 
     /// Pins `cid`; a recursive pin replaces a direct one.
     pub fn add(&self, cid: &Cid, kind: PinKind) -> Result<(), StoreError> {
+        if self.existing(cid, kind).is_some() {
+            return Ok(());
+        }
         let p = self.path(cid, kind);
         fs::File::create(&p).map_err(StoreError::io("create", &p))?;
         // Make the pin durable: its directory entry is what counts.
@@ -62,7 +78,9 @@ impl Pins {
                 .map_err(StoreError::io("sync", dir))?;
         }
         if kind == PinKind::Recursive {
-            let _ = fs::remove_file(self.path(cid, PinKind::Direct));
+            if let Some(direct) = self.existing(cid, PinKind::Direct) {
+                let _ = fs::remove_file(direct);
+            }
         }
         Ok(())
     }
@@ -71,7 +89,9 @@ impl Pins {
     pub fn remove(&self, cid: &Cid) -> Result<bool, StoreError> {
         let mut removed = false;
         for kind in [PinKind::Recursive, PinKind::Direct] {
-            let p = self.path(cid, kind);
+            let Some(p) = self.existing(cid, kind) else {
+                continue;
+            };
             match fs::remove_file(&p) {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -85,7 +105,7 @@ impl Pins {
     pub fn get(&self, cid: &Cid) -> Option<PinKind> {
         [PinKind::Recursive, PinKind::Direct]
             .into_iter()
-            .find(|k| self.path(cid, *k).exists())
+            .find(|k| self.existing(cid, *k).is_some())
     }
 
     /// Every pin, sorted.
@@ -125,7 +145,7 @@ mod tests {
         assert_eq!(pins.get(&b.cid), Some(PinKind::Direct));
         pins.add(&b.cid, PinKind::Recursive).unwrap();
         assert_eq!(pins.get(&b.cid), Some(PinKind::Recursive));
-        assert_eq!(pins.list().unwrap().len(), 1);
+        assert_eq!(pins.list().unwrap(), vec![(b.cid, PinKind::Recursive)]);
         // The v1 form of the same CID is the same pin.
         let v1 = Cid::new_v1(DAG_PB, *b.cid.hash());
         assert!(pins.remove(&v1).unwrap());

@@ -226,6 +226,15 @@ fn added_lines_name_every_entry_like_kubo() -> Result<()> {
         got.push((cid.to_string(), name.to_string()));
     }
     assert_eq!(got.last(), want.last(), "the root comes last");
+    // kubo prints a line for an empty directory too; Helia's importer yields
+    // no entry for one, so take it out before comparing with Helia's list.
+    const EMPTY_DIR: &str = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn";
+    let empty = (EMPTY_DIR.to_string(), "tree/empty-dir".to_string());
+    assert!(
+        got.contains(&empty),
+        "empty directory line missing: {got:?}"
+    );
+    let got: Vec<_> = got.into_iter().filter(|e| *e != empty).collect();
     let mut got_sorted = got.clone();
     got_sorted.sort();
     let mut want_sorted = want.clone();
@@ -240,7 +249,7 @@ fn added_lines_name_every_entry_like_kubo() -> Result<()> {
         "-r".as_ref(),
         tree.as_os_str(),
     ])?;
-    let mut got: Vec<&str> = out.lines().collect();
+    let mut got: Vec<&str> = out.lines().filter(|c| *c != EMPTY_DIR).collect();
     assert_eq!(got.last().copied(), want.last().map(|(c, _)| c.as_str()));
     got.sort_unstable();
     let mut want_cids: Vec<&str> = want.iter().map(|(c, _)| c.as_str()).collect();

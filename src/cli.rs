@@ -579,11 +579,7 @@ fn progress_bar(args: &AddArgs) -> Result<Option<indicatif::ProgressBar>> {
         if p.as_os_str() == "-" {
             continue;
         }
-        if let Ok(m) = std::fs::metadata(p) {
-            if m.is_file() {
-                total += m.len();
-            }
-        }
+        total += tree_size(p, args.recursive);
     }
     if total < SHOW_FROM {
         return Ok(None);
@@ -596,6 +592,23 @@ fn progress_bar(args: &AddArgs) -> Result<Option<indicatif::ProgressBar>> {
         .progress_chars("=> "),
     );
     Ok(Some(bar))
+}
+
+/// Bytes of the regular files at `path` (walking directories when
+/// `recursive`), for sizing the progress bar; unreadable entries count 0.
+fn tree_size(path: &Path, recursive: bool) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() && recursive => std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| tree_size(&e.path(), true))
+                    .sum()
+            })
+            .unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Splits `CID[/path/...]` (also accepting a leading `/ipfs/`).

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender, TryRecvError};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -262,24 +262,14 @@ impl<'a> FileImporter<'a> {
                 .map_while(|_| Worker::spawn(version))
                 .collect();
         }
-        // Hand the leaf to the least busy helper with room, else hash it here:
-        // the caller's thread does its share while helpers are full.
-        let idle = self
-            .workers
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, w)| w.in_flight < WORKER_QUEUE)
-            .min_by_key(|(_, w)| w.in_flight);
-        let leaf = match idle {
-            Some((i, w)) if w.jobs.send((seq, data.clone(), codec)).is_ok() => {
-                w.in_flight += 1;
-                Pending {
-                    file_size,
-                    worker: i,
-                    block: None,
-                }
-            }
-            _ => Pending {
+        // The caller's thread hashes its share while the helpers are busy.
+        let leaf = match self.offload(seq, data, codec) {
+            Ok(worker) => Pending {
+                file_size,
+                worker,
+                block: None,
+            },
+            Err(data) => Pending {
                 file_size,
                 worker: usize::MAX,
                 block: Some(Block::new(self.version, codec, data)),
@@ -287,6 +277,28 @@ impl<'a> FileImporter<'a> {
         };
         self.pending.push_back(leaf);
         self.collect(self.pending.len() > MAX_PENDING)
+    }
+
+    /// Hands a leaf to the least busy helper with room; returns the helper's
+    /// index, or the leaf back when all are busy (or gone).
+    fn offload(&mut self, seq: u64, data: Bytes, codec: u64) -> Result<usize, Bytes> {
+        let Some((i, w)) = self
+            .workers
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, w)| w.in_flight < WORKER_QUEUE)
+            .min_by_key(|(_, w)| w.in_flight)
+        else {
+            return Err(data);
+        };
+        // Never blocks: the queue has room for `WORKER_QUEUE` jobs.
+        match w.jobs.send((seq, data, codec)) {
+            Ok(()) => {
+                w.in_flight += 1;
+                Ok(i)
+            }
+            Err(SendError((_, data, _))) => Err(data),
+        }
     }
 
     /// Takes hashed leaves back from the helpers and links the ready prefix
@@ -617,8 +629,11 @@ mod tests {
     /// Walks the DAG from `root` and checks every invariant of kubo's
     /// balanced layout; returns the file bytes.
     fn check_dag(opts: &ImportOptions, root: &Imported, blocks: &[Block]) -> Vec<u8> {
-        let index: HashMap<Cid, usize> =
-            blocks.iter().enumerate().map(|(i, b)| (b.cid, i)).collect();
+        // Equal chunks make equal blocks: index each CID's first emission.
+        let mut index: HashMap<Cid, usize> = HashMap::new();
+        for (i, b) in blocks.iter().enumerate() {
+            index.entry(b.cid).or_insert(i);
+        }
         let mut out = Vec::new();
         let mut leaf_depths = Vec::new();
         // (cid, depth) -> (file size, cumulative size)

@@ -382,6 +382,18 @@ mod tests {
         assert!(blocks.len() > 1);
     }
 
+    #[test]
+    fn threshold_zero_never_shards() {
+        let opts = ImportOptions {
+            hamt_threshold: 0,
+            ..ImportOptions::default()
+        };
+        let dir = threshold_dir(&opts, 4096, 1);
+        assert!(!dir.will_shard(&opts));
+        let (_, blocks) = build(dir, &opts);
+        assert_eq!(blocks.len(), 1);
+    }
+
     /// Finds `name` by following its hash through the shards, checking each
     /// node on the way; returns the entry's (cid, tsize).
     fn lookup(

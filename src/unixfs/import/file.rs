@@ -52,8 +52,9 @@ struct Child {
 
 /// Builds one file's DAG from bytes fed in slices of any size.
 ///
-/// Every block goes to the sink as soon as it is complete; the importer holds
-/// one chunk and at most `max_links` links per tree level.
+/// Every block goes to the sink as soon as it is complete, in an order where
+/// children precede parents; the importer holds one chunk being filled, at
+/// most 16 being hashed, and at most `max_links` links per tree level.
 pub struct FileImporter<'a> {
     sink: &'a mut dyn BlockSink,
     version: cid::Version,

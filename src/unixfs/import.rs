@@ -136,6 +136,18 @@ pub struct ImportOptions {
     /// Wrap what was added in a directory that names it
     /// (`--wrap-with-directory`); the wrapper is reported last, unnamed.
     pub wrap_with_directory: bool,
+    /// Helper threads that hash file leaves alongside the caller's thread
+    /// (0: hash on the caller's thread only). Only speed depends on it, not
+    /// the DAG. Defaults to one less than the available cores, at most 3.
+    pub hash_threads: usize,
+}
+
+/// Helper threads for hashing: the other cores, up to three (SHA-256 of a
+/// chunk is far slower than reading it, so more only add contention).
+fn default_hash_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(0, |n| n.get() - 1)
+        .min(3)
 }
 
 impl Default for ImportOptions {
@@ -165,6 +177,7 @@ impl ImportOptions {
                 hamt_fanout: hamt::DEFAULT_FANOUT,
                 hidden: false,
                 wrap_with_directory: false,
+                hash_threads: default_hash_threads(),
             },
             Profile::UnixfsV1_2025 => Self {
                 cid_version: cid::Version::V1,
@@ -177,6 +190,7 @@ impl ImportOptions {
                 hamt_fanout: hamt::DEFAULT_FANOUT,
                 hidden: false,
                 wrap_with_directory: false,
+                hash_threads: default_hash_threads(),
             },
         }
     }

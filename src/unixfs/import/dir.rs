@@ -75,7 +75,9 @@ impl DirectoryBuilder {
 
     /// Whether [`Self::finish`] will shard this directory under `opts`.
     pub fn will_shard(&self, opts: &ImportOptions) -> bool {
-        if opts.hamt_threshold == 0 {
+        // kubo and Helia decide when an entry is added, so an empty directory
+        // stays basic whatever the threshold.
+        if opts.hamt_threshold == 0 || self.entries.is_empty() {
             return false;
         }
         let estimate = match opts.hamt_estimation {
@@ -380,6 +382,39 @@ mod tests {
         );
         assert_eq!(root.dag_size, 313115);
         assert!(blocks.len() > 1);
+    }
+
+    /// Helia (`unixfs-v1-2025`, `shardSplitThresholdBytes: 1`): every
+    /// directory with an entry is sharded, an empty one is not.
+    #[test]
+    fn tiny_threshold_shards_all_but_empty_directories() {
+        let opts = ImportOptions {
+            hamt_threshold: 1,
+            ..ImportOptions::from_profile(Profile::UnixfsV1_2025)
+        };
+        assert!(!DirectoryBuilder::new().will_shard(&opts));
+        let mut dir = DirectoryBuilder::new();
+        let f = file(&opts, b"x\n");
+        dir.add("x.txt", f.cid, f.dag_size).unwrap();
+        let (empty, _) = build(DirectoryBuilder::new(), &opts);
+        dir.add("empty", empty.cid, empty.dag_size).unwrap();
+        let (root, blocks) = build(dir, &opts);
+        let node = PbNode::decode(&blocks[0].data).unwrap();
+        let fs = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+        assert_eq!(fs.kind, DataType::HamtShard);
+        assert_eq!(root.dag_size, 2 + 4 + node.encoded_len() as u64);
+    }
+
+    #[test]
+    fn threshold_zero_never_shards() {
+        let opts = ImportOptions {
+            hamt_threshold: 0,
+            ..ImportOptions::default()
+        };
+        let dir = threshold_dir(&opts, 4096, 1);
+        assert!(!dir.will_shard(&opts));
+        let (_, blocks) = build(dir, &opts);
+        assert_eq!(blocks.len(), 1);
     }
 
     /// Finds `name` by following its hash through the shards, checking each

@@ -7,11 +7,18 @@
 //! `blocksizes`) only when one more link arrives, because until then it may
 //! still be the root. This yields boxo's `balanced` layout: every leaf at the
 //! same depth, nodes filled left to right, a one-chunk file is its own leaf.
+//!
+//! Hashing leaves is nearly all the work, so with `hash_threads` set, leaves
+//! are shared between the caller's thread and helper threads; results are
+//! put back in file order before they reach the tree and the sink, so the
+//! blocks and their order do not depend on the thread count.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender, TryRecvError};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use cid::Cid;
 
 use super::{ImportError, ImportOptions, Imported};
@@ -26,6 +33,13 @@ const HEADROOM: usize = 16;
 /// Room after a chunk for the `filesize` field of a wrapped leaf.
 const TAILROOM: usize = 1 + 10;
 
+/// Leaves handed to one helper thread and not yet returned. Two keep it busy
+/// while the caller reads and hashes its own share.
+const WORKER_QUEUE: usize = 2;
+/// Leaves waiting to be put back in order, at most; bounds memory to this
+/// many chunks if a helper falls behind.
+const MAX_PENDING: usize = 16;
+
 /// A link to a finished child: a leaf or an internal node.
 #[derive(Debug, Clone)]
 struct Child {
@@ -38,21 +52,74 @@ struct Child {
 
 /// Builds one file's DAG from bytes fed in slices of any size.
 ///
-/// Every block goes to the sink as soon as it is complete; the importer holds
-/// one chunk and at most `max_links` links per tree level.
+/// Every block goes to the sink as soon as it is complete, in an order where
+/// children precede parents; the importer holds one chunk being filled, at
+/// most 16 being hashed, and at most `max_links` links per tree level.
 pub struct FileImporter<'a> {
     sink: &'a mut dyn BlockSink,
     version: cid::Version,
     raw_leaves: bool,
     chunk_size: usize,
     max_links: usize,
-    /// The chunk being filled, allocated at full size: `head` reserved bytes,
-    /// then `filled` bytes of data, then zeroes.
-    chunk: BytesMut,
+    /// The chunk being filled: `head` reserved bytes, then `filled` bytes of
+    /// data, with capacity for the whole leaf so it never reallocates.
+    chunk: Vec<u8>,
     head: usize,
     filled: usize,
     levels: Vec<Vec<Child>>,
     file_size: u64,
+    /// Helper threads, started with the second leaf (one-chunk files, the
+    /// common case in directories, never pay for a thread).
+    hash_threads: usize,
+    workers: Vec<Worker>,
+    /// Leaves in file order from `pending_seq` on: hashed, or still with a
+    /// helper.
+    pending: VecDeque<Pending>,
+    pending_seq: u64,
+    next_seq: u64,
+}
+
+/// A leaf for a helper thread: sequence number, bytes, codec.
+type Job = (u64, Bytes, u64);
+
+/// A leaf between chunking and linking.
+struct Pending {
+    file_size: u64,
+    /// The helper hashing it, when `block` is still `None`.
+    worker: usize,
+    block: Option<Block>,
+}
+
+/// One helper thread that hashes leaves.
+struct Worker {
+    jobs: SyncSender<Job>,
+    done: Receiver<(u64, Block)>,
+    in_flight: usize,
+}
+
+impl Worker {
+    fn spawn(version: cid::Version) -> Option<Self> {
+        let (jobs, job_rx) = sync_channel::<Job>(WORKER_QUEUE);
+        let (done_tx, done) = sync_channel(WORKER_QUEUE);
+        std::thread::Builder::new()
+            .name("unixfs-hash".into())
+            .spawn(move || {
+                for (seq, data, codec) in job_rx {
+                    if done_tx
+                        .send((seq, Block::new(version, codec, data)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            jobs,
+            done,
+            in_flight: 0,
+        })
+    }
 }
 
 impl<'a> FileImporter<'a> {
@@ -65,11 +132,16 @@ impl<'a> FileImporter<'a> {
             raw_leaves: opts.raw_leaves,
             chunk_size: opts.chunk_size,
             max_links: opts.max_links,
-            chunk: BytesMut::new(),
+            chunk: Vec::new(),
             head: if opts.raw_leaves { 0 } else { HEADROOM },
             filled: 0,
             levels: Vec::new(),
             file_size: 0,
+            hash_threads: opts.hash_threads,
+            workers: Vec::new(),
+            pending: VecDeque::new(),
+            pending_seq: 0,
+            next_seq: 0,
         })
     }
 
@@ -81,9 +153,8 @@ impl<'a> FileImporter<'a> {
     /// Feeds the next bytes of the file.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), ImportError> {
         while !data.is_empty() {
-            let room = self.room();
-            let n = room.len().min(data.len());
-            room[..n].copy_from_slice(&data[..n]);
+            let n = self.room().min(data.len());
+            self.chunk.extend_from_slice(&data[..n]);
             data = &data[n..];
             self.advance(n)?;
         }
@@ -92,7 +163,8 @@ impl<'a> FileImporter<'a> {
 
     /// Reads `reader` to its end straight into chunk buffers (no copy between
     /// the read and the block), calling `on_progress` with the byte count of
-    /// each read. `source` names the input in errors. Returns the bytes read.
+    /// each chunk read. `source` names the input in errors. Returns the bytes
+    /// read.
     pub fn read_from(
         &mut self,
         reader: &mut dyn Read,
@@ -101,20 +173,24 @@ impl<'a> FileImporter<'a> {
     ) -> Result<u64, ImportError> {
         let mut total = 0u64;
         loop {
-            match reader.read(self.room()) {
-                Ok(0) => return Ok(total),
-                Ok(n) => {
-                    total += n as u64;
-                    on_progress(n as u64);
-                    self.advance(n)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source_err) => {
-                    return Err(ImportError::Read {
-                        path: source.to_path_buf(),
-                        source: source_err,
-                    })
-                }
+            let room = self.room();
+            // `read_to_end` reads into the vector's spare capacity without
+            // zeroing it first (files implement `read_buf`), and keeps reading
+            // a pipe until the chunk is full.
+            let got = reader
+                .take(room as u64)
+                .read_to_end(&mut self.chunk)
+                .map_err(|e| ImportError::Read {
+                    path: source.to_path_buf(),
+                    source: e,
+                })?;
+            if got > 0 {
+                total += got as u64;
+                on_progress(got as u64);
+                self.advance(got)?;
+            }
+            if got < room {
+                return Ok(total);
             }
         }
     }
@@ -125,6 +201,11 @@ impl<'a> FileImporter<'a> {
         if self.filled > 0 {
             self.flush_leaf()?;
         }
+        while !self.pending.is_empty() {
+            self.collect(true)?;
+        }
+        // Closing the job queues ends the helpers.
+        self.workers.clear();
         if self.levels.is_empty() {
             return self.empty_file();
         }
@@ -149,19 +230,17 @@ impl<'a> FileImporter<'a> {
         })
     }
 
-    /// The unfilled part of the current chunk, allocating the chunk if needed.
-    fn room(&mut self) -> &mut [u8] {
-        if self.chunk.is_empty() {
-            // Zeroed once per chunk: safe code cannot read into uninitialised
-            // memory, and one memset costs far less than hashing the chunk.
+    /// Bytes the current chunk can still take, allocating it if needed.
+    fn room(&mut self) -> usize {
+        if self.chunk.capacity() == 0 {
             let tail = if self.raw_leaves { 0 } else { TAILROOM };
-            self.chunk = BytesMut::zeroed(self.head + self.chunk_size + tail);
+            self.chunk = Vec::with_capacity(self.head + self.chunk_size + tail);
+            self.chunk.resize(self.head, 0);
         }
-        let start = self.head + self.filled;
-        &mut self.chunk[start..self.head + self.chunk_size]
+        self.chunk_size - self.filled
     }
 
-    /// Accounts for `n` bytes placed in [`Self::room`]; emits a full chunk.
+    /// Accounts for `n` bytes appended to the chunk; emits a full chunk.
     fn advance(&mut self, n: usize) -> Result<(), ImportError> {
         self.filled += n;
         self.file_size += n as u64;
@@ -171,14 +250,109 @@ impl<'a> FileImporter<'a> {
         Ok(())
     }
 
-    /// Turns the buffered chunk into a leaf block and links it.
+    /// Turns the buffered chunk into a leaf, hashes it here or on a helper,
+    /// and links every leaf that is ready, in order.
     fn flush_leaf(&mut self) -> Result<(), ImportError> {
+        let file_size = self.filled as u64;
+        let (data, codec) = self.take_leaf();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if seq == 1 && self.workers.is_empty() {
+            let version = self.version;
+            self.workers = (0..self.hash_threads)
+                .map_while(|_| Worker::spawn(version))
+                .collect();
+        }
+        // The caller's thread hashes its share while the helpers are busy.
+        let leaf = match self.offload(seq, data, codec) {
+            Ok(worker) => Pending {
+                file_size,
+                worker,
+                block: None,
+            },
+            Err(data) => Pending {
+                file_size,
+                worker: usize::MAX,
+                block: Some(Block::new(self.version, codec, data)),
+            },
+        };
+        self.pending.push_back(leaf);
+        self.collect(self.pending.len() > MAX_PENDING)
+    }
+
+    /// Hands a leaf to the least busy helper with room; returns the helper's
+    /// index, or the leaf back when all are busy (or gone).
+    fn offload(&mut self, seq: u64, data: Bytes, codec: u64) -> Result<usize, Bytes> {
+        let Some((i, w)) = self
+            .workers
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, w)| w.in_flight < WORKER_QUEUE)
+            .min_by_key(|(_, w)| w.in_flight)
+        else {
+            return Err(data);
+        };
+        // Never blocks: the queue has room for `WORKER_QUEUE` jobs.
+        match w.jobs.send((seq, data, codec)) {
+            Ok(()) => {
+                w.in_flight += 1;
+                Ok(i)
+            }
+            Err(SendError((_, data, _))) => Err(data),
+        }
+    }
+
+    /// Takes hashed leaves back from the helpers and links the ready prefix
+    /// of `pending`; with `wait`, first blocks until the oldest leaf is back.
+    fn collect(&mut self, wait: bool) -> Result<(), ImportError> {
+        if wait {
+            if let Some(Pending {
+                worker,
+                block: None,
+                ..
+            }) = self.pending.front()
+            {
+                let w = &mut self.workers[*worker];
+                let (seq, block) = w.done.recv().expect("unixfs hash helper exited early");
+                w.in_flight -= 1;
+                self.pending[(seq - self.pending_seq) as usize].block = Some(block);
+            }
+        }
+        for w in &mut self.workers {
+            while w.in_flight > 0 {
+                match w.done.try_recv() {
+                    Ok((seq, block)) => {
+                        w.in_flight -= 1;
+                        self.pending[(seq - self.pending_seq) as usize].block = Some(block);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => panic!("unixfs hash helper exited early"),
+                }
+            }
+        }
+        while self.pending.front().is_some_and(|p| p.block.is_some()) {
+            let leaf = self.pending.pop_front().expect("front exists");
+            self.pending_seq += 1;
+            let block = leaf.block.expect("ready leaf");
+            let child = Child {
+                cid: block.cid,
+                tsize: block.data.len() as u64,
+                file_size: leaf.file_size,
+            };
+            self.sink.put_block(block)?;
+            self.push(0, child)?;
+        }
+        Ok(())
+    }
+
+    /// The buffered chunk as leaf bytes and their codec.
+    fn take_leaf(&mut self) -> (Bytes, u64) {
         let n = self.filled;
         let mut buf = std::mem::take(&mut self.chunk);
         self.filled = 0;
-        let block = if self.raw_leaves {
-            buf.truncate(n);
-            Block::new(self.version, RAW, buf.freeze())
+        debug_assert_eq!(buf.len(), self.head + n);
+        if self.raw_leaves {
+            (Bytes::from(buf), RAW)
         } else {
             // PBNode{Data: Data{Type: File, Data: chunk, filesize: n}}, written
             // around the chunk in place.
@@ -191,21 +365,10 @@ impl<'a> FileImporter<'a> {
             put_varint(&mut header, len);
             let start = HEADROOM - header.len();
             buf[start..HEADROOM].copy_from_slice(&header);
-            buf.truncate(HEADROOM + n);
-            let mut trailer = Vec::with_capacity(TAILROOM);
-            trailer.push(0x18);
-            put_varint(&mut trailer, len);
-            buf.extend_from_slice(&trailer);
-            buf.advance(start);
-            Block::new(self.version, DAG_PB, buf.freeze())
-        };
-        let child = Child {
-            cid: block.cid,
-            tsize: block.data.len() as u64,
-            file_size: n as u64,
-        };
-        self.sink.put_block(block)?;
-        self.push(0, child)
+            buf.push(0x18);
+            put_varint(&mut buf, len);
+            (Bytes::from(buf).slice(start..), DAG_PB)
+        }
     }
 
     /// Appends a link at `level`, first closing the level into a node one
@@ -467,8 +630,11 @@ mod tests {
     /// Walks the DAG from `root` and checks every invariant of kubo's
     /// balanced layout; returns the file bytes.
     fn check_dag(opts: &ImportOptions, root: &Imported, blocks: &[Block]) -> Vec<u8> {
-        let index: HashMap<Cid, usize> =
-            blocks.iter().enumerate().map(|(i, b)| (b.cid, i)).collect();
+        // Equal chunks make equal blocks: index each CID's first emission.
+        let mut index: HashMap<Cid, usize> = HashMap::new();
+        for (i, b) in blocks.iter().enumerate() {
+            index.entry(b.cid).or_insert(i);
+        }
         let mut out = Vec::new();
         let mut leaf_depths = Vec::new();
         // (cid, depth) -> (file size, cumulative size)
@@ -541,8 +707,15 @@ mod tests {
             raw in any::<bool>(),
             chunk in 1usize..3000,
             links in 2usize..6,
+            threads in 0usize..4,
         ) {
-            let opts = ImportOptions { raw_leaves: raw, chunk_size: chunk, max_links: links, ..ImportOptions::default() };
+            let opts = ImportOptions {
+                raw_leaves: raw,
+                chunk_size: chunk,
+                max_links: links,
+                hash_threads: threads,
+                ..ImportOptions::default()
+            };
             let data = pattern(len);
             let (whole, blocks) = import(&opts, &data);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
@@ -563,7 +736,10 @@ mod tests {
             f.read_from(&mut &data[..], Path::new("mem"), &mut |n| seen += n).unwrap();
             prop_assert_eq!(seen, len as u64);
             prop_assert_eq!(f.finish().unwrap(), whole);
-            prop_assert_eq!(check_dag(&opts, &whole, &blocks), data);
+            prop_assert_eq!(&check_dag(&opts, &whole, &blocks), &data);
+            // Helper threads change nothing, not even the order of blocks.
+            let single = ImportOptions { hash_threads: 0, ..opts.clone() };
+            prop_assert_eq!(import(&single, &data).1, blocks);
         }
     }
 }

@@ -380,6 +380,34 @@ mod tests {
         assert_eq!(root.root.dag_size, 300420);
     }
 
+    /// Helia with `shardSplitThresholdBytes: 1`: every directory but the
+    /// empty one becomes a HAMT, under both estimates.
+    #[test]
+    fn sharded_subdirectories_match_helia() {
+        let tmp = fixture();
+        let cases = [
+            (
+                Profile::UnixfsV1_2025,
+                "bafybeihs6idwnouttzhcu6u6pks3der2a4eiovr7iy6jxczeojahbur3sm",
+                300585,
+            ),
+            (
+                Profile::UnixfsV0_2015,
+                "QmbZuWu9rJbgrCnVAFv3N34hsWFW6eWi25PLSCojMsuSnC",
+                300723,
+            ),
+        ];
+        for (profile, cid, size) in cases {
+            let opts = ImportOptions {
+                hamt_threshold: 1,
+                ..ImportOptions::from_profile(profile)
+            };
+            let (root, _, _) = run(&tmp.path().join("tree"), &opts);
+            assert_eq!(root.cid().to_string(), cid, "{profile}");
+            assert_eq!(root.root.dag_size, size, "{profile}");
+        }
+    }
+
     #[test]
     fn single_files_symlinks_and_stdin() {
         let tmp = fixture();

@@ -407,7 +407,7 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
                 let mut reader = CarReader::new(std::io::BufReader::new(input))
                     .with_context(|| format!("reading {}", f.display()))?;
                 let roots = reader.roots().to_vec();
-                let mut writer = BatchWriter::new(&*repo.blocks);
+                let mut writer = BatchWriter::new(repo.blocks.clone());
                 let mut n = 0u64;
                 while let Some(block) = reader.next_block()? {
                     meshcast::store::BlockSink::put_block(&mut writer, block)?;
@@ -476,7 +476,7 @@ fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
     // Held until the roots are pinned, so a concurrent GC cannot take them.
     let _guard = repo.as_ref().map(Repo::writer).transpose()?;
     let mut discard = meshcast::store::Discard;
-    let mut writer = repo.as_ref().map(|r| BatchWriter::new(&*r.blocks));
+    let mut writer = repo.as_ref().map(|r| BatchWriter::new(r.blocks.clone()));
     let sink: &mut dyn meshcast::store::BlockSink = match writer.as_mut() {
         Some(w) => w,
         None => &mut discard,
@@ -600,12 +600,7 @@ fn tree_size(path: &Path, recursive: bool) -> u64 {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => m.len(),
         Ok(m) if m.is_dir() && recursive => std::fs::read_dir(path)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| tree_size(&e.path(), true))
-                    .sum()
-            })
+            .map(|entries| entries.flatten().map(|e| tree_size(&e.path(), true)).sum())
             .unwrap_or(0),
         _ => 0,
     }

@@ -250,49 +250,119 @@ impl BlockSink for Vec<Block> {
     }
 }
 
-/// Buffers blocks and writes them to a store in batches, so the file store
-/// makes each batch durable with one sync. Call [`BatchWriter::flush`] before
-/// pinning what was written.
-pub struct BatchWriter<'a> {
-    store: &'a dyn Blockstore,
+/// Buffers blocks and writes them to a store in batches on background
+/// threads, so the file store makes each batch durable with one sync while the
+/// importer goes on hashing the next. At most [`BatchWriter::QUEUE`] batches
+/// wait, so memory stays bounded when the disk is slower than the hashing.
+/// Call [`BatchWriter::flush`] before pinning what was written.
+pub struct BatchWriter {
     pending: Vec<Block>,
     pending_bytes: usize,
-    /// Blocks handed to the store so far.
+    queue: Option<std::sync::mpsc::SyncSender<Vec<Block>>>,
+    workers: Vec<std::thread::JoinHandle<Result<u64, StoreError>>>,
+    /// Blocks the store has taken so far (updated by [`BatchWriter::flush`]).
     pub written: u64,
 }
 
-impl<'a> BatchWriter<'a> {
-    /// Batches are flushed at this many bytes.
-    pub const BATCH_BYTES: usize = 32 << 20;
+impl BatchWriter {
+    /// Batches are handed to the writer threads at this many bytes.
+    pub const BATCH_BYTES: usize = 8 << 20;
+    /// Batches that may wait for a writer thread.
+    pub const QUEUE: usize = 2;
+    /// Writer threads: while one waits for its batch to reach the disk, the
+    /// other writes the next, which keeps the disk busy.
+    pub const THREADS: usize = 3;
 
     /// A writer over `store`.
-    pub fn new(store: &'a dyn Blockstore) -> Self {
+    pub fn new(store: std::sync::Arc<dyn Blockstore>) -> Self {
+        let (queue, batches) = std::sync::mpsc::sync_channel::<Vec<Block>>(Self::QUEUE);
+        let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
+        let workers = (0..Self::THREADS)
+            .map(|i| {
+                let (store, batches) = (store.clone(), batches.clone());
+                std::thread::Builder::new()
+                    .name(format!("block-writer-{i}"))
+                    .spawn(move || {
+                        let mut n = 0;
+                        loop {
+                            // The lock is held only while taking a batch.
+                            let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(batch) = next else { return Ok(n) };
+                            store.put_many(&batch)?;
+                            n += batch.len() as u64;
+                        }
+                    })
+                    .expect("spawning a block writer thread")
+            })
+            .collect();
         Self {
-            store,
             pending: Vec::new(),
             pending_bytes: 0,
+            queue: Some(queue),
+            workers,
             written: 0,
         }
     }
 
-    /// Writes every buffered block; they are durable when this returns.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            self.store.put_many(&self.pending)?;
-            self.written += self.pending.len() as u64;
-            self.pending.clear();
-            self.pending_bytes = 0;
+    /// Hands the buffered blocks to the writer thread.
+    fn send(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let sent = self.queue.as_ref().map(|q| q.send(batch));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread ended early: it failed; its error says why.
+            _ => self.join().map(|_| ()),
+        }
+    }
+
+    fn join(&mut self) -> Result<u64, StoreError> {
+        self.queue = None;
+        let mut total = Ok(0);
+        for w in self.workers.drain(..) {
+            let r = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            total = match (total, r) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        total
+    }
+
+    /// Writes every block given so far and waits until all are durable.
+    /// The writer takes no blocks after this.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.send()?;
+        self.written += self.join()?;
         Ok(())
     }
 }
 
-impl BlockSink for BatchWriter<'_> {
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        // Unflushed blocks are dropped with the writer (an add that failed);
+        // wait for the thread so no write outlives the repo lock.
+        self.pending.clear();
+        let _ = self.join();
+    }
+}
+
+impl BlockSink for BatchWriter {
     fn put_block(&mut self, block: Block) -> Result<(), StoreError> {
+        if self.workers.is_empty() {
+            return Err(StoreError::Io {
+                op: "write after flush",
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::other("the batch writer was already flushed"),
+            });
+        }
         self.pending_bytes += block.data.len();
         self.pending.push(block);
         if self.pending_bytes >= Self::BATCH_BYTES {
-            self.flush()?;
+            self.send()?;
         }
         Ok(())
     }
@@ -343,8 +413,8 @@ mod tests {
 
     #[test]
     fn batch_writer_flushes_everything() {
-        let store = MemStore::new();
-        let mut w = BatchWriter::new(&store);
+        let store = Arc::new(MemStore::new());
+        let mut w = BatchWriter::new(store.clone());
         let blocks: Vec<Block> = (0..100u32)
             .map(|i| Block::new(cid::Version::V1, RAW, i.to_be_bytes().to_vec()))
             .collect();
@@ -356,6 +426,18 @@ mod tests {
         for b in &blocks {
             assert!(store.has(&b.cid).unwrap());
         }
+    }
+
+    #[test]
+    fn batch_writer_reports_store_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        // A store whose temp directory is gone cannot write.
+        std::fs::remove_dir_all(dir.path().join("tmp")).unwrap();
+        let mut w = BatchWriter::new(store);
+        w.put_block(Block::new(cid::Version::V1, RAW, b"x".to_vec()))
+            .unwrap();
+        assert!(matches!(w.flush(), Err(StoreError::Io { .. })));
     }
 
     #[test]

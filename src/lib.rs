@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod node;
+pub mod rtmp;
 pub mod store;
 pub mod unixfs;

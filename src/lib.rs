@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod node;
 pub mod rtmp;
 pub mod store;

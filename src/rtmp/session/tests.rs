@@ -469,3 +469,133 @@ fn aggregate_messages_are_split() {
         .collect();
     assert_eq!(got, vec![(MediaKind::Video, 500), (MediaKind::Audio, 520)]);
 }
+
+/// A real ffmpeg publishes H.264 + AAC through a minimal blocking loop
+/// around a [`Session`]. Ignored by default because it needs `ffmpeg` on
+/// PATH; it becomes a first-class interop test with the RTMP server.
+#[test]
+#[ignore = "needs ffmpeg on PATH; run with --ignored"]
+fn ffmpeg_publish() {
+    use crate::media::flv::{self, AudioPacket, VideoConfig, VideoPacket, VideoTag};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("rtmp://{}/live/key", listener.local_addr().unwrap());
+    let mut ffmpeg = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+        ])
+        .args(["-bf", "2", "-c:a", "aac", "-f", "flv", &url])
+        .spawn()
+        .expect("ffmpeg on PATH");
+    let (mut sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let mut session = Session::new(SessionConfig::default(), rand::random());
+    let mut events = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = sock.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        session.handle_input(&buf[..n]).unwrap();
+        while let Some(event) = session.poll_event() {
+            if let Event::PublishRequest { .. } = event {
+                session.accept_publish().unwrap();
+            }
+            events.push(event);
+        }
+        while let Some(out) = session.poll_transmit() {
+            sock.write_all(&out).unwrap();
+        }
+    }
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg failed");
+
+    assert!(matches!(&events[0], Event::Connect { app, .. } if app == "live"));
+    assert!(
+        matches!(&events[1], Event::PublishRequest { app, key, .. } if app == "live" && key == "key")
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Metadata { metadata }
+        if metadata.get("width").and_then(Amf0Value::as_number) == Some(320.0))));
+    assert!(matches!(events.last(), Some(Event::Unpublish { key }) if key == "key"));
+
+    let (mut frames, mut keyframes, mut audio_frames, mut negative_cts) = (0, 0, 0, false);
+    let (mut avc, mut asc) = (None, None);
+    let mut last_video_ts = 0;
+    for event in &events {
+        let Event::Media {
+            kind,
+            timestamp,
+            payload,
+        } = event
+        else {
+            continue;
+        };
+        match kind {
+            MediaKind::Video => match flv::parse_video(payload).unwrap() {
+                VideoTag::Frame {
+                    frame_type, packet, ..
+                } => match packet {
+                    VideoPacket::SequenceStart(VideoConfig::Avc(cfg)) => avc = Some(cfg),
+                    VideoPacket::CodedFrames {
+                        composition_time,
+                        data,
+                    } => {
+                        assert!(!data.is_empty());
+                        assert!(*timestamp >= last_video_ts, "DTS went backwards");
+                        last_video_ts = *timestamp;
+                        negative_cts |= composition_time < 0;
+                        frames += 1;
+                        keyframes += usize::from(frame_type == flv::FrameType::Key);
+                    }
+                    _ => {}
+                },
+                VideoTag::Command => {}
+            },
+            MediaKind::Audio => match flv::parse_audio(payload).unwrap().packet {
+                AudioPacket::SequenceStart(cfg) => asc = Some(cfg),
+                AudioPacket::Raw(_) => audio_frames += 1,
+                AudioPacket::SequenceEnd => {}
+            },
+        }
+    }
+    let avc = avc.expect("AVC sequence header");
+    assert_eq!(avc.nalu_length_size, 4);
+    assert_eq!((avc.sps.len(), avc.pps.len()), (1, 1));
+    let asc = asc.expect("AAC sequence header");
+    assert_eq!(
+        (asc.object_type, asc.sample_rate, asc.channels),
+        (2, 44100, 1)
+    );
+    assert_eq!(frames, 100, "4 s at 25 fps");
+    assert_eq!(keyframes, 4, "one keyframe per 25 frames");
+    // 4 s of 1024-sample frames at 44.1 kHz, give or take priming.
+    assert!(
+        (170..=176).contains(&audio_frames),
+        "{audio_frames} AAC frames"
+    );
+    assert!(
+        !negative_cts,
+        "B-frames give non-negative offsets with DTS shifted"
+    );
+    assert!(
+        last_video_ts >= 3900,
+        "last video timestamp {last_video_ts}"
+    );
+}

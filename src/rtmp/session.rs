@@ -318,7 +318,12 @@ impl Session {
     }
 
     /// Queues a Ping Request; the client answers with the same timestamp.
+    /// Does nothing before `connect`: during the handshake the client is
+    /// not reading chunks yet.
     pub fn ping(&mut self, timestamp: u32) -> Result<(), SessionError> {
+        if self.app.is_none() {
+            return Ok(());
+        }
         self.send(
             CSID_CONTROL,
             0,
@@ -577,7 +582,8 @@ impl Session {
                     return self.send_error(txid, "NetConnection.Call.Failed", "too many streams");
                 }
                 let id = self.next_stream_id;
-                self.next_stream_id += 1;
+                // Stream id 0 is the connection itself; skip it on wrap.
+                self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
                 self.streams.push(id);
                 self.send_command(
                     CSID_COMMAND,

@@ -4,6 +4,7 @@
 use super::*;
 use crate::rtmp::chunk::ChunkDecoder;
 use crate::rtmp::handshake::{client_c1, DigestScheme};
+use proptest::prelude::*;
 
 /// The client side of a scripted exchange.
 struct Client {
@@ -598,4 +599,17 @@ fn ffmpeg_publish() {
         last_video_ts >= 3900,
         "last video timestamp {last_video_ts}"
     );
+}
+
+proptest! {
+    /// Whatever follows a good handshake and connect, the session answers
+    /// or fails with an error, never a panic.
+    #[test]
+    fn arbitrary_input_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let mut c = Client::new(SessionConfig::default(), None);
+        c.command(0, "connect", 1.0, ffmpeg_connect_object(), vec![]);
+        let _ = c.session.handle_input(&bytes);
+        while c.session.poll_event().is_some() {}
+        while c.session.poll_transmit().is_some() {}
+    }
 }

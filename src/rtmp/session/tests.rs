@@ -477,6 +477,19 @@ fn aggregate_messages_are_split() {
 #[test]
 #[ignore = "needs ffmpeg on PATH; run with --ignored"]
 fn ffmpeg_publish() {
+    ffmpeg_publish_with(&[], 0);
+}
+
+/// As [`ffmpeg_publish`], starting just below 2^24 ms so that timestamps
+/// cross into extended timestamps mid-stream, which ffmpeg then repeats
+/// after every type-3 chunk header.
+#[test]
+#[ignore = "needs ffmpeg on PATH; run with --ignored"]
+fn ffmpeg_publish_extended_timestamps() {
+    ffmpeg_publish_with(&["-output_ts_offset", "16777"], 16_777_000);
+}
+
+fn ffmpeg_publish_with(extra_args: &[&str], start_ms: u64) {
     use crate::media::flv::{self, AudioPacket, VideoConfig, VideoPacket, VideoTag};
     use std::io::{Read, Write};
     use std::net::TcpListener;
@@ -498,7 +511,9 @@ fn ffmpeg_publish() {
             "-g",
             "25",
         ])
-        .args(["-bf", "2", "-c:a", "aac", "-f", "flv", &url])
+        .args(["-bf", "2", "-c:a", "aac"])
+        .args(extra_args)
+        .args(["-f", "flv", &url])
         .spawn()
         .expect("ffmpeg on PATH");
     let (mut sock, _) = listener.accept().unwrap();
@@ -509,7 +524,14 @@ fn ffmpeg_publish() {
     let mut events = Vec::new();
     let mut buf = vec![0; 64 * 1024];
     loop {
-        let n = sock.read(&mut buf).unwrap();
+        // ffmpeg closes right after deleteStream without reading our last
+        // answers, so its kernel may reset rather than close: both mean
+        // the end of the stream.
+        let n = match sock.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read: {e}"),
+        };
         if n == 0 {
             break;
         }
@@ -521,10 +543,18 @@ fn ffmpeg_publish() {
             events.push(event);
         }
         while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).unwrap();
+            if let Err(e) = sock.write_all(&out) {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write: {e}");
+            }
         }
     }
     assert!(ffmpeg.wait().unwrap().success(), "ffmpeg failed");
+    // Keyframes span several chunks, so continuation chunks (and, past
+    // 2^24 ms, their repeated extended timestamps) were exercised.
+    let chunk_size = session.decoder.chunk_size() as usize;
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Media { payload, .. } if payload.len() > 2 * chunk_size)));
 
     assert!(matches!(&events[0], Event::Connect { app, .. } if app == "live"));
     assert!(
@@ -538,7 +568,8 @@ fn ffmpeg_publish() {
 
     let (mut frames, mut keyframes, mut audio_frames, mut negative_cts) = (0, 0, 0, false);
     let (mut avc, mut asc) = (None, None);
-    let mut last_video_ts = 0;
+    // B-frames put the first decoding timestamp a little before the start.
+    let mut last_video_ts = start_ms.saturating_sub(200);
     for event in &events {
         let Event::Media {
             kind,
@@ -596,7 +627,7 @@ fn ffmpeg_publish() {
         "B-frames give non-negative offsets with DTS shifted"
     );
     assert!(
-        last_video_ts >= 3900,
+        last_video_ts >= start_ms + 3800,
         "last video timestamp {last_video_ts}"
     );
 }

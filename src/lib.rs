@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod node;
+pub mod rtmp;
 pub mod store;
 pub mod unixfs;

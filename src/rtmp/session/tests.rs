@@ -472,10 +472,9 @@ fn aggregate_messages_are_split() {
 }
 
 /// A real ffmpeg publishes H.264 + AAC through a minimal blocking loop
-/// around a [`Session`]. Ignored by default because it needs `ffmpeg` on
-/// PATH; it becomes a first-class interop test with the RTMP server.
+/// around a [`Session`] (`scripts/test` installs ffmpeg; without it this
+/// test fails, as every interop test does).
 #[test]
-#[ignore = "needs ffmpeg on PATH; run with --ignored"]
 fn ffmpeg_publish() {
     ffmpeg_publish_with(&[], 0);
 }
@@ -484,7 +483,6 @@ fn ffmpeg_publish() {
 /// cross into extended timestamps mid-stream, which ffmpeg then repeats
 /// after every type-3 chunk header.
 #[test]
-#[ignore = "needs ffmpeg on PATH; run with --ignored"]
 fn ffmpeg_publish_extended_timestamps() {
     ffmpeg_publish_with(&["-output_ts_offset", "16777"], 16_777_000);
 }

@@ -371,3 +371,37 @@ fn kubo_reads_what_it_added_like_meshcast() -> Result<()> {
     assert!(fs::read(&dest)? == repo.cat(&cid)?);
     Ok(())
 }
+
+/// On a terminal, a large add shows a byte progress bar on stderr; piped, it
+/// shows none. `script` (util-linux) gives the command a real pseudo-terminal.
+#[test]
+fn progress_bar_only_on_a_terminal() -> Result<()> {
+    let repo = Repo::new()?;
+    let dir = tempdir()?;
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, random_bytes(7, 48 << 20))?;
+    let cmd = format!(
+        "{} add --data {} {}",
+        meshcast_bin().display(),
+        repo.path().display(),
+        file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .context("running script(1) from util-linux")?;
+    check(&out, "meshcast add under script")?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("MiB"),
+        "no progress bar on a terminal: {screen:?}"
+    );
+    assert!(screen.contains("added "), "{screen:?}");
+
+    // Piped: the same add prints only its result.
+    let mut piped = repo.cmd(["add".as_ref(), file.as_os_str()]);
+    let out = piped.output()?;
+    check(&out, "meshcast add, piped")?;
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("MiB"));
+    Ok(())
+}

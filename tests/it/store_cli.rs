@@ -405,3 +405,42 @@ fn progress_bar_only_on_a_terminal() -> Result<()> {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("MiB"));
     Ok(())
 }
+
+/// `repo gc` run while another process is adding waits for the add (the repo
+/// lock), so none of the add's blocks are lost and the result is pinned.
+#[test]
+fn gc_during_add_keeps_the_new_blocks() -> Result<()> {
+    let repo = Repo::new()?;
+    let dir = tempdir()?;
+    let file = dir.path().join("big.bin");
+    let data = random_bytes(11, 96 << 20);
+    std::fs::write(&file, &data)?;
+    let mut add = repo
+        .cmd(["add".as_ref(), "-Q".as_ref(), file.as_os_str()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // Let the add write some blocks first.
+    for _ in 0..200 {
+        if !repo.block_files()?.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    ensure!(
+        !repo.block_files()?.is_empty(),
+        "the add wrote no block in 2 s"
+    );
+    let gc = repo.run(["repo", "gc"])?;
+    let out = add.wait_with_output()?;
+    ensure!(out.status.success(), "add failed: {out:?}");
+    let cid = String::from_utf8(out.stdout)?.trim().to_string();
+    ensure!(
+        gc.lines().all(|l| !l.contains(&cid)),
+        "gc removed the new root"
+    );
+    assert_eq!(repo.cat(&cid)?, data, "content lost to a concurrent gc");
+    repo.run(["repo", "verify"])?;
+    let pins = repo.run(["pin", "ls"])?;
+    assert!(pins.contains(&cid), "{pins}");
+    Ok(())
+}

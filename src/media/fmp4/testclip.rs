@@ -1,0 +1,228 @@
+//! Test support shared by the muxers' interop tests: a real H.264/AAC clip
+//! made by ffmpeg at test time, read from its FLV file into [`Frame`]s the
+//! way the RTMP path would deliver them, and helpers to run ffmpeg and
+//! ffprobe. A missing ffmpeg fails the tests, it does not skip them.
+
+use crate::media::flv::{self, AudioPacket, FrameType, VideoPacket, VideoTag};
+use crate::media::{Frame, TrackKind, Tracks};
+use bytes::Bytes;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The clip: its decoder configuration and frames in file (decoding) order.
+pub(crate) struct Clip {
+    pub(crate) tracks: Tracks,
+    pub(crate) frames: Vec<Frame>,
+    /// Keep the directory alive while the clip is in use.
+    _dir: tempfile::TempDir,
+}
+
+/// The 4 s clip of the brief: 320x240 at 25 fps, H.264 with a keyframe
+/// every 50 frames and B-frames, 44.1 kHz AAC; made once per test process.
+pub(crate) fn clip() -> &'static Clip {
+    static CLIP: OnceLock<Clip> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let flv = dir.path().join("clip.flv");
+        let out = run(
+            "ffmpeg",
+            &[
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-c:v",
+                "libx264",
+                "-g",
+                "50",
+                "-bf",
+                "2",
+                "-c:a",
+                "aac",
+                "-t",
+                "4",
+                "-f",
+                "flv",
+                path_str(&flv),
+            ],
+        );
+        assert!(out.is_empty(), "ffmpeg complained: {out}");
+        let bytes = std::fs::read(&flv).expect("read clip.flv");
+        let (tracks, frames) = read_flv_file(&bytes);
+        Clip {
+            tracks,
+            frames,
+            _dir: dir,
+        }
+    })
+}
+
+/// Runs `program args...` and returns its stderr; panics when the program
+/// is missing or fails.
+pub(crate) fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} is required for this test (apt-get install ffmpeg): {e}")
+        });
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {stderr}"
+    );
+    stderr
+}
+
+/// A path as a command argument (temp paths are UTF-8).
+pub(crate) fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// Runs ffprobe with JSON output on `path`.
+pub(crate) fn ffprobe(args: &[&str], path: &Path) -> serde_json::Value {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("ffprobe is required for this test (apt-get install ffmpeg): {e}")
+        });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.is_empty(),
+        "ffprobe {args:?} {} failed: {stderr}",
+        path.display()
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+}
+
+/// Reads an FLV file: a 9-byte header, then tags of an 11-byte header
+/// (type, body size, timestamp with its extension byte, stream id), the
+/// body and the 4-byte size of the previous tag.
+pub(crate) fn read_flv_file(file: &[u8]) -> (Tracks, Vec<Frame>) {
+    assert_eq!(&file[..3], b"FLV", "not an FLV file");
+    let header_len = u32::from_be_bytes(file[5..9].try_into().unwrap()) as usize;
+    let mut pos = header_len + 4;
+    let mut tracks = Tracks {
+        video: None,
+        audio: None,
+    };
+    let mut frames = Vec::new();
+    while pos + 11 <= file.len() {
+        let h = &file[pos..pos + 11];
+        let tag_type = h[0] & 0x1F;
+        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        let dts_ms = u64::from(u32::from_be_bytes([h[7], h[4], h[5], h[6]]));
+        let body = Bytes::copy_from_slice(&file[pos + 11..pos + 11 + size]);
+        pos += 11 + size + 4;
+        match tag_type {
+            9 => match flv::parse_video(&body).expect("video tag") {
+                VideoTag::Frame {
+                    frame_type, packet, ..
+                } => match packet {
+                    VideoPacket::SequenceStart(config) => tracks.video = Some(config),
+                    VideoPacket::CodedFrames {
+                        composition_time,
+                        data,
+                    } => frames.push(Frame {
+                        track: TrackKind::Video,
+                        dts_ms,
+                        composition_ms: composition_time,
+                        keyframe: frame_type == FrameType::Key,
+                        data,
+                    }),
+                    VideoPacket::SequenceEnd | VideoPacket::Metadata(_) => {}
+                },
+                VideoTag::Command => {}
+            },
+            8 => match flv::parse_audio(&body).expect("audio tag").packet {
+                AudioPacket::SequenceStart(asc) => tracks.audio = Some(asc),
+                AudioPacket::Raw(data) => frames.push(Frame {
+                    track: TrackKind::Audio,
+                    dts_ms,
+                    composition_ms: 0,
+                    keyframe: true,
+                    data,
+                }),
+                AudioPacket::SequenceEnd => {}
+            },
+            _ => {}
+        }
+    }
+    (tracks, frames)
+}
+
+/// A segment cut at video keyframes: its frames and the next segment's
+/// first video decoding time.
+pub(crate) struct Cut<'a> {
+    pub(crate) frames: &'a [Frame],
+    pub(crate) next_video_ms: Option<u64>,
+}
+
+/// Cuts `frames` before every video keyframe after the first frame.
+pub(crate) fn cut_at_keyframes(frames: &[Frame]) -> Vec<Cut<'_>> {
+    let starts: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i > 0 && f.track == TrackKind::Video && f.keyframe)
+        .map(|(i, _)| i)
+        .collect();
+    let mut cuts = Vec::new();
+    let mut from = 0;
+    for &start in &starts {
+        cuts.push(Cut {
+            frames: &frames[from..start],
+            next_video_ms: Some(frames[start].dts_ms),
+        });
+        from = start;
+    }
+    cuts.push(Cut {
+        frames: &frames[from..],
+        next_video_ms: None,
+    });
+    cuts
+}
+
+/// Seconds from the first frame to the end of the last video frame of a
+/// cut, for `#EXTINF`.
+pub(crate) fn cut_seconds(cut: &Cut<'_>, frame_ms: u64) -> f64 {
+    let first = cut.frames[0].dts_ms;
+    let end = cut.next_video_ms.unwrap_or_else(|| {
+        cut.frames
+            .iter()
+            .filter(|f| f.track == TrackKind::Video)
+            .map(|f| f.dts_ms + frame_ms)
+            .max()
+            .unwrap_or(first)
+    });
+    (end - first) as f64 / 1000.0
+}
+
+/// An HLS media playlist for `segments` of (URI, seconds), with `map` as
+/// the `#EXT-X-MAP` init segment if given.
+pub(crate) fn playlist(map: Option<&str>, segments: &[(String, f64)]) -> String {
+    let target = segments
+        .iter()
+        .map(|(_, s)| s.ceil() as u64)
+        .max()
+        .unwrap_or(1);
+    let mut m3u8 = format!("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n");
+    m3u8.push_str("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n");
+    if let Some(map) = map {
+        m3u8.push_str(&format!("#EXT-X-MAP:URI=\"{map}\"\n"));
+    }
+    for (uri, seconds) in segments {
+        m3u8.push_str(&format!("#EXTINF:{seconds:.3},\n{uri}\n"));
+    }
+    m3u8.push_str("#EXT-X-ENDLIST\n");
+    m3u8
+}

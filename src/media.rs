@@ -8,6 +8,7 @@
 
 pub mod flv;
 pub mod fmp4;
+pub mod ts;
 
 use bytes::Bytes;
 

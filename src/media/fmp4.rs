@@ -147,12 +147,12 @@ struct Carry {
 impl Muxer {
     /// A muxer for one track configuration; a new configuration needs a new
     /// muxer and init segment.
-    pub fn new(tracks: Tracks) -> Result<Self, MuxError> {
+    pub fn new(tracks: &Tracks) -> Result<Self, MuxError> {
         if tracks.video.is_none() && tracks.audio.is_none() {
             return Err(MuxError::NoTracks);
         }
         Ok(Self {
-            tracks,
+            tracks: tracks.clone(),
             sequence: 1,
             carry: Carry::default(),
         })

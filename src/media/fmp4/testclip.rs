@@ -226,3 +226,138 @@ pub(crate) fn playlist(map: Option<&str>, segments: &[(String, f64)]) -> String 
     m3u8.push_str("#EXT-X-ENDLIST\n");
     m3u8
 }
+
+/// A 2 s HEVC clip (320x240, 25 fps, a keyframe every second, no
+/// B-frames), video only. ffmpeg 5's FLV muxer cannot write HEVC, so the
+/// clip is an Annex B stream from libx265, cut into access units at its
+/// delimiters, with an HEVCDecoderConfigurationRecord built from its
+/// parameter sets.
+pub(crate) fn hevc_clip() -> &'static Clip {
+    static CLIP: OnceLock<Clip> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("clip.hevc");
+        let out = run(
+            "ffmpeg",
+            &[
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libx265",
+                "-x265-params",
+                "log-level=error:keyint=25:bframes=0:aud=1",
+                "-f",
+                "hevc",
+                path_str(&path),
+            ],
+        );
+        assert!(out.is_empty(), "ffmpeg complained: {out}");
+        let stream = std::fs::read(&path).expect("read clip.hevc");
+        let (tracks, frames) = hevc_frames(&stream);
+        Clip {
+            tracks,
+            frames,
+            _dir: dir,
+        }
+    })
+}
+
+/// Splits Annex B data at start codes.
+fn annex_b_units(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| {
+            let end = starts.get(n + 1).map_or(stream.len(), |&next| next - 3);
+            // A four-byte start code leaves a zero byte behind.
+            let mut unit = &stream[s..end];
+            while unit.last() == Some(&0) {
+                unit = &unit[..unit.len() - 1];
+            }
+            unit
+        })
+        .collect()
+}
+
+fn hevc_frames(stream: &[u8]) -> (Tracks, Vec<Frame>) {
+    let mut sets: Vec<(u8, &[u8])> = Vec::new();
+    let mut frames = Vec::new();
+    let mut current: Option<(Vec<u8>, bool)> = None;
+    let push = |unit: Option<(Vec<u8>, bool)>, frames: &mut Vec<Frame>| {
+        if let Some((data, keyframe)) = unit.filter(|(d, _)| !d.is_empty()) {
+            frames.push(Frame {
+                track: TrackKind::Video,
+                dts_ms: frames.len() as u64 * 40,
+                composition_ms: 0,
+                keyframe,
+                data: Bytes::from(data),
+            });
+        }
+    };
+    for nal in annex_b_units(stream) {
+        let nal_type = (nal[0] >> 1) & 0x3F;
+        match nal_type {
+            35 => push(current.replace((Vec::new(), false)), &mut frames),
+            32..=34 => {
+                if !sets.iter().any(|(t, _)| *t == nal_type) {
+                    sets.push((nal_type, nal));
+                }
+            }
+            _ => {
+                let (data, keyframe) = current.get_or_insert_with(|| (Vec::new(), false));
+                *keyframe |= (16..=23).contains(&nal_type);
+                data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                data.extend_from_slice(nal);
+            }
+        }
+    }
+    push(current.take(), &mut frames);
+
+    // The record's profile, tier and level are the SPS's general
+    // profile_tier_level, after the two-byte NAL header and one byte of ids.
+    let sps = sets.iter().find(|(t, _)| *t == 33).expect("SPS").1;
+    let mut rbsp = Vec::new();
+    let mut zeros = 0;
+    for &b in sps {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut record = vec![1];
+    record.extend_from_slice(&rbsp[3..15]);
+    // No segmentation limit, 4:2:0, 8-bit, 4-byte NAL lengths.
+    record.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0x00, 0x00, 0x0F]);
+    record.push(sets.len() as u8);
+    sets.sort_by_key(|(t, _)| *t);
+    for (nal_type, nal) in &sets {
+        record.push(0x80 | nal_type);
+        record.extend_from_slice(&1u16.to_be_bytes());
+        record.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        record.extend_from_slice(nal);
+    }
+    let config = flv::parse_hevc_config(Bytes::from(record)).expect("hvcC");
+    let tracks = Tracks {
+        video: Some(flv::VideoConfig::Hevc(config)),
+        audio: None,
+    };
+    (tracks, frames)
+}

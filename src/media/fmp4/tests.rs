@@ -163,7 +163,7 @@ fn audio_only_and_no_tracks() {
         audio: None,
     };
     assert_eq!(init_segment(&none), Err(MuxError::NoTracks));
-    assert!(Muxer::new(none).is_err());
+    assert!(Muxer::new(&none).is_err());
 }
 
 /// The `trun` of a `traf`: (base decode time, data offset, samples of
@@ -256,7 +256,7 @@ fn last_duration_without_next() {
     assert_eq!(samples[1].0, 33 * 90, "repeats the previous duration");
 
     // A lone frame takes the duration the muxer carried from before.
-    let mut muxer = Muxer::new(tracks()).unwrap();
+    let mut muxer = Muxer::new(&tracks()).unwrap();
     muxer.segment(&frames, NextDts::default()).unwrap();
     let seg = muxer
         .segment(
@@ -280,7 +280,7 @@ fn audio_clock_is_sample_exact() {
         .iter()
         .map(|&ms| frame(TrackKind::Audio, ms, 0, true, b"x"))
         .collect();
-    let mut muxer = Muxer::new(tracks()).unwrap();
+    let mut muxer = Muxer::new(&tracks()).unwrap();
     let mut expected_base = 0;
     for chunk in frames.chunks(37) {
         let seg = muxer.segment(chunk, NextDts::default()).unwrap();
@@ -360,7 +360,7 @@ fn ffmpeg_reads_fmp4_segments() {
     let clip = clip();
     let tracks = &clip.tracks;
     let dir = tempfile::tempdir().unwrap();
-    let mut muxer = Muxer::new(tracks.clone()).unwrap();
+    let mut muxer = Muxer::new(tracks).unwrap();
     let init = muxer.init_segment().unwrap();
     std::fs::write(dir.path().join("init.mp4"), &init).unwrap();
     let cuts = cut_at_keyframes(&clip.frames);
@@ -492,4 +492,45 @@ fn check_streams(probe: &serde_json::Value) {
     let audio = by_type["audio"];
     assert_eq!(audio["codec_name"], "aac");
     assert_eq!(audio["sample_rate"], "44100");
+}
+
+/// HEVC video alone: `hvc1` + `hvcC` and a video-only init segment.
+#[test]
+fn ffmpeg_reads_hevc_fmp4() {
+    let clip = testclip::hevc_clip();
+    assert_eq!(clip.frames.len(), 50);
+    let dir = tempfile::tempdir().unwrap();
+    let mut muxer = Muxer::new(&clip.tracks).unwrap();
+    let mut whole = muxer.init_segment().unwrap().to_vec();
+    let cuts = cut_at_keyframes(&clip.frames);
+    assert_eq!(cuts.len(), 2);
+    for cut in &cuts {
+        let next = NextDts {
+            video_ms: cut.next_video_ms,
+            audio_ms: None,
+        };
+        whole.extend_from_slice(&muxer.segment(cut.frames, next).unwrap());
+    }
+    let path = dir.path().join("hevc.mp4");
+    std::fs::write(&path, &whole).unwrap();
+    let errors = testclip::run(
+        "ffmpeg",
+        &["-v", "error", "-i", path_str(&path), "-f", "null", "-"],
+    );
+    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    let probe = testclip::ffprobe(&["-count_frames", "-show_streams", "-show_format"], &path);
+    let stream = &probe["streams"][0];
+    assert_eq!(stream["codec_name"], "hevc");
+    assert_eq!(stream["codec_tag_string"], "hvc1");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(stream["nb_read_frames"], "50");
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((duration - 2.0).abs() <= 0.1, "duration {duration}");
 }

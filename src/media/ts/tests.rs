@@ -475,3 +475,45 @@ fn check_streams(probe: &serde_json::Value) {
     assert_eq!(audio["codec_name"], "aac");
     assert_eq!(audio["sample_rate"], "44100");
 }
+
+/// HEVC video alone: stream type 0x24, VPS/SPS/PPS before keyframes.
+#[test]
+fn ffmpeg_reads_hevc_ts() {
+    let clip = testclip::hevc_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let mut muxer = Muxer::new(&clip.tracks).unwrap();
+    let cuts = cut_at_keyframes(&clip.frames);
+    let mut entries = Vec::new();
+    for (i, cut) in cuts.iter().enumerate() {
+        let name = format!("seg{i}.ts");
+        let path = dir.path().join(&name);
+        std::fs::write(&path, muxer.segment(cut.frames).unwrap()).unwrap();
+        // Each segment decodes on its own: it starts with parameter sets.
+        let errors = testclip::run(
+            "ffmpeg",
+            &["-v", "error", "-i", path_str(&path), "-f", "null", "-"],
+        );
+        assert!(errors.is_empty(), "ffmpeg on {name}: {errors}");
+        let probe = testclip::ffprobe(&["-count_frames", "-show_streams"], &path);
+        let stream = &probe["streams"][0];
+        assert_eq!(stream["codec_name"], "hevc");
+        assert_eq!(
+            (stream["width"].as_u64(), stream["height"].as_u64()),
+            (Some(320), Some(240))
+        );
+        assert_eq!(stream["nb_read_frames"], "25");
+        entries.push((name, cut_seconds(cut, 40)));
+    }
+    let m3u8 = dir.path().join("playlist.m3u8");
+    std::fs::write(&m3u8, playlist(None, &entries)).unwrap();
+    let probe = testclip::ffprobe(&["-show_format"], &m3u8);
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (duration - 2.0).abs() <= 0.1,
+        "playlist duration {duration}"
+    );
+}

@@ -361,3 +361,95 @@ fn hevc_frames(stream: &[u8]) -> (Tracks, Vec<Frame>) {
     };
     (tracks, frames)
 }
+
+/// A 2 s AV1 clip (320x240, 25 fps, a keyframe every second), video only:
+/// libaom's low-overhead OBU stream cut into temporal units at the
+/// temporal delimiters (which MP4 samples leave out), with an av1C record
+/// around the sequence header. A temporal unit that repeats the sequence
+/// header is a keyframe.
+pub(crate) fn av1_clip() -> &'static Clip {
+    static CLIP: OnceLock<Clip> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("clip.obu");
+        let out = run(
+            "ffmpeg",
+            &[
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libaom-av1",
+                "-cpu-used",
+                "8",
+                "-g",
+                "25",
+                "-f",
+                "obu",
+                path_str(&path),
+            ],
+        );
+        assert!(out.is_empty(), "ffmpeg complained: {out}");
+        let stream = std::fs::read(&path).expect("read clip.obu");
+        let mut sequence_header = None;
+        let mut units: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut pos = 0;
+        while pos < stream.len() {
+            let header = stream[pos];
+            let obu_type = (header >> 3) & 0x0F;
+            let mut at = pos + 1 + usize::from(header & 0x04 != 0);
+            let mut size = 0usize;
+            for shift in (0..).step_by(7) {
+                let b = stream[at];
+                at += 1;
+                size |= usize::from(b & 0x7F) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            let obu = &stream[pos..at + size];
+            pos = at + size;
+            match obu_type {
+                2 => units.push((Vec::new(), false)),
+                _ => {
+                    let unit = units.last_mut().expect("a temporal delimiter first");
+                    if obu_type == 1 {
+                        sequence_header.get_or_insert_with(|| obu.to_vec());
+                        unit.1 = true;
+                    }
+                    unit.0.extend_from_slice(obu);
+                }
+            }
+        }
+        let sequence_header = sequence_header.expect("a sequence header");
+        // Main profile, 8-bit 4:2:0; the level is the decoder's business.
+        let mut record = vec![0x81, 0x00, 0x0C, 0x00];
+        record.extend_from_slice(&sequence_header);
+        let config = flv::parse_av1_config(Bytes::from(record)).expect("av1C");
+        let frames = units
+            .into_iter()
+            .enumerate()
+            .map(|(i, (data, keyframe))| Frame {
+                track: TrackKind::Video,
+                dts_ms: i as u64 * 40,
+                composition_ms: 0,
+                keyframe,
+                data: Bytes::from(data),
+            })
+            .collect();
+        let tracks = Tracks {
+            video: Some(flv::VideoConfig::Av1(config)),
+            audio: None,
+        };
+        Clip {
+            tracks,
+            frames,
+            _dir: dir,
+        }
+    })
+}

@@ -494,43 +494,49 @@ fn check_streams(probe: &serde_json::Value) {
     assert_eq!(audio["sample_rate"], "44100");
 }
 
-/// HEVC video alone: `hvc1` + `hvcC` and a video-only init segment.
+/// HEVC and AV1 video alone: `hvc1` + `hvcC`, `av01` + `av1C`, and
+/// video-only init segments.
 #[test]
-fn ffmpeg_reads_hevc_fmp4() {
-    let clip = testclip::hevc_clip();
-    assert_eq!(clip.frames.len(), 50);
-    let dir = tempfile::tempdir().unwrap();
-    let mut muxer = Muxer::new(&clip.tracks).unwrap();
-    let mut whole = muxer.init_segment().unwrap().to_vec();
-    let cuts = cut_at_keyframes(&clip.frames);
-    assert_eq!(cuts.len(), 2);
-    for cut in &cuts {
-        let next = NextDts {
-            video_ms: cut.next_video_ms,
-            audio_ms: None,
-        };
-        whole.extend_from_slice(&muxer.segment(cut.frames, next).unwrap());
+fn ffmpeg_reads_hevc_and_av1_fmp4() {
+    for (clip, codec, tag) in [
+        (testclip::hevc_clip(), "hevc", "hvc1"),
+        (testclip::av1_clip(), "av1", "av01"),
+    ] {
+        assert_eq!(clip.frames.len(), 50, "{codec}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut muxer = Muxer::new(&clip.tracks).unwrap();
+        let mut whole = muxer.init_segment().unwrap().to_vec();
+        let cuts = cut_at_keyframes(&clip.frames);
+        assert_eq!(cuts.len(), 2, "{codec}");
+        for cut in &cuts {
+            let next = NextDts {
+                video_ms: cut.next_video_ms,
+                audio_ms: None,
+            };
+            whole.extend_from_slice(&muxer.segment(cut.frames, next).unwrap());
+        }
+        let path = dir.path().join("video.mp4");
+        std::fs::write(&path, &whole).unwrap();
+        let errors = testclip::run(
+            "ffmpeg",
+            &["-v", "error", "-i", path_str(&path), "-f", "null", "-"],
+        );
+        assert!(errors.is_empty(), "ffmpeg on {codec}: {errors}");
+        let probe = testclip::ffprobe(&["-count_frames", "-show_streams", "-show_format"], &path);
+        let stream = &probe["streams"][0];
+        assert_eq!(stream["codec_name"], codec);
+        assert_eq!(stream["codec_tag_string"], tag);
+        assert_eq!(
+            (stream["width"].as_u64(), stream["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{codec}"
+        );
+        assert_eq!(stream["nb_read_frames"], "50", "{codec}");
+        let duration: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((duration - 2.0).abs() <= 0.1, "{codec} duration {duration}");
     }
-    let path = dir.path().join("hevc.mp4");
-    std::fs::write(&path, &whole).unwrap();
-    let errors = testclip::run(
-        "ffmpeg",
-        &["-v", "error", "-i", path_str(&path), "-f", "null", "-"],
-    );
-    assert!(errors.is_empty(), "ffmpeg: {errors}");
-    let probe = testclip::ffprobe(&["-count_frames", "-show_streams", "-show_format"], &path);
-    let stream = &probe["streams"][0];
-    assert_eq!(stream["codec_name"], "hevc");
-    assert_eq!(stream["codec_tag_string"], "hvc1");
-    assert_eq!(
-        (stream["width"].as_u64(), stream["height"].as_u64()),
-        (Some(320), Some(240))
-    );
-    assert_eq!(stream["nb_read_frames"], "50");
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((duration - 2.0).abs() <= 0.1, "duration {duration}");
 }

@@ -7,6 +7,8 @@
 //! composition offsets, which the muxer and segmenter turn into HLS segments.
 
 pub mod flv;
+pub mod fmp4;
+pub mod ts;
 
 use bytes::Bytes;
 

@@ -415,7 +415,7 @@ fn gc_during_add_keeps_the_new_blocks() -> Result<()> {
     let file = dir.path().join("big.bin");
     let data = random_bytes(11, 96 << 20);
     std::fs::write(&file, &data)?;
-    let mut add = repo
+    let add = repo
         .cmd(["add".as_ref(), "-Q".as_ref(), file.as_os_str()])
         .stdout(std::process::Stdio::piped())
         .spawn()?;

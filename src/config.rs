@@ -40,6 +40,77 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP gateway.
     pub http: HttpConfig,
+    /// RTMP ingest: where publishers (OBS, ffmpeg) connect.
+    pub rtmp: RtmpConfig,
+    /// Live streams: segmenting and playlists.
+    pub live: LiveConfig,
+    /// The streams publishers may send, as name/key pairs. With none,
+    /// `serve` creates stream `live` with a random key kept in the data
+    /// directory. Also `--stream NAME=KEY`.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// RTMP ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Address and port publishers connect to. Also `--rtmp`.
+    pub listen: SocketAddr,
+    /// Publisher connections served at once; more are refused.
+    pub max_connections: usize,
+    /// Networks publishers may connect from (CIDR, e.g. "200::/7" for
+    /// Yggdrasil); empty allows every address.
+    pub allow: Vec<String>,
+    /// A connection that has not finished the handshake and `publish` in
+    /// this time is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A publisher that sends no media for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The largest RTMP chunk size accepted (bytes).
+    pub max_chunk_size: u32,
+    /// The largest RTMP message accepted (bytes); a video frame must fit.
+    pub max_message_size: u32,
+}
+
+/// How segments are packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// CMAF / fragmented MP4 with an init segment (`EXT-X-MAP`).
+    #[default]
+    Fmp4,
+    /// MPEG-TS.
+    Ts,
+}
+
+/// Live segmenting and playlists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Cut at the first keyframe at or after this much media. Also
+    /// `--segment-target`.
+    #[serde(with = "humantime_serde")]
+    pub segment_target: Duration,
+    /// Segments listed in the live playlist.
+    pub window: usize,
+    /// Packaging for streams that do not set their own.
+    pub format: SegmentFormat,
+}
+
+/// One stream publishers may send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The public name (in URLs and playlists).
+    pub name: String,
+    /// The secret stream key the publisher puts in OBS's "Stream Key";
+    /// never shown in a URL, playlist, API answer or log line.
+    pub key: String,
+    /// Packaging for this stream; the `[live]` default if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SegmentFormat>,
 }
 
 /// The HTTP gateway and API.
@@ -62,6 +133,33 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("meshcast-data"),
             http: HttpConfig::default(),
+            rtmp: RtmpConfig::default(),
+            live: LiveConfig::default(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            max_connections: 64,
+            allow: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_chunk_size: 1 << 20,
+            max_message_size: 16 << 20,
+        }
+    }
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            segment_target: Duration::from_secs(2),
+            window: 6,
+            format: SegmentFormat::Fmp4,
         }
     }
 }
@@ -123,6 +221,15 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = Config::parse("[http]\nlisten_addr = \"1.2.3.4:5\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn streams_parse() {
+        let c = Config::parse("[[streams]]\nname = \"talks\"\nkey = \"s3cret\"\nformat = \"ts\"\n")
+            .unwrap();
+        assert_eq!(c.streams[0].name, "talks");
+        assert_eq!(c.streams[0].format, Some(SegmentFormat::Ts));
+        assert!(Config::parse("[[streams]]\nname = \"x\"\n").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! composition offsets, which the muxer and segmenter turn into HLS segments.
 
 pub mod flv;
+pub mod segmenter;
 
 use bytes::Bytes;
 

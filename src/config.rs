@@ -5,6 +5,7 @@
 //! override the file (see `main.rs`). `meshcast config default` prints
 //! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
 
+pub use crate::hls::playlist::SegmentFormat;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,17 +73,6 @@ pub struct RtmpConfig {
     pub max_chunk_size: u32,
     /// The largest RTMP message accepted (bytes); a video frame must fit.
     pub max_message_size: u32,
-}
-
-/// How segments are packaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmentFormat {
-    /// CMAF / fragmented MP4 with an init segment (`EXT-X-MAP`).
-    #[default]
-    Fmp4,
-    /// MPEG-TS.
-    Ts,
 }
 
 /// Live segmenting and playlists.

@@ -11,6 +11,7 @@
 //! server that drives them and the segmenter come next.
 
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod media;
 pub mod node;

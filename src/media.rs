@@ -8,6 +8,7 @@
 
 pub mod flv;
 pub mod fmp4;
+pub mod segmenter;
 pub mod ts;
 
 use bytes::Bytes;

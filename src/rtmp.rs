@@ -1,4 +1,5 @@
-//! RTMP ingest protocol, pure: bytes in, bytes and events out, no sockets.
+//! RTMP ingest: the protocol, pure (bytes in, bytes and events out, no
+//! sockets), and the server that puts it on sockets.
 //!
 //! A publisher (OBS, ffmpeg, a hardware encoder) talks to us like this:
 //!
@@ -24,8 +25,9 @@
 //! [`chunk`] (chunk stream framing and message reassembly), [`amf`] (AMF0
 //! values), [`message`] (typed protocol control, user control, command and
 //! data messages) and [`session`] (the server-side state machine that ties
-//! them together). The server module that owns a socket drives a [`Session`]
-//! with `handle_input`, `poll_transmit` and `poll_event`.
+//! them together). [`server`] is the I/O edge: it owns the sockets, drives
+//! a [`Session`] per connection with `handle_input`, `poll_transmit` and
+//! `poll_event`, and hands demuxed frames to the stream manager.
 //!
 //! Written by hand rather than on `scuffle-rtmp`: its session owns a tokio
 //! stream and drives the exchange itself, so it cannot be tested with byte
@@ -37,6 +39,7 @@ pub mod amf;
 pub mod chunk;
 pub mod handshake;
 pub mod message;
+pub mod server;
 pub mod session;
 
 pub use amf::{Amf0Value, AmfError};

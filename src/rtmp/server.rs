@@ -1,0 +1,703 @@
+//! The RTMP ingest server: the I/O around [`Session`], one task per
+//! publisher connection.
+//!
+//! Flow:
+//!
+//! ```text
+//! serve: accept -> allowlist (rtmp.allow) -> connection slot (max_connections)
+//!        -> spawn a connection task; on shutdown stop accepting, cancel the
+//!           tasks and wait (bounded) for them to send their End
+//! connection task:
+//!   socket bytes -> Session -> events
+//!     PublishRequest(key) -> StreamKeys: key -> public name (unknown: BadName)
+//!                         -> Publishers::begin(name) (refused: BadName/Denied)
+//!                         -> accept_publish; from here on the task owns a
+//!                            bounded Sender<IngestEvent>
+//!     Metadata, Media     -> Demux (media::flv) -> Tracks, Frame -> Sender
+//!     Unpublish / EOF / idle_timeout / error  -> End(reason) -> close
+//! ```
+//!
+//! Handshake, `connect` and `publish` must complete within
+//! `handshake_timeout`; after that, a publisher that sends no media for
+//! `idle_timeout` is dropped. A connection publishes once: after the
+//! publisher unpublishes it is closed, which is what OBS and ffmpeg do
+//! anyway. Every accepted publish gets exactly one [`IngestEvent::End`],
+//! unless the stream manager dropped its receiver first.
+//!
+//! Stream keys are secrets: no log line carries one (nor the `tcUrl`, which
+//! some encoders put a key into). Log lines name the public stream name.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::amf::Amf0Value;
+use super::chunk::ChunkLimits;
+use super::session::{Event, MediaKind, Session, SessionConfig};
+use crate::config::{RtmpConfig, StreamConfig};
+use crate::media::flv::{
+    self, AudioPacket, AudioSpecificConfig, FlvError, FrameType, VideoConfig, VideoPacket, VideoTag,
+};
+use crate::media::{Frame, TrackKind, Tracks};
+
+/// How long shutdown waits for connection tasks to hand in their End.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a refused publisher gets to read our `onStatus` before we close.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+/// Bytes read from a socket at once; the session expects sane-sized reads.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What a publisher's connection sends to the stream manager, in order:
+/// [`IngestEvent::Tracks`] before the first frame and whenever the codec
+/// configuration changes, frames, and exactly one [`IngestEvent::End`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestEvent {
+    /// The decoder configuration of the tracks that follow.
+    Tracks(Tracks),
+    /// One coded frame.
+    Frame(Frame),
+    /// The publish is over; nothing follows.
+    End(EndReason),
+}
+
+/// Why a publish ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The publisher stopped publishing (`FCUnpublish`, `deleteStream`).
+    Unpublished,
+    /// The connection closed or was reset without an unpublish.
+    Disconnected,
+    /// No media arrived for `idle_timeout`.
+    IdleTimeout,
+    /// A protocol error, unsupported media, or the server shutting down.
+    Error(String),
+}
+
+/// Why the manager refused a publish (e.g. the stream already has a
+/// publisher).
+#[derive(Debug, Error)]
+pub enum PublishRefused {
+    /// The stream already has a publisher.
+    #[error("stream {0} already has a publisher")]
+    Busy(String),
+    /// Any other reason, shown to the publisher.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Implemented by the stream manager.
+pub trait Publishers: Send + Sync + 'static {
+    /// A publisher with a valid key wants to publish `stream` (its public
+    /// name). Ok: events for this publish go to the returned sender
+    /// (bounded; the server awaits `send`, which slows a publisher the
+    /// manager cannot keep up with).
+    fn begin(
+        &self,
+        stream: &str,
+        peer: SocketAddr,
+    ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused>;
+}
+
+/// Stream keys and the public names they publish to.
+pub struct StreamKeys {
+    by_key: HashMap<String, String>,
+}
+
+impl StreamKeys {
+    /// The keys of `streams`. Should two streams share a key (config
+    /// validation's job to prevent), the first wins.
+    pub fn new(streams: &[StreamConfig]) -> Self {
+        let mut by_key = HashMap::with_capacity(streams.len());
+        for s in streams {
+            by_key
+                .entry(s.key.clone())
+                .or_insert_with(|| s.name.clone());
+        }
+        Self { by_key }
+    }
+
+    /// The public name `key` publishes to, if it is a known key.
+    pub fn name_for(&self, key: &str) -> Option<&str> {
+        self.by_key.get(key).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for StreamKeys {
+    // Keys are secrets: show only the names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.by_key.values().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("StreamKeys")
+            .field("streams", &names)
+            .finish()
+    }
+}
+
+/// A `rtmp.allow` entry that is not a CIDR network.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "invalid network {value:?} in rtmp.allow: {why}; write it like \"10.0.0.0/8\" or \"200::/7\""
+)]
+pub struct CidrError {
+    /// The entry as written.
+    pub value: String,
+    /// What was wrong.
+    pub why: &'static str,
+}
+
+/// One IPv4 or IPv6 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix`; a bare address is a single host.
+    fn parse(value: &str) -> Result<Self, CidrError> {
+        let err = |why| CidrError {
+            value: value.to_owned(),
+            why,
+        };
+        let (addr, prefix) = match value.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (value.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| err("prefix length out of range"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip, bits) = match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (
+                u128::from(n.to_bits()) << 96,
+                u128::from(i.to_bits()) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (n.to_bits(), i.to_bits(), self.prefix),
+            _ => return false,
+        };
+        let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+        net & mask == ip & mask
+    }
+}
+
+/// The networks publishers may connect from (`rtmp.allow`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    nets: Vec<Cidr>,
+}
+
+impl Allowlist {
+    /// Parses CIDR entries like `10.0.0.0/8` or `200::/7`; an empty list
+    /// allows every address.
+    pub fn parse(entries: &[String]) -> Result<Self, CidrError> {
+        let nets = entries
+            .iter()
+            .map(|e| Cidr::parse(e))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets })
+    }
+
+    /// Whether `ip` may connect. IPv4-mapped IPv6 addresses (a dual-stack
+    /// listener's view of IPv4 peers) match IPv4 networks.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// What every connection task needs.
+struct Shared {
+    config: RtmpConfig,
+    session: SessionConfig,
+    keys: Arc<StreamKeys>,
+    publishers: Arc<dyn Publishers>,
+}
+
+fn session_config(config: &RtmpConfig) -> SessionConfig {
+    let defaults = SessionConfig::default();
+    let chunk_defaults = ChunkLimits::default();
+    SessionConfig {
+        // We may not send bigger chunks than we accept.
+        chunk_size: defaults.chunk_size.min(config.max_chunk_size.max(1)),
+        chunk_limits: ChunkLimits {
+            max_chunk_size: config.max_chunk_size,
+            max_message_size: config.max_message_size,
+            // Room for one message of the largest size in flight.
+            max_pending_bytes: chunk_defaults
+                .max_pending_bytes
+                .max(config.max_message_size as usize),
+            ..chunk_defaults
+        },
+        ..defaults
+    }
+}
+
+/// Serves RTMP publishers on `listener` until `shutdown` completes, then
+/// stops accepting, ends every publish with `End(Error("server shutting
+/// down"))` and returns once the connection tasks are done (or after a
+/// grace period).
+///
+/// Fails at once if `config.allow` holds an entry that is not a network.
+pub async fn serve(
+    listener: TcpListener,
+    config: RtmpConfig,
+    keys: Arc<StreamKeys>,
+    publishers: Arc<dyn Publishers>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let allow = Allowlist::parse(&config.allow)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // Semaphore permits are counted in u32 when taken back all at once.
+    let slots = config.max_connections.clamp(1, u32::MAX as usize);
+    let connections = Arc::new(Semaphore::new(slots));
+    let cancel = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        session: session_config(&config),
+        config,
+        keys,
+        publishers,
+    });
+    tokio::pin!(shutdown);
+    tracing::info!(addr = ?listener.local_addr()?, "RTMP ingest listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin; the listener itself stays usable.
+                    tracing::warn!(error = %e, "RTMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if !allow.allows(peer.ip()) {
+            tracing::warn!(%peer, "refusing RTMP connection: address not in rtmp.allow");
+            continue;
+        }
+        // Unlike HTTP, a publisher waiting in the backlog would only time
+        // out in its encoder: refuse at once so it can report why.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = slots, "refusing RTMP connection: max_connections reached");
+            continue;
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(
+            async move {
+                connection(stream, peer, &shared, &cancel).await;
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty)),
+        );
+    }
+    drop(listener);
+    cancel.cancel();
+    // Every task holds a permit until it is done, so getting all of them
+    // back means every publish has had its End sent.
+    let all = u32::try_from(slots).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("RTMP connections still busy after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// The publish a connection is feeding.
+struct Live {
+    tx: mpsc::Sender<IngestEvent>,
+    demux: Demux,
+}
+
+/// Whether the event loop goes on.
+enum Flow {
+    Continue,
+    /// Close the connection; for a live publish, send `End(reason)`.
+    Close(EndReason),
+    /// A publish was refused: let the client read our answer, then close.
+    Refused,
+}
+
+/// One publisher connection, from accept to close.
+struct Connection<'a> {
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    session: Session,
+    live: Option<Live>,
+    /// Handshake deadline until the publish is accepted, then the idle
+    /// deadline.
+    deadline: Instant,
+}
+
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) {
+    // Nagle would hold back our small control answers behind delayed ACKs.
+    let _ = socket.set_nodelay(true);
+    let mut conn = Connection {
+        socket,
+        peer,
+        shared,
+        session: Session::new(shared.session.clone(), rand::random()),
+        live: None,
+        deadline: Instant::now() + shared.config.handshake_timeout,
+    };
+    let reason = conn.run(cancel).await;
+    match &reason {
+        EndReason::Error(e) => tracing::warn!(error = %e, "RTMP connection closed"),
+        reason => tracing::info!(?reason, "RTMP connection closed"),
+    }
+    if let Some(live) = conn.live.take() {
+        // Bounded even at shutdown: a manager that stopped reading must
+        // not keep this task (and its connection slot) alive.
+        let send = live.tx.send(IngestEvent::End(reason));
+        if tokio::time::timeout(SHUTDOWN_GRACE, send).await.is_err() {
+            tracing::warn!("stream manager did not take the end of the publish");
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// Runs the connection until it should close, and says why.
+    async fn run(&mut self, cancel: &CancellationToken) -> EndReason {
+        let mut buf = vec![0u8; READ_SIZE];
+        loop {
+            let read = tokio::select! {
+                () = cancel.cancelled() => return shutting_down(),
+                () = tokio::time::sleep_until(self.deadline) => return self.timed_out(),
+                r = self.socket.read(&mut buf) => r,
+            };
+            let n = match read {
+                Ok(0) => return EndReason::Disconnected,
+                Ok(n) => n,
+                Err(e) if is_disconnect(&e) => return EndReason::Disconnected,
+                Err(e) => return EndReason::Error(format!("reading from the publisher: {e}")),
+            };
+            if let Err(e) = self.session.handle_input(&buf[..n]) {
+                return EndReason::Error(e.to_string());
+            }
+            let mut flow = Flow::Continue;
+            while let Some(event) = self.session.poll_event() {
+                flow = self.on_event(event, cancel).await;
+                if !matches!(flow, Flow::Continue) {
+                    break;
+                }
+            }
+            let flushed = tokio::select! {
+                () = cancel.cancelled() => return shutting_down(),
+                () = tokio::time::sleep_until(self.deadline) => return self.timed_out(),
+                r = self.flush() => r,
+            };
+            match (flow, flushed) {
+                (Flow::Close(reason), _) => return reason,
+                (_, Err(e)) if is_disconnect(&e) => return EndReason::Disconnected,
+                (_, Err(e)) => return EndReason::Error(format!("writing to the publisher: {e}")),
+                (Flow::Refused, Ok(())) => {
+                    self.linger().await;
+                    return EndReason::Error("publish refused".into());
+                }
+                (Flow::Continue, Ok(())) => {}
+            }
+        }
+    }
+
+    fn timed_out(&self) -> EndReason {
+        if self.live.is_some() {
+            EndReason::IdleTimeout
+        } else {
+            EndReason::Error(format!(
+                "handshake, connect and publish took longer than {:?}",
+                self.shared.config.handshake_timeout
+            ))
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while let Some(out) = self.session.poll_transmit() {
+            self.socket.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Half-closes and waits a moment for the client to close, so that it
+    /// reads our refusal instead of a reset (closing with unread input
+    /// makes the kernel send RST, which may discard what we wrote).
+    async fn linger(&mut self) {
+        if self.socket.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        let drain = async { while matches!(self.socket.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(REJECT_LINGER, drain).await;
+    }
+
+    async fn on_event(&mut self, event: Event, cancel: &CancellationToken) -> Flow {
+        match event {
+            Event::Connect { app, flash_ver, .. } => {
+                tracing::debug!(app, flash_ver, "RTMP connect");
+                Flow::Continue
+            }
+            Event::PublishRequest { app, key, .. } => self.on_publish(&app, &key),
+            Event::Metadata { metadata } => {
+                if let Some(live) = &mut self.live {
+                    live.demux.metadata(&metadata);
+                }
+                Flow::Continue
+            }
+            Event::Media {
+                kind,
+                timestamp,
+                payload,
+            } => {
+                self.deadline = Instant::now() + self.shared.config.idle_timeout;
+                let Some(live) = &mut self.live else {
+                    return Flow::Continue;
+                };
+                let out = match live.demux.media(kind, timestamp, payload) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unusable media from the publisher; closing");
+                        return Flow::Close(EndReason::Error(e.to_string()));
+                    }
+                };
+                let events = out.tracks.map(IngestEvent::Tracks).into_iter();
+                for event in events.chain(out.frame.map(IngestEvent::Frame)) {
+                    // Not under the idle deadline: waiting on a slow
+                    // manager is not the publisher's silence.
+                    let sent = tokio::select! {
+                        () = cancel.cancelled() => return Flow::Close(shutting_down()),
+                        r = live.tx.send(event) => r,
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                if live.tx.is_closed() {
+                    // Nobody to send an End to any more.
+                    tracing::info!("stream manager ended the publish; closing");
+                    self.live = None;
+                    return Flow::Close(EndReason::Error("stream manager gone".into()));
+                }
+                Flow::Continue
+            }
+            Event::Unpublish { .. } => Flow::Close(EndReason::Unpublished),
+        }
+    }
+
+    /// Answers a publish request. `key` is never logged.
+    fn on_publish(&mut self, app: &str, key: &str) -> Flow {
+        // Some encoders append `?query` parameters to the stream name.
+        let bare = key.split_once('?').map_or(key, |(k, _)| k);
+        let Some(name) = self.shared.keys.name_for(bare) else {
+            tracing::warn!(app, "refusing publish: unknown stream key");
+            return self.reject("NetStream.Publish.BadName", "unknown stream key");
+        };
+        tracing::Span::current().record("stream", name);
+        let tx = match self.shared.publishers.begin(name, self.peer) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing publish");
+                let code = match e {
+                    PublishRefused::Busy(_) => "NetStream.Publish.BadName",
+                    PublishRefused::Other(_) => "NetStream.Publish.Denied",
+                };
+                return self.reject(code, &e.to_string());
+            }
+        };
+        // From here the manager expects an End, which `connection` sends
+        // whatever happens next.
+        self.live = Some(Live {
+            tx,
+            demux: Demux::default(),
+        });
+        if let Err(e) = self.session.accept_publish() {
+            return Flow::Close(EndReason::Error(e.to_string()));
+        }
+        self.deadline = Instant::now() + self.shared.config.idle_timeout;
+        tracing::info!(app, "publish started");
+        Flow::Continue
+    }
+
+    fn reject(&mut self, code: &str, description: &str) -> Flow {
+        match self.session.reject_publish(code, description) {
+            Ok(()) => Flow::Refused,
+            Err(e) => Flow::Close(EndReason::Error(e.to_string())),
+        }
+    }
+}
+
+fn shutting_down() -> EndReason {
+    EndReason::Error("server shutting down".into())
+}
+
+/// Whether an I/O error just means the peer went away. ffmpeg, for one,
+/// closes right after `deleteStream` without reading our answers, so its
+/// kernel may reset the connection instead of closing it.
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// What one media message turned into.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Demuxed {
+    /// New track configuration, to send before `frame`.
+    tracks: Option<Tracks>,
+    frame: Option<Frame>,
+}
+
+/// Turns FLV tag bodies into [`Tracks`] and [`Frame`]s.
+///
+/// Tracks are announced at the first coded frame of a configured track,
+/// with every configuration known by then, and again whenever a sequence
+/// header changes one. Should the metadata announce video, frames are
+/// dropped until the video configuration arrives, so the stream does not
+/// start as audio-only only because audio's header came first. Frames of a
+/// track without a configuration cannot be decoded and are dropped.
+#[derive(Debug, Default)]
+struct Demux {
+    video: Option<VideoConfig>,
+    audio: Option<AudioSpecificConfig>,
+    expect_video: bool,
+    announced: Option<Tracks>,
+}
+
+impl Demux {
+    fn metadata(&mut self, metadata: &Amf0Value) {
+        self.expect_video = match metadata.get("videocodecid") {
+            Some(Amf0Value::Number(n)) => *n != 0.0,
+            Some(Amf0Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
+            None => metadata.get("width").is_some(),
+        };
+    }
+
+    fn current(&self) -> Tracks {
+        Tracks {
+            video: self.video.clone(),
+            audio: self.audio.clone(),
+        }
+    }
+
+    /// Announces the configuration again if it changed after the start.
+    fn refresh(&mut self) -> Option<Tracks> {
+        let current = self.current();
+        let announced = self.announced.as_mut()?;
+        (*announced != current).then(|| {
+            *announced = current.clone();
+            current
+        })
+    }
+
+    fn frame(&mut self, frame: Frame) -> Demuxed {
+        let configured = match frame.track {
+            TrackKind::Video => self.video.is_some(),
+            TrackKind::Audio => self.audio.is_some(),
+        };
+        if !configured {
+            tracing::debug!(track = ?frame.track, "dropping a frame before its sequence header");
+            return Demuxed::default();
+        }
+        let mut tracks = None;
+        if self.announced.is_none() {
+            if self.expect_video && self.video.is_none() {
+                return Demuxed::default();
+            }
+            let current = self.current();
+            self.announced = Some(current.clone());
+            tracks = Some(current);
+        }
+        Demuxed {
+            tracks,
+            frame: Some(frame),
+        }
+    }
+
+    fn media(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u64,
+        payload: Bytes,
+    ) -> Result<Demuxed, FlvError> {
+        match kind {
+            MediaKind::Video => match flv::parse_video(&payload)? {
+                VideoTag::Command => Ok(Demuxed::default()),
+                VideoTag::Frame {
+                    frame_type, packet, ..
+                } => match packet {
+                    VideoPacket::SequenceStart(config) => {
+                        self.video = Some(config);
+                        Ok(Demuxed {
+                            tracks: self.refresh(),
+                            frame: None,
+                        })
+                    }
+                    VideoPacket::CodedFrames {
+                        composition_time,
+                        data,
+                    } => Ok(self.frame(Frame {
+                        track: TrackKind::Video,
+                        dts_ms: timestamp,
+                        composition_ms: composition_time,
+                        keyframe: frame_type == FrameType::Key,
+                        data,
+                    })),
+                    VideoPacket::SequenceEnd | VideoPacket::Metadata(_) => Ok(Demuxed::default()),
+                },
+            },
+            MediaKind::Audio => match flv::parse_audio(&payload)?.packet {
+                AudioPacket::SequenceStart(config) => {
+                    self.audio = Some(config);
+                    Ok(Demuxed {
+                        tracks: self.refresh(),
+                        frame: None,
+                    })
+                }
+                AudioPacket::Raw(data) => Ok(self.frame(Frame {
+                    track: TrackKind::Audio,
+                    dts_ms: timestamp,
+                    composition_ms: 0,
+                    keyframe: true,
+                    data,
+                })),
+                AudioPacket::SequenceEnd => Ok(Demuxed::default()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,8 @@
 //! files / segments -> unixfs::import -> store (blocks + pins) -> unixfs::export -> http gateway
 //! ```
 //!
-//! The ingest stages (`rtmp`, `media`) are pure protocol code so far; the
-//! server that drives them and the segmenter come next.
+//! The ingest protocols (`rtmp`, `media`) are pure; `rtmp::server` is the
+//! I/O edge that drives them and hands frames to the stream manager.
 
 pub mod config;
 pub mod hls;

@@ -67,6 +67,16 @@ struct ServeArgs {
     /// Address for the HTTP gateway [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Address publishers connect to with RTMP [default: 0.0.0.0:1935].
+    #[arg(long, value_name = "ADDR")]
+    rtmp: Option<SocketAddr>,
+    /// A stream publishers may send, as NAME=KEY (repeatable; replaces the
+    /// config file's streams).
+    #[arg(long = "stream", value_name = "NAME=KEY")]
+    streams: Vec<meshcast::config::StreamConfig>,
+    /// Segment duration to aim for, e.g. 2s [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    segment_target: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -211,15 +221,36 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
     if let Some(h) = args.http {
         config.http.listen = h;
     }
+    if let Some(r) = args.rtmp {
+        config.rtmp.listen = r;
+    }
+    if !args.streams.is_empty() {
+        config.streams = args.streams;
+    }
+    if let Some(t) = args.segment_target {
+        config.live.segment_target = t;
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;
         tracing::info!(
             http = %node.http_addr(),
+            rtmp = %node.rtmp_addr(),
             data = %config.data_dir.display(),
             "meshcast serving; gateway at http://{}/ipfs/",
             node.http_addr()
         );
+        if let Some(s) = node.created_stream() {
+            // Shown once on the terminal, never through the log.
+            println!(
+                "No stream configured: created stream {name:?}.\n  OBS Server:     rtmp://HOST:{port}/live\n  OBS Stream Key: {key}\n  (the key is kept in {dir}/stream-key)\n  Watch at http://HOST:{http}/watch/{name}",
+                name = s.name,
+                port = node.rtmp_addr().port(),
+                key = s.key,
+                dir = config.data_dir.display(),
+                http = node.http_addr().port(),
+            );
+        }
         wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await?;

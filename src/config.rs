@@ -90,7 +90,7 @@ pub struct LiveConfig {
 }
 
 /// One stream publishers may send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// The public name (in URLs and playlists).
@@ -127,6 +127,33 @@ impl Default for Config {
             live: LiveConfig::default(),
             streams: Vec::new(),
         }
+    }
+}
+
+// The key is a secret: debug output (and so any log line) never shows it.
+impl std::fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl std::str::FromStr for StreamConfig {
+    type Err = String;
+
+    /// `NAME=KEY`, as `--stream` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, key) = s
+            .split_once('=')
+            .ok_or_else(|| "expected NAME=KEY, e.g. --stream talks=a-long-secret".to_owned())?;
+        Ok(Self {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            format: None,
+        })
     }
 }
 
@@ -220,6 +247,16 @@ mod tests {
         assert_eq!(c.streams[0].name, "talks");
         assert_eq!(c.streams[0].format, Some(SegmentFormat::Ts));
         assert!(Config::parse("[[streams]]\nname = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn stream_keys_never_show_in_debug_output() {
+        let s: StreamConfig = "talks=s3cret-key".parse().unwrap();
+        assert_eq!(s.name, "talks");
+        let mut c = Config::default();
+        c.streams.push(s);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!("no-equals".parse::<StreamConfig>().is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod error;
 mod gateway;
 mod html;
+mod live;
 mod sniff;
 
 pub use error::GatewayError;
@@ -47,12 +48,28 @@ use tracing::Instrument;
 pub struct AppState {
     store: Arc<dyn Blockstore>,
     config: HttpConfig,
+    streams: Option<crate::hls::streams::Streams>,
 }
 
 impl AppState {
     /// State serving the blocks of `store` with the limits of `config`.
     pub fn new(store: Arc<dyn Blockstore>, config: HttpConfig) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            streams: None,
+        }
+    }
+
+    /// Serves the playlists and list of `streams` too.
+    pub fn with_streams(mut self, streams: crate::hls::streams::Streams) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
+    /// The node's streams, if it runs any.
+    pub fn streams(&self) -> Option<&crate::hls::streams::Streams> {
+        self.streams.as_ref()
     }
 
     /// The HTTP configuration.
@@ -100,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(html::home))
         .merge(gateway::routes())
+        .merge(live::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.

@@ -3,8 +3,12 @@
 //! The data flow, stage by stage (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
-//! RTMP publisher -> rtmp (handshake, chunks, AMF0, session) -> media (FLV tags) -> [segmenter]
-//! files / segments -> unixfs::import -> store (blocks + pins) -> unixfs::export -> http gateway
+//! OBS / ffmpeg --RTMP--> rtmp (server; pure handshake, chunks, AMF0, session)
+//!   -> media (FLV tags -> frames; segmenter; fmp4 / ts muxers)
+//!   -> hls::streams (per-stream pipeline) -> unixfs::import -> store (blocks + pins)
+//!   -> hls::playlist (live + archive playlists, also stored)
+//!   -> http (live playlists, API, player; gateway via unixfs::export)
+//! files --meshcast add--> unixfs::import -> store
 //! ```
 //!
 //! The ingest protocols (`rtmp`, `media`) are pure; `rtmp::server` is the

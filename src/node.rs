@@ -1,13 +1,17 @@
-//! The running node: opens the repo, binds the HTTP gateway, owns shutdown.
+//! The running node: opens the repo, binds the HTTP gateway and the RTMP
+//! ingest, owns shutdown.
 //!
 //! ```text
-//! Config -> Node::bind (repo, listener) -> serve task -> Node::shutdown
+//! Config -> Node::bind (repo, streams, listeners) -> http + rtmp tasks -> Node::shutdown
 //! ```
 
-use crate::config::Config;
+use crate::config::{Config, StreamConfig};
+use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
+use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,8 +22,16 @@ pub enum NodeError {
     /// The data directory could not be opened.
     #[error("cannot open the data directory: {0}")]
     Repo(#[from] StoreError),
-    /// The HTTP address could not be bound.
-    #[error("cannot listen on {addr}: {source}; is another process using it? (set --http)")]
+    /// The stream sessions could not be loaded.
+    #[error("cannot load the streams: {0}")]
+    Streams(#[from] Box<StreamsError>),
+    /// A stream is configured wrongly.
+    #[error("stream config: {0}")]
+    StreamConfig(String),
+    /// An address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using it? (set --http / --rtmp)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -35,33 +47,126 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     http_addr: SocketAddr,
+    rtmp_addr: SocketAddr,
     repo: Repo,
+    created_stream: Option<StreamConfig>,
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
+    rtmp: JoinHandle<std::io::Result<()>>,
+}
+
+/// The file that keeps the key of the stream `serve` creates when none is
+/// configured.
+const DEFAULT_KEY_FILE: &str = "stream-key";
+
+/// The configured streams, or stream `live` with a random key kept in the
+/// data directory (created on first start). The second value is that
+/// created stream, so the caller can show its OBS settings.
+fn streams_or_default(
+    config: &Config,
+) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
+    let mut seen = std::collections::HashSet::new();
+    for s in &config.streams {
+        let valid = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !valid(&s.name) {
+            return Err(NodeError::StreamConfig(format!(
+                "stream name {:?} must be 1-128 letters, digits, - or _",
+                s.name
+            )));
+        }
+        if !valid(&s.key) || s.key.len() < 8 {
+            return Err(NodeError::StreamConfig(format!(
+                "the key of stream {} must be 8-128 letters, digits, - or _",
+                s.name
+            )));
+        }
+        if !seen.insert(s.key.clone()) {
+            return Err(NodeError::StreamConfig(format!(
+                "stream {} reuses another stream's key",
+                s.name
+            )));
+        }
+    }
+    if !config.streams.is_empty() {
+        return Ok((config.streams.clone(), None));
+    }
+    let path = config.data_dir.join(DEFAULT_KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            use rand::distr::{Alphanumeric, SampleString};
+            let k = Alphanumeric.sample_string(&mut rand::rng(), 24);
+            std::fs::write(&path, format!("{k}\n")).map_err(StoreError::io("write", &path))?;
+            k
+        }
+    };
+    let s = StreamConfig {
+        name: "live".into(),
+        key,
+        format: None,
+    };
+    Ok((vec![s.clone()], Some(s)))
 }
 
 impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
         let repo = Repo::open(&config.data_dir)?;
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: config.http.listen,
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(NodeError::Serve)?;
-        let state = AppState::new(repo.blocks.clone(), config.http.clone());
-        let (stop, mut stopped) = watch::channel(false);
-        let http = tokio::spawn(http::serve(listener, state, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        let (stream_configs, created_stream) = streams_or_default(&config)?;
+        let streams =
+            Streams::open(repo.clone(), config.live.clone(), &stream_configs).map_err(Box::new)?;
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })
+        };
+        let http_listener = bind(config.http.listen).await?;
+        let rtmp_listener = bind(config.rtmp.listen).await?;
+        let http_addr = http_listener.local_addr().map_err(NodeError::Serve)?;
+        let rtmp_addr = rtmp_listener.local_addr().map_err(NodeError::Serve)?;
+        let state =
+            AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
+        let (stop, stopped) = watch::channel(false);
+        let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let http = tokio::spawn(http::serve(
+            http_listener,
+            state,
+            stopped_rx(stopped.clone()),
+        ));
+        let rtmp = tokio::spawn(crate::rtmp::server::serve(
+            rtmp_listener,
+            config.rtmp.clone(),
+            Arc::new(StreamKeys::new(&stream_configs)),
+            Arc::new(streams),
+            stopped_rx(stopped),
+        ));
         Ok(Self {
             http_addr,
+            rtmp_addr,
             repo,
+            created_stream,
             stop,
             http,
+            rtmp,
         })
+    }
+
+    /// The address publishers connect to.
+    pub fn rtmp_addr(&self) -> SocketAddr {
+        self.rtmp_addr
+    }
+
+    /// The stream `bind` created because none was configured (its key is
+    /// for the operator's eyes: show it once, never log it).
+    pub fn created_stream(&self) -> Option<&StreamConfig> {
+        self.created_stream.as_ref()
     }
 
     /// The address the gateway listens on.
@@ -77,9 +182,11 @@ impl Node {
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
-        match self.http.await {
+        let join = |r: Result<std::io::Result<()>, tokio::task::JoinError>| match r {
             Ok(r) => r.map_err(NodeError::Serve),
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),
-        }
+        };
+        let rtmp = join(self.rtmp.await);
+        join(self.http.await).and(rtmp)
     }
 }

@@ -52,10 +52,11 @@ use crate::media::segmenter::SegmentReady;
 const MAX_DATE_MS: u64 = 253_402_300_800_000 - 1;
 
 /// The container of a session's segments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SegmentFormat {
     /// Fragmented MP4 (CMAF): each discontinuity run has an init segment.
+    #[default]
     Fmp4,
     /// MPEG-2 transport stream: self-contained segments.
     Ts,

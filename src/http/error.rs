@@ -56,6 +56,12 @@ pub enum GatewayError {
         /// The bad block.
         cid: Cid,
     },
+    /// A stream with no session to play: unknown, or never published.
+    #[error("stream {name} has no session yet; publish to it first")]
+    NoSession {
+        /// The stream's public name.
+        name: String,
+    },
     /// Nothing is served at this URL.
     #[error("no such page; content is served under /ipfs/{{cid}}")]
     NoRoute,
@@ -83,9 +89,10 @@ impl GatewayError {
         match self {
             Self::InvalidCid { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotCached { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::BlockNotFound { .. } | Self::PathNotFound { .. } | Self::NoRoute => {
-                StatusCode::NOT_FOUND
-            }
+            Self::BlockNotFound { .. }
+            | Self::PathNotFound { .. }
+            | Self::NoSession { .. }
+            | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Malformed { .. } | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,29 +16,31 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A running `meshcast serve`, killed on drop.
-struct Gateway {
+pub struct Gateway {
     _child: KillOnDrop,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
     agent: ureq::Agent,
-    log: std::path::PathBuf,
+    /// The server's log file.
+    pub log: std::path::PathBuf,
     _logdir: tempfile::TempDir,
 }
 
 /// A response: status, headers, whole body.
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// The end of the server's log, for error messages.
-fn log_tail(log: &Path) -> String {
+pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let start = text.len().saturating_sub(3000);
     let start = (start..text.len())
@@ -48,13 +50,21 @@ fn log_tail(log: &Path) -> String {
 }
 
 /// Starts `meshcast serve` on `repo` with `args`, stdout and stderr to a log
-/// file in a new directory.
+/// file in a new directory. Unless `args` name an RTMP address (or a config
+/// file), ingest listens on a free loopback port, never the shared 1935.
 fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
     let logdir = tempdir()?;
     let log = logdir.path().join("serve.log");
     let out = std::fs::File::create(&log)?;
+    let own_rtmp = args.iter().any(|a| *a == "--rtmp" || *a == "--config");
+    let rtmp: Vec<String> = if own_rtmp {
+        Vec::new()
+    } else {
+        vec!["--rtmp".into(), "127.0.0.1:0".into()]
+    };
     let child = repo
         .cmd(["serve"])
+        .args(rtmp)
         .args(args)
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -66,7 +76,7 @@ fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::Te
 impl Gateway {
     /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
     /// plus `extra` arguments, and waits until it accepts connections.
-    fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
+    pub fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
         let mut last_err = None;
         // A free port can be taken by someone else before the server binds
         // it: try a few.
@@ -107,7 +117,7 @@ impl Gateway {
     }
 
     /// GET `path` with extra request headers.
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
         let mut req = self.agent.get(format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -340,7 +350,10 @@ fn listens_where_the_config_file_says() -> Result<()> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = work.path().join("meshcast.toml");
-        std::fs::write(&config, format!("[http]\nlisten = \"{addr}\"\n"))?;
+        std::fs::write(
+            &config,
+            format!("[http]\nlisten = \"{addr}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n"),
+        )?;
         let (mut child, logdir, log) =
             spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()])?;
         match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {

@@ -6,5 +6,6 @@
 mod add_interop;
 mod crash;
 mod gateway_e2e;
+mod live;
 mod store_cli;
 mod support;

@@ -7,12 +7,14 @@
 //! response is ready within `request_timeout`; the gateway routes
 //! (`gateway.rs`) resolve `/ipfs/{cid}/{path}` with the UnixFS exporter and
 //! stream file bytes, raw blocks or CARs, reading blocks only through
-//! [`AppState::read`].
+//! [`AppState::read`]; the web UI (`ui.rs`: stream list, player, embedded
+//! assets) is served from the binary.
 
 mod error;
 mod gateway;
 mod html;
 mod sniff;
+mod ui;
 
 pub use error::GatewayError;
 
@@ -22,7 +24,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cid::Cid;
@@ -98,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         timeout: state.config.request_timeout,
     };
     Router::new()
-        .route("/", get(html::home))
+        .merge(ui::routes())
         .merge(gateway::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)

@@ -5,7 +5,8 @@
 //   src=URL            that playlist (an archive: /ipfs/<cid> or a URL), from the start
 //   session=ID         that session's archive, looked up in /api/v1/streams
 //   from=SECONDS       start at that position (a shared moment)
-// Safari plays HLS natively; elsewhere hls.js feeds Media Source Extensions.
+// hls.js feeds Media Source Extensions; browsers without them (iPhone
+// Safari) play HLS natively.
 // window.meshcastPlayer = { video, hls, errors, src } is for tests.
 "use strict";
 
@@ -178,12 +179,21 @@
     document.getElementById("playlist").textContent = source.src;
     setStatus(source.live ? "Connecting to the live stream…" : "Loading the archive…");
     const start = from();
-    if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    // hls.js wherever Media Source Extensions work, so live-edge and start
+    // position behave the same in every browser (Chromium now also answers
+    // canPlayType for HLS); native HLS where they do not (iPhone Safari).
+    // ?engine=native or ?engine=hls forces one.
+    const engine = params.get("engine");
+    const hlsOk = window.Hls && window.Hls.isSupported();
+    const nativeOk = video.canPlayType("application/vnd.apple.mpegurl") !== "";
+    if (engine === "native" ? nativeOk : hlsOk && engine !== "native") {
+      if (engine === "native") playNative(source.src, start);
+      else playHls(source.src, start, source.live);
+    } else if (nativeOk && engine !== "hls") {
       playNative(source.src, start);
-    } else if (window.Hls && window.Hls.isSupported()) {
-      playHls(source.src, start, source.live);
     } else {
-      fail("this browser plays neither HLS nor Media Source Extensions");
+      fail(engine ? "this browser cannot play HLS with engine " + engine
+        : "this browser plays neither HLS nor Media Source Extensions");
     }
   }
 

@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A running `meshcast serve`, killed on drop.
-struct Gateway {
+/// A running `meshcast serve`, killed on drop (also used by `player.rs`).
+pub(crate) struct Gateway {
     _child: KillOnDrop,
-    base: String,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
     agent: ureq::Agent,
     log: std::path::PathBuf,
     _logdir: tempfile::TempDir,
@@ -66,7 +67,7 @@ fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::Te
 impl Gateway {
     /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
     /// plus `extra` arguments, and waits until it accepts connections.
-    fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
+    pub(crate) fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
         let mut last_err = None;
         // A free port can be taken by someone else before the server binds
         // it: try a few.

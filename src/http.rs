@@ -7,13 +7,15 @@
 //! response is ready within `request_timeout`; the gateway routes
 //! (`gateway.rs`) resolve `/ipfs/{cid}/{path}` with the UnixFS exporter and
 //! stream file bytes, raw blocks or CARs, reading blocks only through
-//! [`AppState::read`].
+//! [`AppState::read`]; the web UI (`ui.rs`: stream list, player, embedded
+//! assets) is served from the binary.
 
 mod error;
 mod gateway;
 mod html;
 mod live;
 mod sniff;
+mod ui;
 
 pub use error::GatewayError;
 
@@ -23,7 +25,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cid::Cid;
@@ -115,7 +116,7 @@ pub fn router(state: AppState) -> Router {
         timeout: state.config.request_timeout,
     };
     Router::new()
-        .route("/", get(html::home))
+        .merge(ui::routes())
         .merge(gateway::routes())
         .merge(live::routes())
         .fallback(|| async { GatewayError::NoRoute })

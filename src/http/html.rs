@@ -1,12 +1,10 @@
-//! Generated HTML: the home page and directory listings.
+//! Generated HTML: directory listings.
 //!
 //! Every name that comes from content is escaped for HTML and, in links,
 //! percent-encoded as a path segment, so a file named `<script>` or `a/b?c`
 //! shows as text and links to itself.
 
 use crate::unixfs::export::DirEntry;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
 use cid::Cid;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use std::fmt::Write;
@@ -59,25 +57,6 @@ pub fn encode_segment(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #ddd}\
 code,.cid{font-family:ui-monospace,monospace;font-size:.85em}.size{text-align:right;white-space:nowrap}";
-
-/// `GET /`: what this server is and where to go.
-pub async fn home() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(format!(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>meshcast</title>\
-<style>{STYLE}</style></head><body>\n<h1>meshcast</h1>\n\
-<p>Live video over IPFS. This node serves the content it holds over HTTP, as an IPFS path and \
-trustless gateway.</p>\n<ul>\n\
-<li>Content: <code>/ipfs/&lt;cid&gt;/&lt;path&gt;</code></li>\n\
-<li>Verifiable blocks and CARs: <code>?format=raw</code>, <code>?format=car</code></li>\n\
-<li><a href=\"/ipfs/bafkqaaa\">Gateway probe</a></li>\n\
-<li><a href=\"https://specs.ipfs.tech/http-gateways/trustless-gateway/\">Trustless gateway specification</a></li>\n\
-</ul>\n<p>meshcast {}</p>\n</body></html>\n",
-            env!("CARGO_PKG_VERSION")
-        )),
-    )
-}
 
 /// A human-readable byte count.
 fn human(n: u64) -> String {

@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const KEY: &str = "camkey-0123456789";
+pub(crate) const KEY: &str = "camkey-0123456789";
 
 /// A clip as the issue describes it: testsrc2 + sine, H.264 with 2 s GOPs
 /// and AAC, in FLV; made once per test run.
-fn clip(seconds: u32) -> Result<PathBuf> {
+pub(crate) fn clip(seconds: u32) -> Result<PathBuf> {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let dir = DIR.get_or_init(|| tempdir().expect("temp dir"));
@@ -46,7 +46,7 @@ fn clip(seconds: u32) -> Result<PathBuf> {
 }
 
 /// The RTMP address the server logged.
-fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
+pub(crate) fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&gw.log).unwrap_or_default();
@@ -68,7 +68,7 @@ fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
     }
 }
 
-fn publish_cmd(addr: SocketAddr, key: &str, clip: &Path, realtime: bool) -> Command {
+pub(crate) fn publish_cmd(addr: SocketAddr, key: &str, clip: &Path, realtime: bool) -> Command {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-nostdin"]);
     if realtime {
@@ -81,7 +81,7 @@ fn publish_cmd(addr: SocketAddr, key: &str, clip: &Path, realtime: bool) -> Comm
     cmd
 }
 
-fn get_text(gw: &Gateway, path: &str) -> Result<String> {
+pub(crate) fn get_text(gw: &Gateway, path: &str) -> Result<String> {
     let r = gw.get(path, &[])?;
     ensure!(r.status == 200, "GET {path}: {}", r.status);
     Ok(String::from_utf8(r.body)?)
@@ -92,7 +92,7 @@ fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
 }
 
 /// Waits until the stream's last session is ended.
-fn wait_ended(gw: &Gateway, name: &str) -> Result<serde_json::Value> {
+pub(crate) fn wait_ended(gw: &Gateway, name: &str) -> Result<serde_json::Value> {
     let start = Instant::now();
     loop {
         let json = streams_json(gw)?;

@@ -1,0 +1,206 @@
+// The player page /watch/{name}.
+//
+// What it plays, from the query string:
+//   (nothing)          the live playlist /live/{name}.m3u8, near the live edge
+//   src=URL            that playlist (an archive: /ipfs/<cid> or a URL), from the start
+//   session=ID         that session's archive, looked up in /api/v1/streams
+//   from=SECONDS       start at that position (a shared moment)
+// hls.js feeds Media Source Extensions; browsers without them (iPhone
+// Safari) play HLS natively.
+// window.meshcastPlayer = { video, hls, errors, src } is for tests.
+"use strict";
+
+(function () {
+  const name = document.body.dataset.name;
+  const params = new URLSearchParams(location.search);
+  const video = document.getElementById("video");
+  const statusEl = document.getElementById("status");
+  const shareButton = document.getElementById("share");
+  const shareLink = document.getElementById("share-link");
+  const player = { video: video, hls: null, errors: [], src: null, live: false };
+  window.meshcastPlayer = player;
+
+  function setStatus(text, isError) {
+    statusEl.textContent = text;
+    statusEl.className = isError ? "error" : "";
+  }
+
+  function fail(text) {
+    player.errors.push(text);
+    setStatus("Error: " + text, true);
+  }
+
+  function from() {
+    const f = Number(params.get("from"));
+    return params.has("from") && isFinite(f) && f >= 0 ? f : null;
+  }
+
+  async function findSession(id) {
+    const resp = await fetch("/api/v1/streams", { cache: "no-store" });
+    if (!resp.ok) throw new Error("the stream API answered HTTP " + resp.status);
+    const body = await resp.json();
+    const stream = (body.streams || []).find((s) => s.name === name);
+    if (!stream) throw new Error("no stream named " + name);
+    const session = (stream.sessions || []).find((s) => s.id === id);
+    if (!session) throw new Error("stream " + name + " has no session " + id);
+    return { stream: stream, session: session };
+  }
+
+  // What to play: { src, live, session? }.
+  async function resolveSource() {
+    if (params.has("src")) {
+      const url = new URL(params.get("src"), location.origin);
+      if (url.protocol !== "http:" && url.protocol !== "https:") {
+        throw new Error("src must be an http(s) URL or a path");
+      }
+      return { src: url.href, live: false };
+    }
+    if (params.has("session")) {
+      const found = await findSession(params.get("session"));
+      const s = found.session;
+      const src = s.archive_cid ? "/ipfs/" + encodeURIComponent(s.archive_cid) : found.stream.archive_playlist;
+      if (!src) throw new Error("session " + s.id + " has no archive");
+      return { src: new URL(src, location.origin).href, live: false, session: s };
+    }
+    return { src: new URL("/live/" + encodeURIComponent(name) + ".m3u8", location.origin).href, live: true };
+  }
+
+  // The archive URL and position of what is on screen now, for sharing.
+  async function moment() {
+    let pos = Math.floor(video.currentTime);
+    if (!player.live) return { src: params.get("src") || new URL(player.src).pathname, pos: pos };
+    // Live: the same moment in the session's archive, placed by wall-clock
+    // time when the playlist carries EXT-X-PROGRAM-DATE-TIME.
+    const resp = await fetch("/api/v1/streams", { cache: "no-store" });
+    if (!resp.ok) throw new Error("the stream API answered HTTP " + resp.status);
+    const stream = ((await resp.json()).streams || []).find((s) => s.name === name);
+    if (!stream) throw new Error("no stream named " + name);
+    const sessions = stream.sessions || [];
+    const current = sessions.find((s) => !s.ended) || sessions[sessions.length - 1];
+    const src = current && current.archive_cid ? "/ipfs/" + current.archive_cid : stream.archive_playlist;
+    if (!src) throw new Error("this stream has no archive to share");
+    let playing = player.hls ? player.hls.playingDate : null;
+    if (!playing && video.getStartDate) {
+      const start = video.getStartDate();
+      if (start && !isNaN(start.getTime())) playing = new Date(start.getTime() + video.currentTime * 1000);
+    }
+    if (playing && current && current.started) {
+      const offset = (playing.getTime() - new Date(current.started).getTime()) / 1000;
+      if (isFinite(offset) && offset >= 0) pos = Math.floor(offset);
+    }
+    return { src: src, pos: pos };
+  }
+
+  shareButton.addEventListener("click", async () => {
+    try {
+      const m = await moment();
+      const q = new URLSearchParams({ src: m.src, from: String(m.pos) });
+      const url = location.origin + "/watch/" + encodeURIComponent(name) + "?" + q.toString();
+      shareLink.href = url;
+      shareLink.textContent = url;
+      shareLink.hidden = false;
+      if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+    } catch (e) {
+      setStatus("Cannot share this moment: " + e.message, true);
+    }
+  });
+
+  function watchVideo() {
+    video.addEventListener("playing", () => {
+      shareButton.disabled = false;
+      setStatus(player.live ? "Live" : "Playing archive");
+    });
+    video.addEventListener("waiting", () => setStatus("Buffering…"));
+    video.addEventListener("pause", () => { if (!video.ended) setStatus("Paused"); });
+    video.addEventListener("ended", () => setStatus(player.live ? "The stream ended" : "Ended"));
+    video.addEventListener("error", () => {
+      const e = video.error;
+      fail("video element: " + (e ? "code " + e.code + (e.message ? " " + e.message : "") : "unknown error"));
+    });
+  }
+
+  function autoplay() {
+    const p = video.play();
+    if (p && p.catch) p.catch(() => setStatus("Press play to start"));
+  }
+
+  function playNative(src, start) {
+    document.getElementById("engine").textContent = "native HLS";
+    if (start !== null) {
+      video.addEventListener("loadedmetadata", () => { video.currentTime = start; }, { once: true });
+    }
+    video.src = src;
+    autoplay();
+  }
+
+  function playHls(src, start, live) {
+    document.getElementById("engine").textContent = "hls.js " + window.Hls.version;
+    const hls = new window.Hls({
+      // Live: hold back ~6 s (three 2 s segments) and catch up past 14 s.
+      // In seconds, not in target durations: meshcast's target duration is
+      // the fixed upper bound on segment length (HLS forbids changing it),
+      // so counting in it would sit three times further behind the edge.
+      // Archive: from the start, or from the shared moment.
+      liveSyncDuration: 6,
+      liveMaxLatencyDuration: 14,
+      maxLiveSyncPlaybackRate: 1.1,
+      startPosition: start !== null ? start : live ? -1 : 0,
+    });
+    player.hls = hls;
+    let recovered = false;
+    hls.on(window.Hls.Events.ERROR, (_event, data) => {
+      if (!data.fatal) return;
+      const what = data.type + ": " + data.details + (data.response && data.response.code ? " (HTTP " + data.response.code + ")" : "");
+      // A live playlist that is not there means the stream is offline.
+      if (live && data.details === window.Hls.ErrorDetails.MANIFEST_LOAD_ERROR) {
+        fail("the stream is offline (" + what + ")");
+      } else if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR && !recovered) {
+        recovered = true;
+        fail(what + "; trying to recover");
+        hls.recoverMediaError();
+        return;
+      } else {
+        fail(what);
+      }
+      hls.destroy();
+    });
+    hls.on(window.Hls.Events.MANIFEST_PARSED, autoplay);
+    hls.loadSource(src);
+    hls.attachMedia(video);
+  }
+
+  async function main() {
+    document.getElementById("origin").textContent = location.origin;
+    watchVideo();
+    let source;
+    try {
+      source = await resolveSource();
+    } catch (e) {
+      fail(e.message);
+      return;
+    }
+    player.src = source.src;
+    player.live = source.live;
+    document.getElementById("playlist").textContent = source.src;
+    setStatus(source.live ? "Connecting to the live stream…" : "Loading the archive…");
+    const start = from();
+    // hls.js wherever Media Source Extensions work, so live-edge and start
+    // position behave the same in every browser (Chromium now also answers
+    // canPlayType for HLS); native HLS where they do not (iPhone Safari).
+    // ?engine=native or ?engine=hls forces one.
+    const engine = params.get("engine");
+    const hlsOk = window.Hls && window.Hls.isSupported();
+    const nativeOk = video.canPlayType("application/vnd.apple.mpegurl") !== "";
+    if (engine === "native" ? nativeOk : hlsOk && engine !== "native") {
+      if (engine === "native") playNative(source.src, start);
+      else playHls(source.src, start, source.live);
+    } else if (nativeOk && engine !== "hls") {
+      playNative(source.src, start);
+    } else {
+      fail(engine ? "this browser cannot play HLS with engine " + engine
+        : "this browser plays neither HLS nor Media Source Extensions");
+    }
+  }
+
+  main();
+})();

@@ -385,3 +385,31 @@ fn sessions_survive_a_restart() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn with_no_stream_configured_serve_creates_live_with_a_kept_key() -> Result<()> {
+    let repo = Repo::new()?;
+    let key = {
+        let gw = Gateway::start(&repo, &[])?;
+        let key = std::fs::read_to_string(repo.path().join("stream-key"))?
+            .trim()
+            .to_owned();
+        ensure!(key.len() >= 16, "weak key {key:?}");
+        // The OBS settings are shown once at start.
+        let log = std::fs::read_to_string(&gw.log)?;
+        ensure!(
+            log.contains(&format!("OBS Stream Key: {key}")),
+            "no OBS settings printed:\n{log}"
+        );
+        let addr = rtmp_addr(&gw)?;
+        let out = publish_cmd(addr, &key, &clip(8)?, false).output()?;
+        check(&out, "ffmpeg publishing with the created key")?;
+        wait_ended(&gw, "live")?;
+        key
+    };
+    // The key is kept: a restart uses the same one.
+    let _gw = Gateway::start(&repo, &[])?;
+    let again = std::fs::read_to_string(repo.path().join("stream-key"))?;
+    assert_eq!(again.trim(), key);
+    Ok(())
+}

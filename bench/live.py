@@ -27,6 +27,8 @@ Three measurements, all on loopback, each bounded in time:
    rotating over the segment URLs) drives each; bytes are wrk's count,
    CPU-seconds the server's utime+stime from /proc (nginx: master + its 2
    workers).  wrk runs on the same 2 cores.  Goal: meshcast/nginx >= 1.
+   nginx serves them with sendfile (Debian's default); the same files
+   served by nginx with `sendfile off` are a second, reference anchor.
 
 Usage (as root; installs nginx, libnginx-mod-rtmp and wrk with apt-get when
 missing; needs ffmpeg):
@@ -36,12 +38,14 @@ missing; needs ffmpeg):
 
 Without --bin it uses target/release/meshcast, running `cargo build
 --release` first only when that binary is missing or older than the
-sources.  --clip reuses (or creates and keeps) the clip.  Takes about
-5 minutes.  Everything started is stopped at the end (process groups).
+sources.  --clip reuses (or creates and keeps) the clip (making it takes
+~40 s).  Takes about 5 minutes.  Everything it starts is stopped at the
+end (process groups); --keep-tmp keeps the logs and nginx.conf.
 """
 
 import argparse
 import asyncio
+import datetime
 import http.client
 import os
 import re
@@ -103,8 +107,6 @@ def ensure_packages():
     log(f"installing {' '.join(need)} with apt-get ...")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    # Keep the packages' own nginx service from starting (no init here
-    # usually, but be sure): policy-rc.d 101 forbids service starts.
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need,
                    check=True, env=env)
     if not (shutil.which("nginx") and rtmp_module_path() and shutil.which("wrk")):
@@ -295,13 +297,28 @@ class RssSampler(threading.Thread):
         self.pids_fn = pids_fn
         self.stop_ev = threading.Event()
         self.peak = 0
+        self.pss_peak = 0
         self.samples = []
 
     def run(self):
         while not self.stop_ev.wait(0.25):
-            v = sum(status_kib(p, "VmRSS") for p in self.pids_fn())
+            pids = self.pids_fn()
+            v = sum(status_kib(p, "VmRSS") for p in pids)
             self.samples.append(v)
             self.peak = max(self.peak, v)
+            self.pss_peak = max(self.pss_peak, sum(pss_kib(p) for p in pids))
+
+
+def pss_kib(pid):
+    """Proportional set size: shared pages split among the processes sharing them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -568,6 +585,7 @@ http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
     access_log off;
+    log_not_found off;
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -590,6 +608,15 @@ http {{
         }}
         location /seg/ {{
             alias {tmp}/seg/;
+            types {{
+                video/mp4 m4s mp4;
+            }}
+        }}
+        # The same files without sendfile: a second anchor that copies
+        # through user space, as meshcast must.
+        location /seg-nosendfile/ {{
+            alias {tmp}/seg/;
+            sendfile off;
             types {{
                 video/mp4 m4s mp4;
             }}
@@ -730,6 +757,7 @@ def main():
         pm.start()
         pn.start()
         t0_m = time.monotonic()
+        t0_m_wall = time.time()
         pub_m = procs.start(publish_cmd(clip, m_rtmp))
         t0_n = time.monotonic()
         pub_n = procs.start(publish_cmd(clip, n_rtmp))
@@ -750,6 +778,18 @@ def main():
         rss1.stop_ev.set()
         hwm1_m = status_kib(meshcast.pid, "VmHWM")
         hwm1_n = sum(status_kib(p, "VmHWM") for p in nginx_pids())
+        m_log.flush()
+        publish_delay = float("nan")
+        with open(os.path.join(tmp, "meshcast.log"), "rb") as f:
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                mt = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z.*publishing started",
+                              line)
+                if mt:
+                    ts = mt.group(1) if "." in mt.group(1) else mt.group(1) + ".0"
+                    stamp = datetime.datetime.strptime(ts[:26], "%Y-%m-%dT%H:%M:%S.%f")
+                    publish_delay = (stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+                                     - t0_m_wall)
+                    break
         lag_m, gaps_m = lags(pm, t0_m)
         lag_n, gaps_n = lags(pn, t0_n)
         if len(lag_m) < 3 or len(lag_n) < 3:
@@ -803,12 +843,12 @@ def main():
             sampler.stop_ev.set()
             sampler.join(2)
             hwm = sum(status_kib(p, "VmHWM") for p in pids_fn())
-            rss[label] = dict(hwm=hwm, peak_sampled=sampler.peak,
+            rss[label] = dict(hwm=hwm, peak_sampled=sampler.peak, pss=sampler.pss_peak,
                               end=sum(status_kib(p, "VmRSS") for p in pids_fn()),
                               cpu=cpu1 - cpu0, st=cst)
             log(f"  {label}: VmHWM {hwm / 1024:.1f} MiB, sampled VmRSS peak "
-                f"{sampler.peak / 1024:.1f} MiB, CPU {cpu1 - cpu0:.1f} s; clients: "
-                f"{cst.playlists} playlists, {cst.segments} segments "
+                f"{sampler.peak / 1024:.1f} MiB, CPU {cpu1 - cpu0:.1f} s, "
+                f"PSS peak {sampler.pss_peak / 1024:.1f} MiB; clients: {cst.playlists} playlists, {cst.segments} segments "
                 f"({cst.seg_bytes / 1e6:.0f} MB), non-200 {cst.non200}, errors {cst.errors} "
                 f"{cst.error_kinds or ''}; segment fetch p50 {pct(cst.seg_times, 50) * 1e3:.0f} ms"
                 f" p99 {pct(cst.seg_times, 99) * 1e3:.0f} ms")
@@ -818,8 +858,10 @@ def main():
         # ---- phase 3: bytes per CPU-second
         time.sleep(2)
         wrk_res = {}
+        seg_paths_nsf = [p.replace("/seg/", "/seg-nosendfile/", 1) for p in seg_paths_n]
         for label, port, paths, pids_fn in (("meshcast", m_http, seg_paths_m, meshcast_pids),
-                                            ("nginx", n_http, seg_paths_n, nginx_pids)):
+                                            ("nginx", n_http, seg_paths_n, nginx_pids),
+                                            ("nginx-nosendfile", n_http, seg_paths_nsf, nginx_pids)):
             log(f"phase 3 ({label}): wrk -t2 -c{args.clients} -d{args.wrk_secs}s over "
                 f"{len(paths)} segments ...")
             r = run_wrk(tmp, label, port, paths, pids_fn, args.wrk_secs, args.clients)
@@ -864,6 +906,8 @@ def main():
              f"< {RSS_GOAL_MIB} MiB: {verdict(hwm_m < RSS_GOAL_MIB)}"),
             ("  sampled VmRSS peak (MiB)", f"{rss['meshcast']['peak_sampled'] / 1024:.1f}",
              f"{rss['nginx']['peak_sampled'] / 1024:.1f}", "", ""),
+            ("  sampled PSS peak (MiB)", f"{rss['meshcast']['pss'] / 1024:.1f}",
+             f"{rss['nginx']['pss'] / 1024:.1f}", "", ""),
             ("  peak RSS, phase 1 ingest only (MiB)", f"{hwm1_m / 1024:.1f}", f"{hwm1_n / 1024:.1f}", "", ""),
             ("  server CPU in phase 2 (s)", f"{rss['meshcast']['cpu']:.1f}",
              f"{rss['nginx']['cpu']:.1f}", "", ""),
@@ -871,6 +915,9 @@ def main():
              f"{bpc['meshcast'] / 1e6:.0f}", f"{bpc['nginx'] / 1e6:.0f}",
              f"x{bpc['meshcast'] / bpc['nginx']:.2f}",
              f">= x1: {verdict(bpc['meshcast'] / bpc['nginx'] >= 1)}"),
+            ("  vs nginx with sendfile off (MB/cpu-s)", f"{bpc['meshcast'] / 1e6:.0f}",
+             f"{bpc['nginx-nosendfile'] / 1e6:.0f}", f"x{bpc['meshcast'] / bpc['nginx-nosendfile']:.2f}",
+             "(second anchor, for reference)"),
             ("  bytes served in the run (GB)", f"{wrk_res['meshcast']['bytes'] / 1e9:.2f}",
              f"{wrk_res['nginx']['bytes'] / 1e9:.2f}", "", ""),
             ("  throughput (MB/s)", f"{wrk_res['meshcast']['bytes'] / wrk_res['meshcast']['duration_us']:.0f}",
@@ -888,8 +935,11 @@ def main():
         print("=" * 100)
         print(f"lag = first time the segment is in the live playlist (20 ms polls) - (ffmpeg start"
               f" + segment's media end); {len(lag_m)}/{len(lag_n)} segments, last one left out.")
-        print("peak RSS = VmHWM after clear_refs at the phase's start; nginx = master + 2 workers"
-              " (sum of each VmHWM).")
+        print(f"  of which ffmpeg start-up + RTMP handshake (ffmpeg start -> meshcast logs 'publishing"
+              f" started'): {publish_delay:.3f} s, the same for both servers.")
+        print("peak RSS = VmHWM after clear_refs at the phase's start; nginx = master + 2 workers +"
+              " cache manager (nginx-rtmp's HLS cleanup), the sum of each VmHWM, which counts"
+              " shared pages once per process (PSS, sampled every 0.25 s, does not).")
         print(f"bytes per CPU-second: wrk's byte count (headers included) / server utime+stime;"
               f" wrk and the server share the machine's {os.cpu_count()} cores.")
         if bad:

@@ -54,7 +54,8 @@ use crate::media::{Frame, TrackKind, Tracks};
 
 /// How long shutdown waits for connection tasks to hand in their End.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a refused publisher gets to read our `onStatus` before we close.
+/// How long a refused publisher gets to read our `onStatus`, and a finished
+/// one to send its last commands, before we close.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Bytes read from a socket at once; the session expects sane-sized reads.
 const READ_SIZE: usize = 64 * 1024;
@@ -419,6 +420,10 @@ impl Connection<'_> {
                 r = self.flush() => r,
             };
             match (flow, flushed) {
+                (Flow::Close(EndReason::Unpublished), Ok(())) => {
+                    self.close_after_unpublish().await;
+                    return EndReason::Unpublished;
+                }
                 (Flow::Close(reason), _) => return reason,
                 (_, Err(e)) if is_disconnect(&e) => return EndReason::Disconnected,
                 (_, Err(e)) => return EndReason::Error(format!("writing to the publisher: {e}")),
@@ -459,6 +464,32 @@ impl Connection<'_> {
         let mut sink = [0u8; 4096];
         let drain = async { while matches!(self.socket.read(&mut sink).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(REJECT_LINGER, drain).await;
+    }
+
+    /// After an unpublish, keeps answering until the publisher hangs up
+    /// (briefly): encoders send `FCUnpublish`, then `deleteStream`, then
+    /// close, and one whose last commands hit a closed socket reports a
+    /// broken pipe to its user although the stream ended normally.
+    async fn close_after_unpublish(&mut self) {
+        let mut buf = vec![0u8; 4096];
+        let polite = async {
+            loop {
+                match self.socket.read(&mut buf).await {
+                    Ok(n) if n > 0 => {
+                        if self.session.handle_input(&buf[..n]).is_err() {
+                            return;
+                        }
+                        // Media after the unpublish has nowhere to go.
+                        while self.session.poll_event().is_some() {}
+                        if self.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REJECT_LINGER, polite).await;
     }
 
     async fn on_event(&mut self, event: Event, cancel: &CancellationToken) -> Flow {

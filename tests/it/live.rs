@@ -260,6 +260,10 @@ fn ffmpeg_publish_gives_verified_decodable_segments() -> Result<()> {
     let addr = rtmp_addr(&gw)?;
     let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
     check(&out, "ffmpeg publishing")?;
+    // The server lets the encoder finish its goodbye (deleteStream) before
+    // closing, so a normal stop reports no error to its user.
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(said.trim().is_empty(), "ffmpeg reported: {said}");
     let stream = wait_ended(&gw, "cam")?;
     assert_eq!(stream["sessions"].as_array().map(Vec::len), Some(1));
     check_archive(&gw, "cam", 8.0, true)?;

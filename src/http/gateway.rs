@@ -718,12 +718,23 @@ async fn file(
         }
     };
     let (start, end) = range.unwrap_or((0, size));
-    let mut resp = if head || start == end {
+    let body = if head || start == end {
         Body::empty()
+    } else if st.kind == NodeKind::Raw {
+        // One raw block (a live segment, a small file): one read, sent as
+        // one buffer, with no producer task or channel. Bounded: blocks are
+        // at most a chunk (1 MiB) or a CAR section (4 MiB).
+        let data = state
+            .read(move |s| s.get(&cid))
+            .await?
+            .map_err(|e| GatewayError::internal("block store", e))?
+            .ok_or(GatewayError::BlockNotFound { cid })?;
+        let (from, to) = (start as usize, (end as usize).min(data.len()));
+        Body::from(data.slice(from.min(to)..to))
     } else {
         stream(state.clone(), FileRange::new(cid, start, end - start))
-    }
-    .into_response();
+    };
+    let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, value(&content_type));
     h.insert(header::CONTENT_LENGTH, value(&(end - start).to_string()));

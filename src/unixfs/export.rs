@@ -267,6 +267,20 @@ fn link_cid(parent: &Cid, link: &PbLink) -> Result<Cid, ExportError> {
 
 /// Describes the node at `cid`, reading only its own block.
 pub fn stat(store: &dyn Blockstore, cid: &Cid) -> Result<Stat, ExportError> {
+    if cid.codec() == RAW && cid.hash().code() != IDENTITY {
+        // A raw block is its own content: its size is all there is to know,
+        // and the store knows it without reading the block (the gateway's
+        // hot path: every live segment is one raw block).
+        let size = store
+            .size(cid)?
+            .ok_or(ExportError::BlockNotFound { cid: *cid })?;
+        return Ok(Stat {
+            cid: *cid,
+            kind: NodeKind::Raw,
+            size: Some(size),
+            block_size: size,
+        });
+    }
     let data = load(store, cid)?;
     let block_size = data.len() as u64;
     let (kind, size) = match decode(cid, data)? {

@@ -11,7 +11,7 @@
 //! Every asset is compiled in, so the UI works on a node without Internet
 //! access. `hls.min.js` is hls.js 1.7.4 (Apache-2.0), copied unchanged from
 //! the npm package pinned in `tests/interop/package.json`; see
-//! `ui/LICENSE-hls.js.txt` for its license and how to update it.
+//! `vendor/hls.js/LICENSE.txt` for its license and how to update it.
 //!
 //! Pages carry no data from the server but the validated stream name, which
 //! is HTML-escaped anyway; the scripts write API data with `textContent`.
@@ -28,7 +28,7 @@ use axum::Router;
 /// `/assets/hls.min.js` when it changes.
 pub const HLS_JS_VERSION: &str = "1.7.4";
 
-const HLS_JS: &str = include_str!("ui/hls.min.js");
+const HLS_JS: &str = include_str!("../../vendor/hls.js/hls.min.js");
 const PLAYER_JS: &str = include_str!("ui/player.js");
 const HOME_JS: &str = include_str!("ui/home.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");

@@ -44,7 +44,7 @@ fn make_vod(dir: &Path) -> Result<()> {
 
 /// `node play.mjs URL --min-advance 5`, requiring success.
 fn play(url: &str) -> Result<Played> {
-    let out = Command::new("node")
+    let out = node()
         .arg(interop_dir().join("play.mjs"))
         .arg(url)
         .args(["--min-advance", "5", "--timeout", "40"])

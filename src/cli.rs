@@ -77,6 +77,20 @@ struct ServeArgs {
     /// Segment duration to aim for, e.g. 2s [default: 2s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     segment_target: Option<std::time::Duration>,
+    /// A libp2p listen address (repeatable; replaces the defaults, TCP and
+    /// QUIC on port 4001), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long = "p2p", value_name = "MULTIADDR")]
+    p2p: Vec<libp2p::Multiaddr>,
+    /// A peer to dial at start and keep connected, e.g.
+    /// /ip4/10.0.0.2/tcp/4001/p2p/12D3Koo... (repeatable).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<libp2p::Multiaddr>,
+    /// Do not look for peers on the local network with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Run without the libp2p node (no Bitswap, no IPNS).
+    #[arg(long, conflicts_with_all = ["p2p", "peers"])]
+    no_p2p: bool,
 }
 
 #[derive(Debug, Args)]
@@ -230,12 +244,23 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
     if let Some(t) = args.segment_target {
         config.live.segment_target = t;
     }
+    if !args.p2p.is_empty() {
+        config.p2p.listen = args.p2p;
+    }
+    config.p2p.peers.extend(args.peers);
+    if args.no_mdns {
+        config.p2p.mdns = false;
+    }
+    if args.no_p2p {
+        config.p2p.enabled = false;
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;
         tracing::info!(
             http = %node.http_addr(),
             rtmp = %node.rtmp_addr(),
+            peer_id = %node.p2p().map(|p| p.peer_id().to_string()).unwrap_or_else(|| "off".into()),
             data = %config.data_dir.display(),
             "meshcast serving; gateway at http://{}/ipfs/",
             node.http_addr()

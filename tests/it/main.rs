@@ -8,6 +8,7 @@ mod add_interop;
 mod crash;
 mod gateway_e2e;
 mod live;
+mod p2p_node;
 mod player;
 mod store_cli;
 mod support;

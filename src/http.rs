@@ -18,6 +18,8 @@ mod live;
 mod sniff;
 mod ui;
 
+pub use ui::site_files;
+
 pub use error::GatewayError;
 
 use crate::config::HttpConfig;

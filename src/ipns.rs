@@ -2,22 +2,28 @@
 //!
 //! Flow:
 //!
-//! 1. Each stream has an Ed25519 key. Its [`Name`] is the key's PeerId,
-//!    printed as kubo prints IPNS names: a CIDv1 (multicodec `libp2p-key`)
-//!    in base36, `k51...`.
-//! 2. To point the name at new content, [`Record::sign`] signs a record
-//!    with the next sequence number.
+//! 1. Each stream has an Ed25519 key in [`keys::KeyStore`]
+//!    (`<data>/keys/<stream>`). Its [`Name`] is the key's PeerId, printed as
+//!    kubo prints IPNS names: a CIDv1 (multicodec `libp2p-key`) in base36,
+//!    `k51...`.
+//! 2. To point the name at new content, [`keys::KeyStore::sign_next`] signs
+//!    a [`Record`] with the next sequence number and keeps it in
+//!    `<data>/ipns/<stream>.record` before handing it out, so sequences only
+//!    grow, across restarts too.
 //! 3. A router spreads the record's bytes under [`Name::routing_key`] (the
 //!    DHT key) or on topic [`Name::pubsub_topic`] (IPNS over PubSub).
 //! 4. A receiver checks it with [`Record::verify`] against the name it asked
 //!    for, compares [`Record::is_expired`] with its own clock, and keeps it
 //!    if it is [`Record::better`] than the one it has.
 //!
-//! Names and records are pure (bytes and times in, values out).
+//! Names and records are pure (bytes and times in, values out); only
+//! [`keys`] touches the disk.
 
+pub mod keys;
 pub mod record;
 mod rfc3339;
 
+pub use keys::{KeyError, KeyStore};
 pub use record::{Record, RecordError};
 pub use rfc3339::Rfc3339Error;
 

@@ -153,6 +153,19 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// The longest stream name (bytes).
+pub const MAX_STREAM_NAME_LEN: usize = 128;
+
+/// Whether `name` is a valid stream name: 1 to [`MAX_STREAM_NAME_LEN`] ASCII
+/// letters, digits, `-` or `_`. Stream names appear in URLs and file names
+/// (session state, IPNS keys), so nothing else is allowed.
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=MAX_STREAM_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -315,6 +328,16 @@ mod tests {
         c.streams.push(s);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!("no-equals".parse::<StreamConfig>().is_err());
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream_name("live") && valid_stream_name("A_b-9"));
+        assert!(valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN)));
+        for bad in ["", "a b", "../x", ".hidden", "x.record", "caf\u{e9}"] {
+            assert!(!valid_stream_name(bad), "{bad:?}");
+        }
+        assert!(!valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN + 1)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The commands: `serve`, and kubo-like repo commands (`add`, `cat`, `get`,
-//! `pin`, `repo`, `dag`) that work on the data directory directly, so they
-//! can run while a server uses the same repo.
+//! `pin`, `repo`, `dag`, `key`) that work on the data directory directly, so
+//! they can run while a server uses the same repo.
 
 use anyhow::{bail, Context, Result};
 use cid::Cid;
@@ -57,6 +57,9 @@ enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The streams' IPNS keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +199,12 @@ enum DagCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// List the keys, one `<key name> <IPNS name>` line each (never a secret).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the default configuration as TOML.
     Default,
@@ -221,7 +230,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key(KeyCommand::List) => key_list(&repo_dir()),
     }
+}
+
+fn key_list(data_dir: &Path) -> Result<ExitCode> {
+    let store = meshcast::ipns::KeyStore::open(data_dir)?;
+    let mut out = std::io::stdout().lock();
+    for (key, name) in store.list()? {
+        writeln!(out, "{key} {name}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {

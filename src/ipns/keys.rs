@@ -110,12 +110,13 @@ impl KeyStore {
     pub fn open(data_dir: &Path) -> Result<Self, KeyError> {
         let keys = data_dir.join("keys");
         let records = data_dir.join("ipns");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&keys)
-            .map_err(KeyError::io("create", &keys))?;
         fs::create_dir_all(&records).map_err(KeyError::io("create", &records))?;
+        match fs::DirBuilder::new().mode(0o700).create(&keys) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(KeyError::io("create", &keys)(e))
+            }
+            _ => {}
+        }
         Ok(Self { keys, records })
     }
 

@@ -297,7 +297,7 @@ fn signature_v2_input(data: &[u8]) -> Vec<u8> {
 }
 
 impl Record {
-    /// Signs a record pointing `name_of(key)` at `value` (a content path such
+    /// Signs a record pointing the name of `key` at `value` (a content path such
     /// as `/ipfs/<cid>`), valid until `validity`, with V1 compatibility
     /// fields. `pubKey` is written only when the key's PeerId does not
     /// inline the key (never for Ed25519).

@@ -14,6 +14,7 @@ mod api;
 mod error;
 mod gateway;
 mod html;
+mod ipns;
 mod live;
 mod sniff;
 mod ui;
@@ -54,6 +55,7 @@ pub struct AppState {
     config: HttpConfig,
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
+    naming: Option<crate::p2p::naming::Naming>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             config,
             streams: None,
             p2p: None,
+            naming: None,
         }
     }
 
@@ -77,6 +80,17 @@ impl AppState {
     pub fn with_p2p(mut self, p2p: crate::p2p::P2p) -> Self {
         self.p2p = Some(p2p);
         self
+    }
+
+    /// Adds naming (for `/ipns` and delegated routing).
+    pub fn with_naming(mut self, naming: crate::p2p::naming::Naming) -> Self {
+        self.naming = Some(naming);
+        self
+    }
+
+    /// Naming, if the libp2p node runs.
+    pub fn naming(&self) -> Option<&crate::p2p::naming::Naming> {
+        self.naming.as_ref()
     }
 
     /// The libp2p node, if it runs.
@@ -136,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::routes())
         .merge(live::routes())
         .merge(api::routes())
+        .merge(ipns::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.

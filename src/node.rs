@@ -43,6 +43,12 @@ pub enum NodeError {
     /// The libp2p node could not start.
     #[error("p2p node: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The stream keys could not be opened.
+    #[error("stream keys: {0}")]
+    Keys(crate::ipns::KeyError),
+    /// Stream names could not be published.
+    #[error("naming: {0}")]
+    Naming(#[from] crate::p2p::naming::NamingError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -145,7 +151,16 @@ impl Node {
         let mut state =
             AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
         if let Some(p2p) = &p2p {
-            state = state.with_p2p(p2p.clone());
+            let keys = crate::ipns::KeyStore::open(&config.data_dir).map_err(NodeError::Keys)?;
+            let naming = crate::p2p::naming::Naming::spawn(
+                p2p.clone(),
+                keys,
+                Some(streams.clone()),
+                (&config.ipns).into(),
+                cancel.child_token(),
+            )
+            .await?;
+            state = state.with_p2p(p2p.clone()).with_naming(naming);
         }
         let (stop, stopped) = watch::channel(false);
         let stopped_rx = |mut rx: watch::Receiver<bool>| async move {

@@ -313,7 +313,8 @@ fn mpeg_ts_streams_decode_too() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n"
+            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{}",
+            crate::gateway_e2e::LOOPBACK_P2P
         ),
     )?;
     let gw = Gateway::start(&repo, &["--config", config.to_str().context("utf-8 path")?])?;

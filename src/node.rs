@@ -80,12 +80,7 @@ fn streams_or_default(
 ) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
     let mut seen = std::collections::HashSet::new();
     for s in &config.streams {
-        let valid = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let valid = crate::config::valid_stream_name;
         if !valid(&s.name) {
             return Err(NodeError::StreamConfig(format!(
                 "stream name {:?} must be 1-128 letters, digits, - or _",

@@ -19,6 +19,7 @@ pub mod hls;
 pub mod http;
 pub mod media;
 pub mod node;
+pub mod p2p;
 pub mod rtmp;
 pub mod store;
 pub mod unixfs;

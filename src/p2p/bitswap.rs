@@ -3,3 +3,4 @@
 //! `bitswap/`).
 
 pub mod message;
+pub mod engine;

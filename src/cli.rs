@@ -1,6 +1,6 @@
 //! The commands: `serve`, and kubo-like repo commands (`add`, `cat`, `get`,
-//! `pin`, `repo`, `dag`) that work on the data directory directly, so they
-//! can run while a server uses the same repo.
+//! `pin`, `repo`, `dag`, `key`) that work on the data directory directly, so
+//! they can run while a server uses the same repo.
 
 use anyhow::{bail, Context, Result};
 use cid::Cid;
@@ -57,6 +57,9 @@ enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The streams' IPNS keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,20 @@ struct ServeArgs {
     /// Segment duration to aim for, e.g. 2s [default: 2s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     segment_target: Option<std::time::Duration>,
+    /// A libp2p listen address (repeatable; replaces the defaults, TCP and
+    /// QUIC on port 4001), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long = "p2p", value_name = "MULTIADDR")]
+    p2p: Vec<libp2p::Multiaddr>,
+    /// A peer to dial at start and keep connected, e.g.
+    /// /ip4/10.0.0.2/tcp/4001/p2p/12D3Koo... (repeatable).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<libp2p::Multiaddr>,
+    /// Do not look for peers on the local network with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Run without the libp2p node (no Bitswap, no IPNS).
+    #[arg(long, conflicts_with_all = ["p2p", "peers"])]
+    no_p2p: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +199,12 @@ enum DagCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// List the keys, one `<key name> <IPNS name>` line each (never a secret).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the default configuration as TOML.
     Default,
@@ -207,7 +230,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key(KeyCommand::List) => key_list(&repo_dir()),
     }
+}
+
+fn key_list(data_dir: &Path) -> Result<ExitCode> {
+    let store = meshcast::ipns::KeyStore::open(data_dir)?;
+    let mut out = std::io::stdout().lock();
+    for (key, name) in store.list()? {
+        writeln!(out, "{key} {name}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
@@ -230,12 +263,23 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
     if let Some(t) = args.segment_target {
         config.live.segment_target = t;
     }
+    if !args.p2p.is_empty() {
+        config.p2p.listen = args.p2p;
+    }
+    config.p2p.peers.extend(args.peers);
+    if args.no_mdns {
+        config.p2p.mdns = false;
+    }
+    if args.no_p2p {
+        config.p2p.enabled = false;
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;
         tracing::info!(
             http = %node.http_addr(),
             rtmp = %node.rtmp_addr(),
+            peer_id = %node.p2p().map(|p| p.peer_id().to_string()).unwrap_or_else(|| "off".into()),
             data = %config.data_dir.display(),
             "meshcast serving; gateway at http://{}/ipfs/",
             node.http_addr()

@@ -6,6 +6,7 @@
 //! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
 
 pub use crate::hls::playlist::SegmentFormat;
+use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,40 @@ pub struct Config {
     /// `serve` creates stream `live` with a random key kept in the data
     /// directory. Also `--stream NAME=KEY`.
     pub streams: Vec<StreamConfig>,
+    /// The libp2p node: Bitswap, IPNS over pubsub, mirrors.
+    pub p2p: P2pConfig,
+}
+
+/// The libp2p node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Run the node. Without it the gateway serves only local blocks and
+    /// stream names are not published.
+    pub enabled: bool,
+    /// Multiaddrs to listen on (TCP and QUIC-v1). Also `--p2p` (repeatable;
+    /// replaces this list).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start and keep connected, redialled with backoff
+    /// when the connection drops: full multiaddrs ending in `/p2p/<peer id>`.
+    /// Also `--peer` (repeatable; added to this list).
+    pub peers: Vec<Multiaddr>,
+    /// Find and connect to peers on the local network with mDNS (mesh
+    /// networks have no bootstrap servers). Also `--no-mdns`.
+    pub mdns: bool,
+    /// Connections open at once (established, both directions).
+    pub max_connections: u32,
+    /// Connections being set up at once (each direction).
+    pub max_pending_connections: u32,
+    /// Connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// New connections are refused while the process uses more memory
+    /// than this (bytes).
+    pub max_memory: usize,
+    /// A connection with no stream open for this long is closed (peers in
+    /// `peers` are redialled).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// RTMP ingest.
@@ -118,6 +153,19 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// The longest stream name (bytes).
+pub const MAX_STREAM_NAME_LEN: usize = 128;
+
+/// Whether `name` is a valid stream name: 1 to [`MAX_STREAM_NAME_LEN`] ASCII
+/// letters, digits, `-` or `_`. Stream names appear in URLs and file names
+/// (session state, IPNS keys), so nothing else is allowed.
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=MAX_STREAM_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -126,6 +174,29 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             live: LiveConfig::default(),
             streams: Vec::new(),
+            p2p: P2pConfig::default(),
+        }
+    }
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().expect("a valid default multiaddr");
+        Self {
+            enabled: true,
+            listen: vec![
+                addr("/ip4/0.0.0.0/tcp/4001"),
+                addr("/ip4/0.0.0.0/udp/4001/quic-v1"),
+                addr("/ip6/::/tcp/4001"),
+                addr("/ip6/::/udp/4001/quic-v1"),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            max_connections: 256,
+            max_pending_connections: 64,
+            max_connections_per_peer: 4,
+            max_memory: 256 << 20,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -257,6 +328,16 @@ mod tests {
         c.streams.push(s);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!("no-equals".parse::<StreamConfig>().is_err());
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream_name("live") && valid_stream_name("A_b-9"));
+        assert!(valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN)));
+        for bad in ["", "a b", "../x", ".hidden", "x.record", "caf\u{e9}"] {
+            assert!(!valid_stream_name(bad), "{bad:?}");
+        }
+        assert!(!valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN + 1)));
     }
 
     #[test]

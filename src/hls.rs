@@ -8,4 +8,5 @@
 //! archives survive a restart.
 
 pub mod playlist;
+pub mod site;
 pub mod streams;

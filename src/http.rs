@@ -10,12 +10,15 @@
 //! [`AppState::read`]; the web UI (`ui.rs`: stream list, player, embedded
 //! assets) is served from the binary.
 
+mod api;
 mod error;
 mod gateway;
 mod html;
 mod live;
 mod sniff;
 mod ui;
+
+pub use ui::site_files;
 
 pub use error::GatewayError;
 
@@ -50,6 +53,7 @@ pub struct AppState {
     store: Arc<dyn Blockstore>,
     config: HttpConfig,
     streams: Option<crate::hls::streams::Streams>,
+    p2p: Option<crate::p2p::P2p>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             store,
             config,
             streams: None,
+            p2p: None,
         }
     }
 
@@ -66,6 +71,17 @@ impl AppState {
     pub fn with_streams(mut self, streams: crate::hls::streams::Streams) -> Self {
         self.streams = Some(streams);
         self
+    }
+
+    /// Adds the libp2p node (for the node API and fetching from peers).
+    pub fn with_p2p(mut self, p2p: crate::p2p::P2p) -> Self {
+        self.p2p = Some(p2p);
+        self
+    }
+
+    /// The libp2p node, if it runs.
+    pub fn p2p(&self) -> Option<&crate::p2p::P2p> {
+        self.p2p.as_ref()
     }
 
     /// The node's streams, if it runs any.
@@ -119,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::routes())
         .merge(gateway::routes())
         .merge(live::routes())
+        .merge(api::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.

@@ -9,6 +9,7 @@
 //!   -> hls::playlist (live + archive playlists, also stored)
 //!   -> http (live playlists, API, player; gateway via unixfs::export)
 //! files --meshcast add--> unixfs::import -> store
+//! ipns (stream keys -> signed records naming the latest content)
 //! ```
 //!
 //! The ingest protocols (`rtmp`, `media`) are pure; `rtmp::server` is the
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod hls;
 pub mod http;
+pub mod ipns;
 pub mod media;
 pub mod node;
 pub mod p2p;

@@ -8,6 +8,7 @@
 use crate::config::{Config, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
+use crate::p2p::P2p;
 use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Why the node could not start or stopped badly.
 #[derive(Debug, Error)]
@@ -38,6 +40,9 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The libp2p node could not start.
+    #[error("p2p node: {0}")]
+    P2p(#[from] crate::p2p::P2pError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -50,7 +55,9 @@ pub struct Node {
     rtmp_addr: SocketAddr,
     repo: Repo,
     created_stream: Option<StreamConfig>,
+    p2p: Option<P2p>,
     stop: watch::Sender<bool>,
+    cancel: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     rtmp: JoinHandle<std::io::Result<()>>,
 }
@@ -129,8 +136,17 @@ impl Node {
         let rtmp_listener = bind(config.rtmp.listen).await?;
         let http_addr = http_listener.local_addr().map_err(NodeError::Serve)?;
         let rtmp_addr = rtmp_listener.local_addr().map_err(NodeError::Serve)?;
-        let state =
+        let cancel = CancellationToken::new();
+        let p2p = if config.p2p.enabled {
+            Some(P2p::spawn(&config.p2p, &config.data_dir, cancel.child_token()).await?)
+        } else {
+            None
+        };
+        let mut state =
             AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
+        if let Some(p2p) = &p2p {
+            state = state.with_p2p(p2p.clone());
+        }
         let (stop, stopped) = watch::channel(false);
         let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -152,7 +168,9 @@ impl Node {
             rtmp_addr,
             repo,
             created_stream,
+            p2p,
             stop,
+            cancel,
             http,
             rtmp,
         })
@@ -174,6 +192,11 @@ impl Node {
         self.http_addr
     }
 
+    /// The libp2p node, unless it is turned off.
+    pub fn p2p(&self) -> Option<&P2p> {
+        self.p2p.as_ref()
+    }
+
     /// The repo this node serves.
     pub fn repo(&self) -> &Repo {
         &self.repo
@@ -187,6 +210,8 @@ impl Node {
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),
         };
         let rtmp = join(self.rtmp.await);
-        join(self.http.await).and(rtmp)
+        let http = join(self.http.await);
+        self.cancel.cancel();
+        http.and(rtmp)
     }
 }

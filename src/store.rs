@@ -200,6 +200,37 @@ impl<T: Blockstore + ?Sized> Blockstore for std::sync::Arc<T> {
     }
 }
 
+/// Writes a small file so that a crash leaves the old or the new contents,
+/// never a mix: a temporary file beside it, fsynced, renamed over it.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] for a secret (a private key): readable by the owner only.
+pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(path, bytes, 0o600)
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(StoreError::io("create", &tmp))?;
+    f.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
+    f.sync_data().map_err(StoreError::io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(StoreError::io("rename", &tmp))
+}
+
 /// Reads a block, failing with [`StoreError::NotFound`] when absent.
 pub fn require(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, StoreError> {
     store.get(cid)?.ok_or(StoreError::NotFound { cid: *cid })

@@ -6,6 +6,7 @@
 //!     -> unixfs import (unixfs-v1-2025) -> store + pin -> playlist Session
 //!     -> live.m3u8 / archive.m3u8 (rendered, added to the store, archive pinned)
 //!     -> live/<name>/<session>.json (so archives survive restarts)
+//!     -> the stream's site (hls::site; pinned) -> SiteUpdate broadcast (IPNS publishing)
 //! ```
 //!
 //! One publisher per stream at a time. A publisher that drops (socket closed,
@@ -75,8 +76,24 @@ struct SessionRecord {
     id: String,
     started_ms: u64,
     archive_cid: Option<String>,
+    /// The site built from this version of the playlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site_cid: Option<String>,
     playlist: Session,
 }
+
+/// A stream's site changed: its IPNS name should now point to `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteUpdate {
+    /// The stream's public name.
+    pub stream: String,
+    /// The site's root directory.
+    pub root: Cid,
+}
+
+/// Site updates buffered for a slow listener (which then skips to the
+/// latest; only the latest matters).
+const SITE_UPDATES: usize = 64;
 
 /// A session as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +125,9 @@ pub struct StreamInfo {
     pub archive_playlist: String,
     /// Sessions, oldest first.
     pub sessions: Vec<SessionInfo>,
+    /// The CID of the stream's site (player page and playlists), which its
+    /// IPNS name points to.
+    pub site_cid: Option<String>,
 }
 
 /// A session being recorded (live, or waiting for its publisher to return).
@@ -131,6 +151,8 @@ struct StreamState {
     sessions: Vec<SessionInfo>,
     live_text: Option<String>,
     archive_text: Option<String>,
+    /// The latest site root.
+    site: Option<Cid>,
 }
 
 struct Inner {
@@ -138,6 +160,8 @@ struct Inner {
     live: LiveConfig,
     dir: PathBuf,
     streams: Mutex<BTreeMap<String, StreamState>>,
+    sites: tokio::sync::broadcast::Sender<SiteUpdate>,
+    site_files: Vec<(&'static str, bytes::Bytes)>,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -210,6 +234,8 @@ impl Streams {
             live,
             dir,
             streams: Mutex::new(BTreeMap::new()),
+            sites: tokio::sync::broadcast::channel(SITE_UPDATES).0,
+            site_files: crate::hls::site::static_files(),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
@@ -270,19 +296,46 @@ impl Streams {
             }
         }
         records.sort_by_key(|r| r.started_ms);
-        for mut r in records {
+        let last = records.len().saturating_sub(1);
+        for (i, mut r) in records.into_iter().enumerate() {
             if !r.playlist.is_ended() {
                 // The node stopped while this session was live.
                 r.playlist.end();
                 let archive = r.playlist.archive();
                 r.archive_cid = Some(self.inner.add_pinned(archive.as_bytes())?.to_string());
-                self.inner.persist(name, &r)?;
+                r.site_cid = None;
             }
+            if i == last && r.site_cid.is_none() {
+                let old = state.site.take();
+                r.site_cid = Some(self.inner.store_site(name, &r, false, old)?.to_string());
+            }
+            if i == last {
+                state.site = r.site_cid.as_deref().and_then(|c| Cid::try_from(c).ok());
+            }
+            self.inner.persist(name, &r)?;
             state.live_text = Some(r.playlist.live());
             state.archive_text = Some(r.playlist.archive());
             state.sessions.push(info_of(&r));
         }
         Ok(())
+    }
+
+    /// Site updates from now on, one per playlist change of any stream.
+    pub fn site_updates(&self) -> tokio::sync::broadcast::Receiver<SiteUpdate> {
+        self.inner.sites.subscribe()
+    }
+
+    /// Every stream's latest site root.
+    pub fn sites(&self) -> Vec<SiteUpdate> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, s)| {
+                s.site.map(|root| SiteUpdate {
+                    stream: name.clone(),
+                    root,
+                })
+            })
+            .collect()
     }
 
     /// Every stream with its state and sessions.
@@ -296,6 +349,7 @@ impl Streams {
                 live_playlist: format!("/live/{name}.m3u8"),
                 archive_playlist: format!("/live/{name}/archive.m3u8"),
                 sessions: s.sessions.clone(),
+                site_cid: s.site.map(|c| c.to_string()),
             })
             .collect()
     }
@@ -343,6 +397,7 @@ impl Streams {
                 id: session_id(started_ms),
                 started_ms,
                 archive_cid: None,
+                site_cid: None,
                 playlist,
             },
             segmenter,
@@ -503,16 +558,33 @@ impl Streams {
                 }
             }
         }
+        let old_site = p
+            .record
+            .site_cid
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok());
         let record = p.record.clone();
         let inner = self.inner.clone();
         let owned = name.to_owned();
-        tokio::task::spawn_blocking(move || inner.persist(&owned, &record))
-            .await
-            .map_err(|e| StreamsError::Task(e.to_string()))??;
+        let site = tokio::task::spawn_blocking(move || -> Result<Cid, StreamsError> {
+            let site = inner.store_site(&owned, &record, live_for_site(&record), old_site)?;
+            let mut record = record;
+            record.site_cid = Some(site.to_string());
+            inner.persist(&owned, &record)?;
+            Ok(site)
+        })
+        .await
+        .map_err(|e| StreamsError::Task(e.to_string()))??;
+        p.record.site_cid = Some(site.to_string());
+        let _ = self.inner.sites.send(SiteUpdate {
+            stream: name.to_owned(),
+            root: site,
+        });
         let info = info_of(&p.record);
         if let Some(s) = self.lock().get_mut(name) {
             s.live_text = Some(live);
             s.archive_text = Some(archive);
+            s.site = Some(site);
             match s.sessions.last_mut() {
                 Some(last) if last.id == info.id => *last = info,
                 _ => s.sessions.push(info),
@@ -522,7 +594,45 @@ impl Streams {
     }
 }
 
+/// Whether the site of this record should say "live".
+fn live_for_site(record: &SessionRecord) -> bool {
+    !record.playlist.is_ended()
+}
+
 impl Inner {
+    /// Builds the stream's site for this version of the session, stores and
+    /// pins it, and unpins the previous version (`old`).
+    fn store_site(
+        &self,
+        name: &str,
+        record: &SessionRecord,
+        live: bool,
+        old: Option<Cid>,
+    ) -> Result<Cid, StreamsError> {
+        let doc = crate::hls::site::StreamDoc {
+            name: name.to_owned(),
+            live,
+            session: record.id.clone(),
+            started: rfc3339_ms(record.started_ms),
+            archive_cid: record.archive_cid.clone().unwrap_or_default(),
+        };
+        let mut blocks = crate::hls::site::Blocks::default();
+        let root = crate::hls::site::build(
+            &self.site_files,
+            &record.playlist.live(),
+            &record.playlist.archive(),
+            &doc,
+            &mut blocks,
+        )?;
+        let _guard = self.repo.writer()?;
+        self.repo.blocks.put_many(&blocks.0)?;
+        self.repo.pins.add(&root, PinKind::Recursive)?;
+        if let Some(old) = old.filter(|o| *o != root) {
+            self.repo.pins.remove(&old)?;
+        }
+        Ok(root)
+    }
+
     /// Adds bytes as a UnixFS file with the `unixfs-v1-2025` profile (a
     /// segment up to 1 MiB is one raw block a browser can check with one
     /// SHA-256), optionally pinned.

@@ -62,6 +62,9 @@ pub enum GatewayError {
         /// The stream's public name.
         name: String,
     },
+    /// The libp2p node is turned off.
+    #[error("the p2p node is off; start serve without --no-p2p")]
+    P2pOff,
     /// Nothing is served at this URL.
     #[error("no such page; content is served under /ipfs/{{cid}}")]
     NoRoute,
@@ -93,6 +96,7 @@ impl GatewayError {
             | Self::PathNotFound { .. }
             | Self::NoSession { .. }
             | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::P2pOff => StatusCode::SERVICE_UNAVAILABLE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Malformed { .. } | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -34,6 +34,18 @@ const HOME_JS: &str = include_str!("ui/home.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const WATCH_HTML: &str = include_str!("ui/watch.html");
+const SITE_HTML: &str = include_str!("ui/site.html");
+
+/// The static files of a stream's site (see [`crate::hls::site`]): the
+/// player page with relative links, and what it loads.
+pub fn site_files() -> [(&'static str, &'static str); 4] {
+    [
+        ("index.html", SITE_HTML),
+        ("player.js", PLAYER_JS),
+        ("hls.min.js", HLS_JS),
+        ("style.css", STYLE_CSS),
+    ]
+}
 
 /// The longest stream name the player accepts.
 pub const MAX_NAME_LEN: usize = 64;

@@ -41,6 +41,7 @@ mod service;
 pub use engine::Limits;
 pub use service::spawn;
 
+use super::{P2p, PeerEvent};
 use crate::store::{Blockstore, IDENTITY, SHA2_256};
 use bytes::Bytes;
 use cid::Cid;
@@ -69,15 +70,6 @@ impl Default for Config {
     }
 }
 
-/// A change in the node's connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// The first connection to a peer was established.
-    Connected(PeerId),
-    /// The last connection to a peer closed.
-    Disconnected(PeerId),
-}
-
 /// The node's connections, as Bitswap needs to see them.
 pub trait Peers: Send + Sync + 'static {
     /// Connection changes from now on.
@@ -85,6 +77,15 @@ pub trait Peers: Send + Sync + 'static {
     /// The peers connected now (read after subscribing, and again when
     /// events were missed).
     fn connected_peers(&self) -> Vec<PeerId>;
+}
+
+impl Peers for P2p {
+    fn peer_events(&self) -> broadcast::Receiver<PeerEvent> {
+        P2p::peer_events(self)
+    }
+    fn connected_peers(&self) -> Vec<PeerId> {
+        P2p::connected_peers(self)
+    }
 }
 
 /// Why a block could not be fetched, or the service not started.

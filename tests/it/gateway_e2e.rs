@@ -51,17 +51,29 @@ pub fn log_tail(log: &Path) -> String {
 
 /// Starts `meshcast serve` on `repo` with `args`, stdout and stderr to a log
 /// file in a new directory. Unless `args` name an RTMP address (or a config
-/// file), ingest listens on a free loopback port, never the shared 1935.
+/// file), ingest listens on a free loopback port, never the shared 1935;
+/// likewise the libp2p node listens on a free loopback TCP port and mDNS is
+/// off, so concurrent tests never find each other.
 fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
     let logdir = tempdir()?;
     let log = logdir.path().join("serve.log");
     let out = std::fs::File::create(&log)?;
     let own_rtmp = args.iter().any(|a| *a == "--rtmp" || *a == "--config");
-    let rtmp: Vec<String> = if own_rtmp {
+    let mut rtmp: Vec<String> = if own_rtmp {
         Vec::new()
     } else {
         vec!["--rtmp".into(), "127.0.0.1:0".into()]
     };
+    let own_p2p = args
+        .iter()
+        .any(|a| *a == "--p2p" || *a == "--config" || *a == "--no-p2p");
+    if !own_p2p {
+        rtmp.extend([
+            "--p2p".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "--no-mdns".into(),
+        ]);
+    }
     let child = repo
         .cmd(["serve"])
         .args(rtmp)

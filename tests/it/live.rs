@@ -284,6 +284,20 @@ fn ffmpeg_publish_gives_verified_decodable_segments() -> Result<()> {
     let stored = get_text(&gw, &format!("/ipfs/{cid}"))?;
     assert_eq!(stored, get_text(&gw, "/live/cam/archive.m3u8")?);
 
+    // The stream's site: the same playlists and the player page, relative.
+    let site = stream["site_cid"].as_str().context("site_cid")?;
+    assert_eq!(
+        get_text(&gw, &format!("/ipfs/{site}/archive.m3u8"))?,
+        stored
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&get_text(&gw, &format!("/ipfs/{site}/stream.json"))?)?;
+    assert_eq!(doc["name"], "cam");
+    assert_eq!(doc["live"], false, "the session ended: {doc}");
+    assert_eq!(doc["archive_cid"], cid);
+    let index = get_text(&gw, &format!("/ipfs/{site}/"))?;
+    assert!(index.contains("src=\"player.js\""), "{index}");
+
     // The key is a secret: not in the API, not in the log.
     assert!(!streams_json(&gw)?.to_string().contains(KEY));
     let log = std::fs::read_to_string(&gw.log)?;

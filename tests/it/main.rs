@@ -1,13 +1,15 @@
 //! Integration tests: one binary, a module per area. They run the `meshcast`
 //! binary as a user would, and compare it with the reference implementations
-//! in `tests/interop/` (kubo, Helia, Chromium), which `scripts/test`
+//! in `tests/interop/` (kubo, Helia, the JS `ipns` package, Chromium), which `scripts/test`
 //! installs: a missing reference tool fails the tests rather than skipping
 //! them.
 
 mod add_interop;
 mod crash;
 mod gateway_e2e;
+mod ipns_interop;
 mod live;
+mod p2p_node;
 mod player;
 mod store_cli;
 mod support;

@@ -1,4 +1,7 @@
-// The player page /watch/{name}.
+// The player page: /watch/{name} on a meshcast node, and index.html of a
+// stream's site (the directory its IPNS name points to), which works on any
+// path gateway: there everything is relative to the page, and stream.json
+// says whether the stream is live.
 //
 // What it plays, from the query string:
 //   (nothing)          the live playlist /live/{name}.m3u8, near the live edge
@@ -11,7 +14,8 @@
 "use strict";
 
 (function () {
-  const name = document.body.dataset.name;
+  const site = document.body.dataset.page === "site";
+  let name = document.body.dataset.name;
   const params = new URLSearchParams(location.search);
   const video = document.getElementById("video");
   const statusEl = document.getElementById("status");
@@ -46,8 +50,24 @@
     return { stream: stream, session: session };
   }
 
+  // A site's stream.json: { name, live, session, started, archive_cid }.
+  async function siteDoc() {
+    const resp = await fetch(new URL("stream.json", location.href), { cache: "no-store" });
+    if (!resp.ok) throw new Error("stream.json answered HTTP " + resp.status);
+    return resp.json();
+  }
+
   // What to play: { src, live, session? }.
   async function resolveSource() {
+    if (site) {
+      const doc = await siteDoc();
+      name = doc.name;
+      document.getElementById("name").textContent = doc.name;
+      document.title = doc.name + " · meshcast";
+      if (params.has("src")) return { src: new URL(params.get("src"), location.href).href, live: false };
+      const file = doc.live ? "live.m3u8" : "archive.m3u8";
+      return { src: new URL(file, location.href).href, live: doc.live };
+    }
     if (params.has("src")) {
       const url = new URL(params.get("src"), location.origin);
       if (url.protocol !== "http:" && url.protocol !== "https:") {
@@ -68,6 +88,13 @@
   // The archive URL and position of what is on screen now, for sharing.
   async function moment() {
     let pos = Math.floor(video.currentTime);
+    if (site) {
+      // The archive under the name changes with every session: share the
+      // CID of this session's archive.
+      const doc = await siteDoc();
+      if (!player.live) return { src: params.get("src") || "/ipfs/" + doc.archive_cid, pos: pos };
+      return { src: "/ipfs/" + doc.archive_cid, pos: livePosition(pos, doc.started) };
+    }
     if (!player.live) return { src: params.get("src") || new URL(player.src).pathname, pos: pos };
     // Live: the same moment in the session's archive, placed by wall-clock
     // time when the playlist carries EXT-X-PROGRAM-DATE-TIME.
@@ -79,23 +106,30 @@
     const current = sessions.find((s) => !s.ended) || sessions[sessions.length - 1];
     const src = current && current.archive_cid ? "/ipfs/" + current.archive_cid : stream.archive_playlist;
     if (!src) throw new Error("this stream has no archive to share");
+    return { src: src, pos: livePosition(pos, current && current.started) };
+  }
+
+  // The position in the session's archive of what plays now, placed by
+  // wall-clock time when the playlist carries EXT-X-PROGRAM-DATE-TIME.
+  function livePosition(pos, started) {
     let playing = player.hls ? player.hls.playingDate : null;
     if (!playing && video.getStartDate) {
       const start = video.getStartDate();
       if (start && !isNaN(start.getTime())) playing = new Date(start.getTime() + video.currentTime * 1000);
     }
-    if (playing && current && current.started) {
-      const offset = (playing.getTime() - new Date(current.started).getTime()) / 1000;
-      if (isFinite(offset) && offset >= 0) pos = Math.floor(offset);
+    if (playing && started) {
+      const offset = (playing.getTime() - new Date(started).getTime()) / 1000;
+      if (isFinite(offset) && offset >= 0) return Math.floor(offset);
     }
-    return { src: src, pos: pos };
+    return pos;
   }
 
   shareButton.addEventListener("click", async () => {
     try {
       const m = await moment();
       const q = new URLSearchParams({ src: m.src, from: String(m.pos) });
-      const url = location.origin + "/watch/" + encodeURIComponent(name) + "?" + q.toString();
+      const page = site ? location.origin + location.pathname : location.origin + "/watch/" + encodeURIComponent(name);
+      const url = page + "?" + q.toString();
       shareLink.href = url;
       shareLink.textContent = url;
       shareLink.hidden = false;

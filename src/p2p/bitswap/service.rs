@@ -13,7 +13,8 @@
 
 use super::engine::{Action, Batch, Engine, Incoming};
 use super::message::{BlockData, Message, MessageError, Protocol, MAX_MESSAGE_SIZE};
-use super::{Bitswap, BitswapError, Config, PeerEvent, Peers, SharedStats};
+use super::{Bitswap, BitswapError, Config, Peers, SharedStats};
+use crate::p2p::PeerEvent;
 use crate::store::notify::Added;
 use crate::store::{Block, Blockstore, Multihash, StoreError};
 use bytes::Bytes;

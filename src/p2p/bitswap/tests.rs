@@ -4,7 +4,8 @@
 //! node never would.
 
 use super::message::{BlockData, Entry, Message, Presence, Protocol, WantType};
-use super::{spawn, Bitswap, BitswapError, Config, PeerEvent, Peers};
+use super::{spawn, Bitswap, BitswapError, Config, Peers};
+use crate::p2p::PeerEvent;
 use crate::store::notify::Notifying;
 use crate::store::{Block, Blockstore, MemStore, DAG_PB, RAW};
 use futures::io::{AsyncReadExt, AsyncWriteExt};

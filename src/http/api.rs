@@ -1,0 +1,21 @@
+//! `GET /api/v1/node`: this node's peer id, the multiaddrs others dial
+//! (with `/p2p/<id>`), and the peers connected now.
+
+use super::{AppState, GatewayError};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+/// The node API routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/node", get(node))
+}
+
+async fn node(State(state): State<AppState>) -> Result<Json<crate::p2p::NodeInfo>, GatewayError> {
+    let p2p = state.p2p().ok_or(GatewayError::P2pOff)?;
+    let info = p2p
+        .info()
+        .await
+        .map_err(|e| GatewayError::internal("p2p node", e))?;
+    Ok(Json(info))
+}

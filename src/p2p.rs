@@ -15,6 +15,7 @@
 //! do not go through the task at all: they open and accept streams with the
 //! [`libp2p_stream::Control`] from [`P2p::stream_control`].
 
+pub mod bitswap;
 pub mod naming;
 
 use crate::config::P2pConfig;

@@ -11,6 +11,7 @@
 pub mod car;
 pub mod fs;
 pub mod mem;
+pub mod notify;
 pub mod pins;
 pub mod repo;
 
@@ -544,7 +545,7 @@ mod tests {
         let good = Block::new(cid::Version::V1, RAW, b"good".to_vec());
         let bad = Block::new(cid::Version::V1, RAW, b"bad".to_vec());
         repo.blocks.put_many(&[good, bad.clone()]).unwrap();
-        std::fs::write(repo.blocks.path_of(bad.cid.hash()), b"BAD").unwrap();
+        std::fs::write(repo.blocks.inner().path_of(bad.cid.hash()), b"BAD").unwrap();
         let report = repo.verify().unwrap();
         assert_eq!(report.checked, 2);
         assert_eq!(report.corrupt.len(), 1);

@@ -6,6 +6,7 @@
 //! it marks the pinned DAGs and sweeps the rest, so it can never delete a
 //! block that an add in this or another process is about to pin.
 
+use super::notify::Notifying;
 use super::pins::{PinKind, Pins};
 use super::{links, Blockstore, FsStore, Multihash, StoreError};
 use cid::Cid;
@@ -18,8 +19,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Repo {
     dir: PathBuf,
-    /// The block store.
-    pub blocks: Arc<FsStore>,
+    /// The block store; every put through it is announced to
+    /// [`Notifying::subscribe`]rs.
+    pub blocks: Arc<Notifying<FsStore>>,
     /// The pin set.
     pub pins: Pins,
 }
@@ -54,7 +56,7 @@ impl Repo {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            blocks: Arc::new(FsStore::open(dir)?),
+            blocks: Arc::new(Notifying::new(FsStore::open(dir)?)),
             pins: Pins::open(dir)?,
         })
     }
@@ -122,7 +124,7 @@ impl Repo {
             }
         }
         // No writer holds the lock, so leftovers in tmp/ are from dead ones.
-        self.blocks.clean_tmp()?;
+        self.blocks.inner().clean_tmp()?;
         Ok(report)
     }
 
@@ -138,7 +140,7 @@ impl Repo {
             match super::verify_bytes(&cid, &data) {
                 Ok(()) => {}
                 Err(StoreError::HashMismatch { .. } | StoreError::UnsupportedHash { .. }) => {
-                    report.corrupt.push((mh, self.blocks.path_of(&mh)))
+                    report.corrupt.push((mh, self.blocks.inner().path_of(&mh)))
                 }
                 Err(e) => return Err(e),
             }

@@ -599,10 +599,12 @@ impl FileRange {
     }
 
     /// The next run of bytes, in file order; `None` when the range is done.
-    /// After an error the reader is finished.
+    /// A missing block ([`ExportError::BlockNotFound`]) leaves the reader
+    /// where it was, so it goes on once the block is fetched; after any
+    /// other error the reader is finished.
     pub fn next_chunk(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
         let r = self.step(store);
-        if r.is_err() {
+        if matches!(r, Err(ref e) if !matches!(e, ExportError::BlockNotFound { .. })) {
             self.stack.clear();
         }
         r
@@ -610,7 +612,13 @@ impl FileRange {
 
     fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
         while let Some(p) = self.stack.pop() {
-            let data = load(store, &p.cid)?;
+            let data = match load(store, &p.cid) {
+                Ok(data) => data,
+                Err(e) => {
+                    self.stack.push(p);
+                    return Err(e);
+                }
+            };
             let (content, inline) = match decode(&p.cid, data)? {
                 Node::Raw(b) => (b.len() as u64, b),
                 Node::Pb(node, fs) => {
@@ -794,15 +802,32 @@ mod tests {
     }
 
     #[test]
-    fn missing_leaf_is_reported_by_cid() {
+    fn a_missing_leaf_is_reported_by_cid_and_read_once_it_is_there() {
         let t = TestDag::new();
-        let leaf = Block::new(cid::Version::V1, RAW, b"gone".to_vec()).cid;
-        let file = t.file(b"x", &[(leaf, 4)]);
+        let leaf = Block::new(cid::Version::V1, RAW, b"late".to_vec());
+        let file = t.file(b"x", &[(leaf.cid, 4)]);
         let mut r = FileRange::new(file, 0, 10);
         assert_eq!(r.next_chunk(&*t.store).unwrap().unwrap(), &b"x"[..]);
-        assert!(
-            matches!(r.next_chunk(&*t.store), Err(ExportError::BlockNotFound { cid }) if cid == leaf)
-        );
+        for _ in 0..2 {
+            assert!(
+                matches!(r.next_chunk(&*t.store), Err(ExportError::BlockNotFound { cid }) if cid == leaf.cid)
+            );
+        }
+        t.put(leaf);
+        assert_eq!(r.next_chunk(&*t.store).unwrap().unwrap(), &b"late"[..]);
+        assert!(r.next_chunk(&*t.store).unwrap().is_none());
+    }
+
+    #[test]
+    fn other_errors_end_a_range() {
+        let t = TestDag::new();
+        let junk = t.put(Block::new(cid::Version::V1, DAG_PB, vec![0xff]));
+        let file = t.file(b"", &[(junk, 4)]);
+        let mut r = FileRange::new(file, 0, 10);
+        assert!(matches!(
+            r.next_chunk(&*t.store),
+            Err(ExportError::Malformed { .. })
+        ));
         assert!(r.next_chunk(&*t.store).unwrap().is_none());
     }
 

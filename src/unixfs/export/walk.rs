@@ -188,11 +188,13 @@ impl DagWalk {
         Self::new(&resolved, DagScope::All, None, false)
     }
 
-    /// The next block, or `None` when the walk is done. After an error
-    /// (a missing or malformed block) the walk is finished.
+    /// The next block, or `None` when the walk is done. A missing block
+    /// ([`ExportError::BlockNotFound`]) leaves the walk where it was, so it
+    /// goes on once the block is fetched; after any other error the walk is
+    /// finished.
     pub fn next_block(&mut self, store: &dyn Blockstore) -> Result<Option<Block>, ExportError> {
         let r = self.step(store);
-        if r.is_err() {
+        if matches!(r, Err(ref e) if !matches!(e, ExportError::BlockNotFound { .. })) {
             self.path.clear();
             self.stack.clear();
         }
@@ -208,16 +210,31 @@ impl DagWalk {
         std::iter::from_fn(move || this.next_block(store).transpose())
     }
 
-    /// Records `cid` as sent; `false` if it was sent before and duplicates
-    /// are off.
-    fn first_time(&mut self, cid: &Cid) -> bool {
-        self.seen.insert(*cid) || self.dups
+    /// Loads `cid`, marked as seen when `new`; on failure the mark is
+    /// taken back, so stepping again after a fetch finds it unseen.
+    fn load_marked(
+        &mut self,
+        store: &dyn Blockstore,
+        cid: &Cid,
+        new: bool,
+    ) -> Result<bytes::Bytes, ExportError> {
+        load(store, cid).inspect_err(|_| {
+            if new {
+                self.seen.remove(cid);
+            }
+        })
     }
 
     fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Block>, ExportError> {
         while let Some(cid) = self.path.pop_front() {
-            if cid.hash().code() != IDENTITY && self.first_time(&cid) {
-                let data = load(store, &cid)?;
+            if cid.hash().code() == IDENTITY {
+                continue;
+            }
+            let new = self.seen.insert(cid);
+            if new || self.dups {
+                let data = self
+                    .load_marked(store, &cid, new)
+                    .inspect_err(|_| self.path.push_front(cid))?;
                 return Ok(Some(Block { cid, data }));
             }
         }
@@ -231,11 +248,19 @@ impl DagWalk {
                 // entered.
                 Visit::Range { cid, .. } => (cid, false),
             };
-            let fresh = self.first_time(&cid);
+            // Sent if not sent before, or duplicates are on.
+            let new = self.seen.insert(cid);
+            let fresh = new || self.dups;
             if !fresh && descend {
                 continue;
             }
-            let data = load(store, &cid)?;
+            let data = match self.load_marked(store, &cid, new) {
+                Ok(data) => data,
+                Err(e) => {
+                    self.stack.push(visit);
+                    return Err(e);
+                }
+            };
             self.push_children(&visit, &data)?;
             if fresh && cid.hash().code() != IDENTITY {
                 return Ok(Some(Block { cid, data }));
@@ -499,15 +524,46 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_block_ends_the_walk() {
+    fn a_missing_block_pauses_the_walk_until_it_is_there() {
         let t = TestDag::new();
-        let gone = crate::store::Block::new(cid::Version::V1, RAW, b"gone".to_vec()).cid;
-        let file = t.file(b"", &[(gone, 4)]);
-        let mut w = DagWalk::all(file);
-        assert_eq!(w.next_block(&*t.store).unwrap().unwrap().cid, file);
-        assert!(
-            matches!(w.next_block(&*t.store), Err(ExportError::BlockNotFound { cid }) if cid == gone)
-        );
+        let block = |d: &[u8]| crate::store::Block::new(cid::Version::V1, RAW, d.to_vec());
+        let (dir, late) = (block(b"a directory on the path"), block(b"late"));
+        let present = t.raw(b"present");
+        let file = t.file(b"", &[(late.cid, 4), (present, 7)]);
+        let resolved = Resolved {
+            cid: file,
+            roots: vec![dir.cid],
+            path_blocks: vec![dir.cid],
+        };
+        for dups in [false, true] {
+            let mut w = DagWalk::new(&resolved, DagScope::All, None, dups);
+            let mut got = Vec::new();
+            // Each missing block gives the same error until it is stored,
+            // then the walk goes on as if nothing happened.
+            for missing in [&dir, &late] {
+                for _ in 0..2 {
+                    assert!(matches!(
+                        w.next_block(&*t.store),
+                        Err(ExportError::BlockNotFound { cid }) if cid == missing.cid
+                    ));
+                }
+                t.put(missing.clone());
+                while let Ok(Some(b)) = w.next_block(&*t.store) {
+                    got.push(b.cid);
+                }
+            }
+            assert_eq!(got, vec![dir.cid, file, late.cid, present]);
+            t.store.delete(dir.cid.hash()).unwrap();
+            t.store.delete(late.cid.hash()).unwrap();
+        }
+        // Other errors end it.
+        let junk = t.put(crate::store::Block::new(
+            cid::Version::V1,
+            crate::store::DAG_PB,
+            vec![0xff],
+        ));
+        let mut w = DagWalk::all(junk);
+        assert!(w.next_block(&*t.store).is_err());
         assert!(w.next_block(&*t.store).unwrap().is_none());
     }
 }

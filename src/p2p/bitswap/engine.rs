@@ -1,0 +1,1365 @@
+//! The Bitswap decisions, without I/O: what to send each peer, which
+//! received blocks to keep, whom to ask for what.
+//!
+//! The [`Engine`] holds both sides of the exchange:
+//!
+//! - server: each peer's wants of blocks we lack (a live segment is wanted
+//!   before it exists), remembered within [`Limits`] and served as soon as
+//!   [`Engine::block_added`] reports the block;
+//! - client: our own wants, each sent to every peer: want-block to the first
+//!   [`Limits::want_block_peers`] peers, want-have to the rest; a HAVE gets a
+//!   want-block when fewer are outstanding, a DONT_HAVE or a stale
+//!   want-block moves the want-block on to the next peer that said HAVE;
+//!   received blocks that we want are handed out to be stored, others count
+//!   as duplicates (recently wanted) or strikes against the sender.
+//!
+//! What to send each peer collects in its [`Outbox`], coalesced (a cancel
+//! replaces the want it cancels); the I/O side takes one [`Batch`] at a time
+//! per peer with [`Engine::take_batches`] and reports back with
+//! [`Engine::batch_done`]. Time comes in as arguments.
+
+use super::message::{Entry, Presence, WantType, MAX_BLOCK_SIZE};
+use crate::store::{Block, Multihash};
+use cid::Cid;
+use libp2p::PeerId;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Bounds on what peers (and our callers) can make the engine hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Peers tracked at once; more are not served.
+    pub max_peers: usize,
+    /// Wants one peer may have queued or remembered with us (kubo's
+    /// default is 1024); more are ignored until some are served.
+    pub max_peer_wants: usize,
+    /// Remembered wants (blocks we lack) across all peers.
+    pub max_remembered_wants: usize,
+    /// Blocks we fetch at once.
+    pub max_wants: usize,
+    /// A want-have of a block at most this large is answered with the block
+    /// itself, which costs less than a HAVE and the round trip after it.
+    pub max_inline_have: u64,
+    /// Peers sent a want-block at once for one of our wants; the others are
+    /// sent want-have.
+    pub want_block_peers: usize,
+    /// A want-block unanswered for this long moves on to the next peer that
+    /// said HAVE.
+    pub retry_after: Duration,
+    /// Unwanted blocks a peer may send before its messages are ignored.
+    pub max_strikes: u32,
+    /// Block bytes per message (at least one block is always sent).
+    pub batch_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_peers: 1024,
+            max_peer_wants: 1024,
+            max_remembered_wants: 64 * 1024,
+            max_wants: 4096,
+            max_inline_have: 1024,
+            want_block_peers: 3,
+            retry_after: Duration::from_secs(5),
+            max_strikes: 16,
+            batch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A peer's message, made ready by the stream reader: blocks hashed to
+/// their CIDs and each want annotated with the size of our copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// The wantlist replaces the peer's earlier one.
+    pub full: bool,
+    /// Wants and cancels, each with the size of the block in our store
+    /// (`None`: we lack it; always `None` for cancels).
+    pub wants: Vec<(Entry, Option<u64>)>,
+    /// Blocks, with the CIDs their bytes hash to.
+    pub blocks: Vec<Block>,
+    /// Blocks whose prefix could not be hashed.
+    pub bad_blocks: usize,
+    /// HAVE / DONT_HAVE answers.
+    pub presences: Vec<Presence>,
+}
+
+/// Work for the I/O side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A wanted block arrived: store it, then call [`Engine::block_stored`].
+    Store(Block),
+    /// Look these up in the store again and report the ones found with
+    /// [`Engine::block_added`]: they were found missing just before being
+    /// remembered, and a put in between would otherwise go unnoticed.
+    Recheck(Vec<Cid>),
+    /// One of our wants is in the store now (put by someone else): read it
+    /// and hand it to whoever waits.
+    Resolve(Cid),
+}
+
+/// One message's worth of what to send a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// `wantlist` is our whole wantlist.
+    pub full: bool,
+    /// Our wants and cancels.
+    pub wantlist: Vec<Entry>,
+    /// HAVE / DONT_HAVE answers.
+    pub presences: Vec<Presence>,
+    /// Blocks to load and send, under the CIDs the peer asked with.
+    pub blocks: Vec<Cid>,
+}
+
+/// Counters the engine keeps (the service publishes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Blocks received that we had just got from someone else.
+    pub duplicate_blocks: u64,
+    /// Blocks received that we never wanted, or that did not hash.
+    pub rejected_blocks: u64,
+    /// Peer wants dropped for being over a limit.
+    pub dropped_wants: u64,
+}
+
+/// The most wantlist entries or presences in one message.
+const MAX_ENTRIES: usize = 8192;
+/// Recently received blocks remembered to tell duplicates from junk.
+const RECENT: usize = 1024;
+
+/// What we queue for one peer.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    full: bool,
+    wants: HashMap<Cid, Entry>,
+    presences: HashMap<Cid, bool>,
+    /// Highest priority first, then first come.
+    blocks: BTreeMap<(Reverse<i32>, u64), (Cid, u64)>,
+    block_keys: HashMap<Multihash, (Reverse<i32>, u64)>,
+    seq: u64,
+}
+
+impl Outbox {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.wants.is_empty() && self.presences.is_empty() && self.blocks.is_empty()
+    }
+
+    /// Answers and blocks queued (what counts against the peer's limit).
+    fn served(&self) -> usize {
+        self.presences.len() + self.blocks.len()
+    }
+
+    fn want(&mut self, e: Entry) {
+        self.wants.insert(e.cid, e);
+    }
+
+    fn cancel(&mut self, cid: Cid) {
+        if self.full {
+            // A full wantlist that leaves a CID out cancels it.
+            self.wants.remove(&cid);
+        } else {
+            self.wants.insert(cid, Entry::cancel(cid));
+        }
+    }
+
+    fn presence(&mut self, cid: Cid, have: bool) {
+        self.presences.insert(cid, have);
+    }
+
+    fn block(&mut self, cid: Cid, size: u64, priority: i32) {
+        if self.block_keys.contains_key(cid.hash()) {
+            return;
+        }
+        self.presences.remove(&cid);
+        let key = (Reverse(priority), self.seq);
+        self.seq += 1;
+        self.blocks.insert(key, (cid, size));
+        self.block_keys.insert(*cid.hash(), key);
+    }
+
+    /// Drops answers and blocks for `cid` (the peer no longer wants it).
+    fn unqueue(&mut self, cid: &Cid) {
+        self.presences.remove(cid);
+        if let Some(key) = self.block_keys.remove(cid.hash()) {
+            self.blocks.remove(&key);
+        }
+    }
+
+    /// Keeps answers and blocks only for CIDs in `keep`.
+    fn retain(&mut self, keep: &HashSet<Multihash>) {
+        self.presences.retain(|c, _| keep.contains(c.hash()));
+        self.blocks.retain(|_, (c, _)| keep.contains(c.hash()));
+        self.block_keys.retain(|mh, _| keep.contains(mh));
+    }
+
+    /// Takes one message's worth: every want change (all of them when the
+    /// list is full), presences, and blocks up to `max_bytes`.
+    fn take(&mut self, max_bytes: u64) -> Batch {
+        let mut batch = Batch {
+            full: std::mem::take(&mut self.full),
+            ..Batch::default()
+        };
+        let n = if batch.full {
+            self.wants.len()
+        } else {
+            self.wants.len().min(MAX_ENTRIES)
+        };
+        let cids: Vec<Cid> = self.wants.keys().take(n).copied().collect();
+        for c in cids {
+            batch.wantlist.extend(self.wants.remove(&c));
+        }
+        let cids: Vec<Cid> = self.presences.keys().take(MAX_ENTRIES).copied().collect();
+        for c in cids {
+            if let Some(have) = self.presences.remove(&c) {
+                batch.presences.push(Presence { cid: c, have });
+            }
+        }
+        let mut bytes = 0;
+        while let Some(entry) = self.blocks.first_entry() {
+            let (cid, size) = *entry.get();
+            if !batch.blocks.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            entry.remove();
+            self.block_keys.remove(cid.hash());
+            bytes += size;
+            batch.blocks.push(cid);
+        }
+        batch
+    }
+}
+
+/// A want of a peer's for a block we lack.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    /// The CID as the peer wrote it.
+    cid: Cid,
+    priority: i32,
+    want_type: WantType,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    /// Their wants of blocks we lack, by multihash.
+    ledger: HashMap<Multihash, Remembered>,
+    outbox: Outbox,
+    /// A batch is being sent.
+    busy: bool,
+    strikes: u32,
+    ignored: bool,
+}
+
+/// One of our wants.
+#[derive(Debug)]
+struct Want {
+    cid: Cid,
+    priority: i32,
+    /// Peers sent this want, so they get the cancel.
+    sent_to: HashSet<PeerId>,
+    /// Sent want-block, no answer yet.
+    asked_block: HashSet<PeerId>,
+    /// Said HAVE and not yet asked for the block, oldest first.
+    haves: VecDeque<PeerId>,
+    /// Being stored.
+    storing: bool,
+    /// When a want-block was last sent.
+    last_ask: Instant,
+}
+
+/// The Bitswap state of one node.
+#[derive(Debug)]
+pub struct Engine {
+    limits: Limits,
+    peers: HashMap<PeerId, Peer>,
+    wants: HashMap<Multihash, Want>,
+    recent: VecDeque<Multihash>,
+    recent_set: HashSet<Multihash>,
+    remembered: usize,
+    next_priority: i32,
+    dirty: HashSet<PeerId>,
+    counters: Counters,
+}
+
+impl Engine {
+    /// An engine with no peers and no wants.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            peers: HashMap::new(),
+            wants: HashMap::new(),
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+            remembered: 0,
+            next_priority: i32::MAX,
+            dirty: HashSet::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Our wants not yet satisfied.
+    pub fn wants_len(&self) -> usize {
+        self.wants.len()
+    }
+
+    /// Whether we want `cid` (by multihash).
+    pub fn wants(&self, cid: &Cid) -> bool {
+        self.wants.contains_key(cid.hash())
+    }
+
+    /// Peers' wants we remember for blocks we lack.
+    pub fn remembered_len(&self) -> usize {
+        self.remembered
+    }
+
+    /// Whether `peer` waits for `cid` from us.
+    pub fn peer_wants(&self, peer: &PeerId, cid: &Cid) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.ledger.contains_key(cid.hash()))
+    }
+
+    /// Every CID something waits for: our wants and the wants we remember
+    /// for peers (to look up again after missed store notices).
+    pub fn waited_for(&self) -> Vec<Cid> {
+        let ours = self.wants.values().map(|w| w.cid);
+        let theirs = self
+            .peers
+            .values()
+            .flat_map(|p| p.ledger.values().map(|r| r.cid));
+        ours.chain(theirs).collect()
+    }
+
+    /// Peers we exchange with.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.ignored)
+            .map(|(id, _)| id)
+    }
+
+    /// Whether `peer` is tracked.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    fn outbox(&mut self, peer: &PeerId) -> Option<&mut Outbox> {
+        let p = self.peers.get_mut(peer).filter(|p| !p.ignored)?;
+        self.dirty.insert(*peer);
+        Some(&mut p.outbox)
+    }
+
+    /// Sends our want `mh` to `peer`: want-block while fewer than
+    /// `want_block_peers` are outstanding, want-have otherwise.
+    fn send_want(&mut self, mh: &Multihash, peer: PeerId, now: Instant) {
+        let max = self.limits.want_block_peers;
+        let Some(w) = self.wants.get_mut(mh) else {
+            return;
+        };
+        let want_type = if w.asked_block.len() < max {
+            w.asked_block.insert(peer);
+            w.last_ask = now;
+            WantType::Block
+        } else {
+            WantType::Have
+        };
+        w.sent_to.insert(peer);
+        let entry = Entry::want(w.cid, w.priority, want_type, true);
+        if let Some(o) = self.outbox(&peer) {
+            o.want(entry);
+        }
+        self.squeeze(&peer);
+    }
+
+    /// Replaces a peer's queued want changes with our full wantlist when
+    /// they pile up (a slow peer, many short-lived wants).
+    fn squeeze(&mut self, peer: &PeerId) {
+        let piled = self
+            .peers
+            .get(peer)
+            .is_some_and(|p| p.outbox.wants.len() > MAX_ENTRIES);
+        if piled {
+            self.resync(peer);
+        }
+    }
+
+    /// Queues our whole wantlist for `peer`, as a full list.
+    fn resync(&mut self, peer: &PeerId) {
+        let entries: Vec<Entry> = self
+            .wants
+            .values()
+            .filter(|w| w.sent_to.contains(peer))
+            .map(|w| {
+                let t = if w.asked_block.contains(peer) {
+                    WantType::Block
+                } else {
+                    WantType::Have
+                };
+                Entry::want(w.cid, w.priority, t, true)
+            })
+            .collect();
+        if let Some(o) = self.outbox(peer) {
+            o.wants.clear();
+            o.full = true;
+            for e in entries {
+                o.want(e);
+            }
+        }
+    }
+
+    /// A peer connected: it gets our wantlist. `false` when the peer limit
+    /// is reached (the peer is then neither served nor asked).
+    pub fn peer_connected(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.peers.contains_key(&peer) {
+            return true;
+        }
+        if self.peers.len() >= self.limits.max_peers {
+            return false;
+        }
+        self.peers.insert(peer, Peer::default());
+        let mhs: Vec<Multihash> = self.wants.keys().copied().collect();
+        if !mhs.is_empty() {
+            if let Some(o) = self.outbox(&peer) {
+                o.full = true;
+            }
+        }
+        for mh in mhs {
+            self.send_want(&mh, peer, now);
+        }
+        true
+    }
+
+    /// A peer disconnected: its wants are forgotten, and our want-blocks it
+    /// held move on.
+    pub fn peer_disconnected(&mut self, peer: &PeerId, now: Instant) {
+        let Some(p) = self.peers.remove(peer) else {
+            return;
+        };
+        self.remembered -= p.ledger.len();
+        self.dirty.remove(peer);
+        let mut orphaned = Vec::new();
+        for (mh, w) in &mut self.wants {
+            w.sent_to.remove(peer);
+            w.haves.retain(|h| h != peer);
+            if w.asked_block.remove(peer) {
+                orphaned.push(*mh);
+            }
+        }
+        for mh in orphaned {
+            self.ask_next_have(&mh, now);
+        }
+    }
+
+    /// Sends want-block for `mh` to the longest-waiting peer that said HAVE.
+    fn ask_next_have(&mut self, mh: &Multihash, now: Instant) {
+        let Some(w) = self.wants.get_mut(mh) else {
+            return;
+        };
+        let Some(peer) = w.haves.pop_front() else {
+            return;
+        };
+        w.asked_block.insert(peer);
+        w.last_ask = now;
+        let entry = Entry::want(w.cid, w.priority, WantType::Block, true);
+        if let Some(o) = self.outbox(&peer) {
+            o.want(entry);
+        }
+    }
+
+    /// We want a block: ask every peer. `Err` with the limit when too many
+    /// wants are open; `Ok(false)` if it was already wanted (the want is
+    /// shared). A new want comes with [`Action::Recheck`] of `cid`, as the
+    /// caller looked in the store before asking.
+    pub fn want(&mut self, cid: Cid, now: Instant) -> Result<Vec<Action>, usize> {
+        let mh = *cid.hash();
+        if self.wants.contains_key(&mh) {
+            return Ok(Vec::new());
+        }
+        if self.wants.len() >= self.limits.max_wants {
+            return Err(self.limits.max_wants);
+        }
+        // Earlier wants first.
+        let priority = self.next_priority;
+        self.next_priority = self.next_priority.saturating_sub(1).max(1);
+        self.wants.insert(
+            mh,
+            Want {
+                cid,
+                priority,
+                sent_to: HashSet::new(),
+                asked_block: HashSet::new(),
+                haves: VecDeque::new(),
+                storing: false,
+                last_ask: now,
+            },
+        );
+        let peers: Vec<PeerId> = self.peers().copied().collect();
+        for p in peers {
+            self.send_want(&mh, p, now);
+        }
+        Ok(vec![Action::Recheck(vec![cid])])
+    }
+
+    /// We no longer want `cid` (nobody waits, or it failed): peers asked get
+    /// a cancel.
+    pub fn unwant(&mut self, cid: &Cid) {
+        if let Some(w) = self.wants.remove(cid.hash()) {
+            self.cancel_at(&w);
+        }
+    }
+
+    fn cancel_at(&mut self, w: &Want) {
+        for p in &w.sent_to {
+            if let Some(o) = self.outbox(p) {
+                o.cancel(w.cid);
+            }
+        }
+    }
+
+    fn remember_recent(&mut self, mh: Multihash) {
+        if self.recent_set.insert(mh) {
+            self.recent.push_back(mh);
+            if self.recent.len() > RECENT {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// A wanted block is in the store now (after [`Action::Store`]): the
+    /// want is done and cancelled everywhere. Returns the CID callers asked
+    /// with, if it was still wanted.
+    pub fn block_stored(&mut self, cid: &Cid) -> Option<Cid> {
+        let w = self.wants.remove(cid.hash())?;
+        self.remember_recent(*cid.hash());
+        self.cancel_at(&w);
+        Some(w.cid)
+    }
+
+    /// Storing a received block failed: it may be received again.
+    pub fn store_failed(&mut self, cid: &Cid) {
+        if let Some(w) = self.wants.get_mut(cid.hash()) {
+            w.storing = false;
+        }
+    }
+
+    /// A block is in the store (put by anyone): peers waiting for it are
+    /// served, and one of our wants it satisfies is resolved.
+    pub fn block_added(&mut self, cid: &Cid, size: u64) -> Vec<Action> {
+        let mh = *cid.hash();
+        let mut actions = Vec::new();
+        if size <= MAX_BLOCK_SIZE as u64 {
+            let inline = self.limits.max_inline_have;
+            let mut served = Vec::new();
+            for (id, p) in &mut self.peers {
+                if let Some(r) = p.ledger.remove(&mh) {
+                    served.push(*id);
+                    if r.want_type == WantType::Block || size <= inline {
+                        p.outbox.block(r.cid, size, r.priority);
+                    } else {
+                        p.outbox.presence(r.cid, true);
+                    }
+                }
+            }
+            self.remembered -= served.len();
+            self.dirty.extend(served);
+        }
+        if self.wants.get(&mh).is_some_and(|w| !w.storing) {
+            if let Some(asked) = self.block_stored(cid) {
+                actions.push(Action::Resolve(asked));
+            }
+        }
+        actions
+    }
+
+    fn strike(&mut self, peer: &PeerId) {
+        self.counters.rejected_blocks += 1;
+        let max = self.limits.max_strikes;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.strikes += 1;
+        if p.strikes >= max && !p.ignored {
+            tracing::warn!(%peer, strikes = p.strikes, "peer sent too many unwanted or bad blocks; ignoring it");
+            p.ignored = true;
+            self.remembered -= p.ledger.len();
+            p.ledger.clear();
+            p.outbox = Outbox::default();
+            self.dirty.remove(peer);
+        }
+    }
+
+    /// Whether a peer's messages are being ignored.
+    pub fn is_ignored(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.ignored)
+    }
+
+    /// A message from `peer`.
+    pub fn receive(&mut self, peer: PeerId, msg: Incoming, now: Instant) -> Vec<Action> {
+        if !self.peer_connected(peer, now) || self.is_ignored(&peer) {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        let recheck = self.receive_wants(&peer, msg.full, msg.wants);
+        if !recheck.is_empty() {
+            actions.push(Action::Recheck(recheck));
+        }
+        for _ in 0..msg.bad_blocks {
+            self.strike(&peer);
+        }
+        for block in msg.blocks {
+            let mh = *block.cid.hash();
+            match self.wants.get_mut(&mh) {
+                Some(w) if !w.storing => {
+                    w.storing = true;
+                    actions.push(Action::Store(block));
+                }
+                Some(_) => self.counters.duplicate_blocks += 1,
+                None if self.recent_set.contains(&mh) => self.counters.duplicate_blocks += 1,
+                None => {
+                    tracing::debug!(%peer, cid = %block.cid, "unwanted block");
+                    self.strike(&peer);
+                }
+            }
+        }
+        for p in msg.presences {
+            self.receive_presence(&peer, p, now);
+        }
+        actions
+    }
+
+    /// Applies a peer's wantlist; returns the CIDs newly remembered as
+    /// missing.
+    fn receive_wants(
+        &mut self,
+        peer: &PeerId,
+        full: bool,
+        wants: Vec<(Entry, Option<u64>)>,
+    ) -> Vec<Cid> {
+        let limits = self.limits.clone();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        if full {
+            let keep: HashSet<Multihash> = wants
+                .iter()
+                .filter(|(e, _)| !e.cancel)
+                .map(|(e, _)| *e.cid.hash())
+                .collect();
+            let before = p.ledger.len();
+            p.ledger.retain(|mh, _| keep.contains(mh));
+            self.remembered -= before - p.ledger.len();
+            p.outbox.retain(&keep);
+        }
+        let mut new = Vec::new();
+        for (e, size) in wants {
+            let mh = *e.cid.hash();
+            if e.cancel {
+                if p.ledger.remove(&mh).is_some() {
+                    self.remembered -= 1;
+                }
+                p.outbox.unqueue(&e.cid);
+                continue;
+            }
+            // Every remembered want, queued answer and queued block takes
+            // one of the peer's slots.
+            let room = limits
+                .max_peer_wants
+                .saturating_sub(p.ledger.len() + p.outbox.served());
+            let in_ledger = p.ledger.contains_key(&mh);
+            let answered = p.outbox.presences.contains_key(&e.cid);
+            match size {
+                Some(size) if size <= MAX_BLOCK_SIZE as u64 => {
+                    let queued = answered || p.outbox.block_keys.contains_key(&mh);
+                    if room == 0 && !queued && !in_ledger {
+                        self.counters.dropped_wants += 1;
+                        continue;
+                    }
+                    if p.ledger.remove(&mh).is_some() {
+                        self.remembered -= 1;
+                    }
+                    if e.want_type == WantType::Block || size <= limits.max_inline_have {
+                        p.outbox.block(e.cid, size, e.priority);
+                    } else {
+                        p.outbox.presence(e.cid, true);
+                    }
+                }
+                // Missing, or too large to send: the same to the peer.
+                size => {
+                    let dont_have = e.send_dont_have && !answered;
+                    let missing = size.is_none();
+                    let remember =
+                        missing && !in_ledger && self.remembered < limits.max_remembered_wants;
+                    if usize::from(dont_have) + usize::from(remember) > room {
+                        self.counters.dropped_wants += 1;
+                        continue;
+                    }
+                    if e.send_dont_have {
+                        p.outbox.presence(e.cid, false);
+                    }
+                    let r = Remembered {
+                        cid: e.cid,
+                        priority: e.priority,
+                        want_type: e.want_type,
+                    };
+                    if remember {
+                        p.ledger.insert(mh, r);
+                        self.remembered += 1;
+                        new.push(e.cid);
+                    } else if let Some(old) = p.ledger.get_mut(&mh) {
+                        // A want-block outranks a want-have of the same block.
+                        if old.want_type == WantType::Have {
+                            *old = r;
+                        }
+                    } else if missing {
+                        // Answered, but not remembered: over the total.
+                        self.counters.dropped_wants += 1;
+                    }
+                }
+            }
+        }
+        if !p.outbox.is_empty() {
+            self.dirty.insert(*peer);
+        }
+        new
+    }
+
+    fn receive_presence(&mut self, peer: &PeerId, p: Presence, now: Instant) {
+        let max = self.limits.want_block_peers;
+        let mh = *p.cid.hash();
+        let Some(w) = self.wants.get_mut(&mh) else {
+            return;
+        };
+        if p.have {
+            if w.asked_block.contains(peer) || w.haves.contains(peer) {
+                return;
+            }
+            if w.asked_block.len() < max {
+                w.asked_block.insert(*peer);
+                w.last_ask = now;
+                let entry = Entry::want(w.cid, w.priority, WantType::Block, true);
+                if let Some(o) = self.outbox(peer) {
+                    o.want(entry);
+                }
+            } else {
+                w.haves.push_back(*peer);
+            }
+        } else {
+            w.haves.retain(|h| h != peer);
+            if w.asked_block.remove(peer) {
+                self.ask_next_have(&mh, now);
+            }
+        }
+    }
+
+    /// Moves want-blocks that went unanswered for
+    /// [`Limits::retry_after`] on to another peer that said HAVE.
+    pub fn tick(&mut self, now: Instant) {
+        let retry = self.limits.retry_after;
+        let stale: Vec<Multihash> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| {
+                !w.storing && !w.haves.is_empty() && now.duration_since(w.last_ask) >= retry
+            })
+            .map(|(mh, _)| *mh)
+            .collect();
+        for mh in stale {
+            self.ask_next_have(&mh, now);
+        }
+    }
+
+    /// One batch for each peer that has something to send and is not
+    /// sending already; each peer is busy until [`Engine::batch_done`].
+    pub fn take_batches(&mut self) -> Vec<(PeerId, Batch)> {
+        let bytes = self.limits.batch_bytes;
+        let mut out = Vec::new();
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if p.ignored || p.outbox.is_empty() {
+                continue;
+            }
+            if p.busy {
+                // Asked again when the batch in flight is done.
+                continue;
+            }
+            p.busy = true;
+            out.push((id, p.outbox.take(bytes)));
+        }
+        out
+    }
+
+    /// The batch in flight to `peer` was sent (`ok`) or lost; after a loss
+    /// our wantlist is sent again in full.
+    pub fn batch_done(&mut self, peer: &PeerId, ok: bool) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.busy = false;
+        if !ok {
+            self.resync(peer);
+        }
+        if self.peers.get(peer).is_some_and(|p| !p.outbox.is_empty()) {
+            self.dirty.insert(*peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RAW;
+
+    fn block(i: u32) -> Block {
+        Block::new(cid::Version::V1, RAW, format!("block {i}").into_bytes())
+    }
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    fn want_entry(b: &Block, t: WantType, sdh: bool) -> Entry {
+        Entry::want(b.cid, 1, t, sdh)
+    }
+
+    fn wants(entries: Vec<(Entry, Option<u64>)>) -> Incoming {
+        Incoming {
+            wants: entries,
+            ..Incoming::default()
+        }
+    }
+
+    /// Every peer's next batch, each marked sent.
+    fn batches(e: &mut Engine) -> HashMap<PeerId, Batch> {
+        let bs: HashMap<PeerId, Batch> = e.take_batches().into_iter().collect();
+        for p in bs.keys() {
+            e.batch_done(p, true);
+        }
+        bs
+    }
+
+    /// The next batch, which must be `peer`'s only.
+    fn batch(e: &mut Engine, peer: &PeerId) -> Batch {
+        let mut bs = batches(e);
+        let b = bs.remove(peer).expect("a batch for the peer");
+        assert!(bs.is_empty(), "batches for other peers too");
+        b
+    }
+
+    #[test]
+    fn serves_what_it_has() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let p = peer();
+        let small = block(1);
+        let big = Block::new(cid::Version::V1, RAW, vec![7; 5000]);
+        let msg = wants(vec![
+            (want_entry(&small, WantType::Have, true), Some(7)),
+            (want_entry(&big, WantType::Have, true), Some(5000)),
+            (want_entry(&big, WantType::Block, false), Some(5000)),
+        ]);
+        assert!(e.receive(p, msg, now).is_empty());
+        let b = batch(&mut e, &p);
+        // Small want-have: the block; the want-block of the large one wins
+        // over its want-have.
+        assert!(b.blocks.contains(&small.cid));
+        assert!(b.blocks.contains(&big.cid));
+        assert!(b.presences.is_empty());
+        assert_eq!(e.remembered_len(), 0);
+
+        let msg = wants(vec![(want_entry(&big, WantType::Have, true), Some(5000))]);
+        e.receive(p, msg, now);
+        let b = batch(&mut e, &p);
+        assert_eq!(
+            b.presences,
+            vec![Presence {
+                cid: big.cid,
+                have: true
+            }]
+        );
+        assert!(b.blocks.is_empty());
+    }
+
+    #[test]
+    fn remembers_missing_blocks_and_serves_them_on_arrival() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let (p, q) = (peer(), peer());
+        let seg = block(1);
+        let acts = e.receive(
+            p,
+            wants(vec![(want_entry(&seg, WantType::Block, true), None)]),
+            now,
+        );
+        assert_eq!(acts, vec![Action::Recheck(vec![seg.cid])]);
+        e.receive(
+            q,
+            wants(vec![(want_entry(&seg, WantType::Have, false), None)]),
+            now,
+        );
+        assert_eq!(e.remembered_len(), 2);
+        assert!(e.peer_wants(&p, &seg.cid));
+        // p asked for DONT_HAVE, q did not.
+        let mut bs = e.take_batches();
+        bs.sort_by_key(|(id, _)| *id != p);
+        assert_eq!(bs.len(), 1);
+        assert_eq!(
+            bs[0].1.presences,
+            vec![Presence {
+                cid: seg.cid,
+                have: false
+            }]
+        );
+        e.batch_done(&p, true);
+        assert!(e.take_batches().is_empty());
+
+        // The segment is stored: p gets the block, q (want-have of a
+        // larger block) a HAVE; small blocks go inline.
+        e.block_added(&seg.cid, 4000);
+        assert_eq!(e.remembered_len(), 0);
+        let mut all = batches(&mut e);
+        assert_eq!(all.remove(&p).unwrap().blocks, vec![seg.cid]);
+        let qb = all.remove(&q).unwrap();
+        assert_eq!(
+            qb.presences,
+            vec![Presence {
+                cid: seg.cid,
+                have: true
+            }]
+        );
+        // Served wants are not served twice.
+        e.block_added(&seg.cid, 4000);
+        assert!(e.take_batches().is_empty());
+    }
+
+    #[test]
+    fn cancels_and_full_wantlists_forget_wants() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let p = peer();
+        let (a, b, c) = (block(1), block(2), block(3));
+        e.receive(
+            p,
+            wants(vec![
+                (want_entry(&a, WantType::Block, false), None),
+                (want_entry(&b, WantType::Block, false), None),
+                (want_entry(&c, WantType::Block, false), Some(10)),
+            ]),
+            now,
+        );
+        assert_eq!(e.remembered_len(), 2);
+        // Cancel a; cancel c before its block went out.
+        e.receive(
+            p,
+            wants(vec![
+                (Entry::cancel(a.cid), None),
+                (Entry::cancel(c.cid), None),
+            ]),
+            now,
+        );
+        assert_eq!(e.remembered_len(), 1);
+        assert!(e.take_batches().is_empty());
+        // A full wantlist without b forgets b.
+        let mut msg = wants(vec![(want_entry(&a, WantType::Block, false), None)]);
+        msg.full = true;
+        e.receive(p, msg, now);
+        assert!(!e.peer_wants(&p, &b.cid));
+        assert!(e.peer_wants(&p, &a.cid));
+        assert_eq!(e.remembered_len(), 1);
+        e.peer_disconnected(&p, now);
+        assert_eq!(e.remembered_len(), 0);
+    }
+
+    #[test]
+    fn peer_wants_are_bounded() {
+        let now = Instant::now();
+        let limits = Limits {
+            max_peer_wants: 3,
+            max_remembered_wants: 4,
+            ..Limits::default()
+        };
+        let mut e = Engine::new(limits);
+        let (p, q) = (peer(), peer());
+        let many = |from: u32, sdh: bool| {
+            wants(
+                (from..from + 10)
+                    .map(|i| (want_entry(&block(i), WantType::Block, sdh), None))
+                    .collect(),
+            )
+        };
+        e.receive(p, many(0, false), now);
+        e.receive(q, many(100, false), now);
+        // 3 for p, then only 1 more fits the total.
+        assert_eq!(e.remembered_len(), 4);
+        assert_eq!(e.counters().dropped_wants, 16);
+        // Queued answers take slots too, until sent.
+        e.receive(q, wants(vec![(Entry::cancel(block(100).cid), None)]), now);
+        let r = PeerId::random();
+        e.receive(r, many(200, true), now);
+        assert_eq!(e.remembered_len(), 4);
+        let b = batch(&mut e, &r);
+        assert_eq!(b.presences.len(), 2);
+    }
+
+    #[test]
+    fn client_asks_few_peers_for_the_block_and_the_rest_whether_they_have_it() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            want_block_peers: 2,
+            ..Limits::default()
+        });
+        let peers: Vec<PeerId> = (0..4).map(|_| peer()).collect();
+        for p in &peers {
+            e.peer_connected(*p, now);
+        }
+        // Nothing to tell peers while we want nothing.
+        assert!(e.take_batches().is_empty());
+        let x = block(1);
+        assert_eq!(
+            e.want(x.cid, now).unwrap(),
+            vec![Action::Recheck(vec![x.cid])]
+        );
+        // Shared.
+        assert!(e.want(x.cid, now).unwrap().is_empty());
+        let mut blocks = 0;
+        let mut all = batches(&mut e);
+        for p in &peers {
+            let b = all.remove(p).unwrap();
+            assert_eq!(b.wantlist.len(), 1);
+            assert!(b.wantlist[0].send_dont_have);
+            if b.wantlist[0].want_type == WantType::Block {
+                blocks += 1;
+            }
+        }
+        assert_eq!(blocks, 2);
+        // A peer that connects later gets the want in a full list.
+        let late = peer();
+        e.peer_connected(late, now);
+        let b = batch(&mut e, &late);
+        assert!(b.full);
+        assert_eq!(b.wantlist[0].cid, x.cid);
+        assert_eq!(b.wantlist[0].want_type, WantType::Have);
+    }
+
+    #[test]
+    fn have_and_dont_have_move_the_want_block() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            want_block_peers: 1,
+            ..Limits::default()
+        });
+        let (a, b, c) = (peer(), peer(), peer());
+        for p in [a, b, c] {
+            e.peer_connected(p, now);
+        }
+        e.take_batches();
+        for p in [a, b, c] {
+            e.batch_done(&p, true);
+        }
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        let first: Vec<(PeerId, Batch)> = e.take_batches();
+        let block_peer = first
+            .iter()
+            .find(|(_, b)| b.wantlist[0].want_type == WantType::Block)
+            .unwrap()
+            .0;
+        for (p, _) in &first {
+            e.batch_done(p, true);
+        }
+        let others: Vec<PeerId> = [a, b, c].into_iter().filter(|p| *p != block_peer).collect();
+        // Both others have it; one want-block is outstanding, so they wait.
+        for p in &others {
+            let msg = Incoming {
+                presences: vec![Presence {
+                    cid: x.cid,
+                    have: true,
+                }],
+                ..Incoming::default()
+            };
+            e.receive(*p, msg, now);
+        }
+        assert!(e.take_batches().is_empty());
+        // The block peer lacks it: the first HAVE gets the want-block.
+        let msg = Incoming {
+            presences: vec![Presence {
+                cid: x.cid,
+                have: false,
+            }],
+            ..Incoming::default()
+        };
+        e.receive(block_peer, msg, now);
+        let b = batch(&mut e, &others[0]);
+        assert_eq!(b.wantlist[0].want_type, WantType::Block);
+        // It does not answer: after retry_after the next HAVE is asked.
+        e.tick(now + Duration::from_secs(1));
+        assert!(e.take_batches().is_empty());
+        e.tick(now + Duration::from_secs(6));
+        let b = batch(&mut e, &others[1]);
+        assert_eq!(b.wantlist[0].want_type, WantType::Block);
+    }
+
+    #[test]
+    fn received_blocks_are_stored_once_then_cancelled_everywhere() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let (a, b) = (peer(), peer());
+        e.peer_connected(a, now);
+        e.peer_connected(b, now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        assert_eq!(batches(&mut e).len(), 2);
+        let msg = || Incoming {
+            blocks: vec![x.clone()],
+            ..Incoming::default()
+        };
+        assert_eq!(e.receive(a, msg(), now), vec![Action::Store(x.clone())]);
+        // The same block from b while a's is being stored: a duplicate.
+        assert!(e.receive(b, msg(), now).is_empty());
+        assert_eq!(e.block_stored(&x.cid), Some(x.cid));
+        assert_eq!(e.wants_len(), 0);
+        let mut all = batches(&mut e);
+        for p in [a, b] {
+            assert_eq!(all.remove(&p).unwrap().wantlist, vec![Entry::cancel(x.cid)]);
+        }
+        // Arriving after the want is done: still a duplicate, no strike.
+        assert!(e.receive(b, msg(), now).is_empty());
+        assert_eq!(e.counters().duplicate_blocks, 2);
+        assert_eq!(e.counters().rejected_blocks, 0);
+    }
+
+    #[test]
+    fn unwanted_blocks_are_rejected_and_repeat_offenders_ignored() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            max_strikes: 3,
+            ..Limits::default()
+        });
+        let p = peer();
+        let wanted = block(1);
+        e.want(wanted.cid, now).unwrap();
+        e.peer_connected(p, now);
+        // Bytes that do not hash to the wanted CID name another block.
+        let forged = Block::new(cid::Version::V1, RAW, b"not the block".to_vec());
+        let msg = Incoming {
+            blocks: vec![forged.clone()],
+            bad_blocks: 1,
+            ..Incoming::default()
+        };
+        assert!(e.receive(p, msg, now).is_empty());
+        assert_eq!(e.counters().rejected_blocks, 2);
+        assert!(e.wants(&wanted.cid));
+        assert!(!e.is_ignored(&p));
+        let msg = Incoming {
+            blocks: vec![forged],
+            ..Incoming::default()
+        };
+        e.receive(p, msg, now);
+        assert!(e.is_ignored(&p));
+        // Even the real block is not taken from it now, nor its wants.
+        let msg = Incoming {
+            blocks: vec![wanted.clone()],
+            wants: vec![(want_entry(&block(9), WantType::Block, true), None)],
+            ..Incoming::default()
+        };
+        assert!(e.receive(p, msg, now).is_empty());
+        assert_eq!(e.remembered_len(), 0);
+        assert_eq!(e.peers().count(), 0);
+    }
+
+    #[test]
+    fn blocks_put_by_others_resolve_our_wants() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let p = peer();
+        e.peer_connected(p, now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        batch(&mut e, &p);
+        assert_eq!(e.block_added(&x.cid, 7), vec![Action::Resolve(x.cid)]);
+        assert_eq!(batch(&mut e, &p).wantlist, vec![Entry::cancel(x.cid)]);
+        // While our own copy is being stored, the store's notice is not a
+        // second resolution.
+        let y = block(2);
+        e.want(y.cid, now).unwrap();
+        let msg = Incoming {
+            blocks: vec![y.clone()],
+            ..Incoming::default()
+        };
+        assert_eq!(e.receive(p, msg, now), vec![Action::Store(y.clone())]);
+        assert!(e.block_added(&y.cid, 7).is_empty());
+        assert_eq!(e.block_stored(&y.cid), Some(y.cid));
+    }
+
+    #[test]
+    fn our_wants_are_bounded_and_cancels_collapse_into_a_full_list() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            max_wants: 2,
+            ..Limits::default()
+        });
+        e.want(block(1).cid, now).unwrap();
+        e.want(block(2).cid, now).unwrap();
+        assert_eq!(e.want(block(3).cid, now), Err(2));
+        e.unwant(&block(1).cid);
+        e.want(block(3).cid, now).unwrap();
+
+        // A peer that never takes its batches: churned wants do not pile
+        // up as cancels.
+        let p = peer();
+        e.peer_connected(p, now);
+        for i in 10..(10 + 2 * MAX_ENTRIES as u32) {
+            let c = block(i).cid;
+            e.unwant(&block(2).cid);
+            e.want(c, now).unwrap();
+            e.unwant(&c);
+        }
+        let b = batch(&mut e, &p);
+        assert!(b.wantlist.len() <= MAX_ENTRIES + 2, "{}", b.wantlist.len());
+    }
+
+    #[test]
+    fn batches_hold_a_bounded_number_of_block_bytes_by_priority() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            batch_bytes: 1000,
+            ..Limits::default()
+        });
+        let p = peer();
+        let blocks: Vec<Block> = (0..5).map(block).collect();
+        let msg = wants(
+            blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    (
+                        Entry::want(b.cid, i as i32, WantType::Block, false),
+                        Some(400),
+                    )
+                })
+                .collect(),
+        );
+        e.receive(p, msg, now);
+        let first = batch(&mut e, &p);
+        assert_eq!(first.blocks, vec![blocks[4].cid, blocks[3].cid]);
+        let second = batch(&mut e, &p);
+        assert_eq!(second.blocks, vec![blocks[2].cid, blocks[1].cid]);
+        assert_eq!(batch(&mut e, &p).blocks, vec![blocks[0].cid]);
+        // Busy peers get no second batch until the first is done.
+        let msg = wants(vec![(
+            want_entry(&blocks[0], WantType::Block, false),
+            Some(1),
+        )]);
+        e.receive(p, msg, now);
+        assert_eq!(e.take_batches().len(), 1);
+        let msg = wants(vec![(
+            want_entry(&blocks[1], WantType::Block, false),
+            Some(1),
+        )]);
+        e.receive(p, msg, now);
+        assert!(e.take_batches().is_empty());
+        e.batch_done(&p, true);
+        assert_eq!(e.take_batches().len(), 1);
+    }
+
+    #[test]
+    fn a_lost_batch_resends_our_wantlist_in_full() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let p = peer();
+        e.peer_connected(p, now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        let _lost = e.take_batches();
+        e.batch_done(&p, false);
+        let b = batch(&mut e, &p);
+        assert!(b.full);
+        assert_eq!(b.wantlist[0].cid, x.cid);
+    }
+
+    #[test]
+    fn disconnects_move_want_blocks_to_peers_that_have_the_block() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            want_block_peers: 1,
+            ..Limits::default()
+        });
+        let (a, b) = (peer(), peer());
+        e.peer_connected(a, now);
+        e.peer_connected(b, now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        let bs = e.take_batches();
+        let (blk, other) = if bs
+            .iter()
+            .any(|(p, bt)| *p == a && bt.wantlist[0].want_type == WantType::Block)
+        {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        for (p, _) in bs {
+            e.batch_done(&p, true);
+        }
+        let msg = Incoming {
+            presences: vec![Presence {
+                cid: x.cid,
+                have: true,
+            }],
+            ..Incoming::default()
+        };
+        e.receive(other, msg, now);
+        assert!(e.take_batches().is_empty());
+        e.peer_disconnected(&blk, now);
+        let bt = batch(&mut e, &other);
+        assert_eq!(bt.wantlist[0].want_type, WantType::Block);
+    }
+
+    proptest::proptest! {
+        /// Whatever peers send, the remembered count matches the ledgers and
+        /// stays within the limits.
+        #[test]
+        fn remembered_wants_stay_bounded(
+            ops in proptest::collection::vec((0u8..3, 0u32..40, 0u8..4, proptest::option::of(0u64..3000)), 0..200)
+        ) {
+            let now = Instant::now();
+            let limits = Limits { max_peer_wants: 8, max_remembered_wants: 12, ..Limits::default() };
+            let mut e = Engine::new(limits.clone());
+            let peers: Vec<PeerId> = (0..3).map(|_| peer()).collect();
+            for (pi, bi, kind, size) in ops {
+                let p = peers[pi as usize];
+                let b = block(bi);
+                match kind {
+                    0 => { e.receive(p, wants(vec![(want_entry(&b, WantType::Block, true), size)]), now); }
+                    1 => { e.receive(p, wants(vec![(Entry::cancel(b.cid), None)]), now); }
+                    2 => { e.block_added(&b.cid, size.unwrap_or(10)); }
+                    _ => {
+                        let taken = e.take_batches();
+                        for (id, _) in taken { e.batch_done(&id, true); }
+                    }
+                }
+                let total: usize = e.peers.values().map(|p| p.ledger.len()).sum();
+                proptest::prop_assert_eq!(total, e.remembered_len());
+                proptest::prop_assert!(total <= limits.max_remembered_wants);
+                for p in e.peers.values() {
+                    proptest::prop_assert!(p.ledger.len() + p.outbox.served() <= limits.max_peer_wants);
+                }
+            }
+        }
+    }
+}

@@ -46,6 +46,9 @@ pub enum NodeError {
     /// The stream keys could not be opened.
     #[error("stream keys: {0}")]
     Keys(crate::ipns::KeyError),
+    /// Bitswap could not start.
+    #[error("bitswap: {0}")]
+    Bitswap(crate::p2p::bitswap::BitswapError),
     /// Stream names could not be published.
     #[error("naming: {0}")]
     Naming(#[from] crate::p2p::naming::NamingError),
@@ -155,6 +158,30 @@ impl Node {
                 cancel.child_token(),
             )
             .await?;
+            // Bitswap serves and fetches blocks; every block the repo
+            // stores (ingest included) is announced to it, so a want that
+            // arrived before its segment is answered the moment it exists.
+            let (bitswap, _) = crate::p2p::bitswap::spawn(
+                crate::p2p::bitswap::Config::default(),
+                repo.blocks.clone(),
+                repo.blocks.subscribe(),
+                p2p.stream_control(),
+                p2p.clone(),
+                cancel.child_token(),
+            )
+            .map_err(NodeError::Bitswap)?;
+            if !config.follow.is_empty() {
+                crate::p2p::mirror::spawn(
+                    &config.follow,
+                    naming.clone(),
+                    bitswap.clone(),
+                    streams.clone(),
+                    repo.clone(),
+                    cancel.child_token(),
+                )
+                .await
+                .map_err(|e| NodeError::StreamConfig(format!("follow: {e}")))?;
+            }
             state = state.with_p2p(p2p.clone()).with_naming(naming);
         }
         let (stop, stopped) = watch::channel(false);

@@ -16,6 +16,7 @@
 //! [`libp2p_stream::Control`] from [`P2p::stream_control`].
 
 pub mod bitswap;
+pub mod mirror;
 pub mod naming;
 
 use crate::config::P2pConfig;

@@ -9,6 +9,7 @@ mod crash;
 mod gateway_e2e;
 mod ipns_interop;
 mod live;
+mod mirror;
 mod naming;
 mod p2p_node;
 mod player;

@@ -373,42 +373,56 @@ impl Follower {
 }
 
 /// Fetches a DAG that is missing locally (store first, then Bitswap),
-/// breadth first; returns its total block bytes.
+/// a level at a time with every block of a level asked for at once (a
+/// site's files, a large segment's leaves): round trips, not blocks, set
+/// the time on a slow link. Returns the DAG's total block bytes.
 pub async fn fetch_dag(
     repo: &Repo,
     bitswap: &Bitswap,
     root: Cid,
     max_blocks: usize,
 ) -> Result<u64, MirrorError> {
-    let mut queue = VecDeque::from([root]);
-    let mut seen = HashSet::new();
+    let mut level = vec![root];
+    let mut seen = HashSet::from([root]);
     let mut total = 0u64;
-    while let Some(cid) = queue.pop_front() {
-        if !seen.insert(cid) {
-            continue;
+    while !level.is_empty() {
+        let blocks =
+            futures::future::join_all(level.iter().map(|cid| fetch_block(repo, bitswap, *cid)))
+                .await;
+        let mut next = Vec::new();
+        for (cid, data) in level.iter().zip(blocks) {
+            let data = data?;
+            total += data.len() as u64;
+            for link in crate::store::links(cid, &data)? {
+                if seen.insert(link) {
+                    next.push(link);
+                }
+            }
         }
         if seen.len() > max_blocks {
             return Err(MirrorError::Site(format!(
                 "{root} has more than {max_blocks} blocks"
             )));
         }
-        let local = {
-            let repo = repo.clone();
-            tokio::task::spawn_blocking(move || repo.blocks.get(&cid))
-                .await
-                .map_err(|e| MirrorError::Site(e.to_string()))??
-        };
-        let data: Bytes = match local {
-            Some(d) => d,
-            None => bitswap.get(&cid).await.map_err(|e| MirrorError::Fetch {
-                cid,
-                reason: e.to_string(),
-            })?,
-        };
-        total += data.len() as u64;
-        queue.extend(crate::store::links(&cid, &data)?);
+        level = next;
     }
     Ok(total)
+}
+
+async fn fetch_block(repo: &Repo, bitswap: &Bitswap, cid: Cid) -> Result<Bytes, MirrorError> {
+    let local = {
+        let repo = repo.clone();
+        tokio::task::spawn_blocking(move || repo.blocks.get(&cid))
+            .await
+            .map_err(|e| MirrorError::Site(e.to_string()))??
+    };
+    match local {
+        Some(d) => Ok(d),
+        None => bitswap.get(&cid).await.map_err(|e| MirrorError::Fetch {
+            cid,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The CIDs of the media a playlist names (`/ipfs/<cid>?...` URIs, init

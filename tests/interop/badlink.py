@@ -2,7 +2,11 @@
 """A bad network link between the root network namespace and a new one.
 
     root namespace                         namespace NS
-    10.X.0.1 (tun mcaN) <== this relay ==> (tun mcbN) 10.X.0.2
+    10.X.0.1 (tun mcaN) <== this relay ==> (tun mcbN) 10.X.0.2   the bad link
+    10.X.1.1 (veth mcmN) <---------------> (veth mcnN) 10.X.1.2  a clean one
+
+The clean veth pair is for watching the namespace (HTTP to its API)
+without using up the bad link.
 
 Every IP packet crossing the link, either way, is dropped with probability
 LOSS, queued behind the packets before it at RATE bits per second (a drop-
@@ -15,7 +19,8 @@ Usage (root):
     badlink.py --ns NAME --subnet 10.99 [--delay 0.04] [--loss 0.05]
                [--rate 5e6] [--queue 0.2] [--seed 1]
 
-Prints one JSON line when the link is up ({"ns", "root_addr", "ns_addr"}),
+Prints one JSON line when the link is up ({"ns", "root_addr", "ns_addr",
+"mgmt_root_addr", "mgmt_ns_addr"}),
 then relays until stdin closes or it gets SIGTERM, and then removes the
 namespace. Counters go to stderr at exit.
 """
@@ -96,7 +101,15 @@ def main():
         run("ip", "-n", args.ns, "addr", "add", ns_addr, "peer", root_addr, "dev", b_name)
         run("ip", "-n", args.ns, "link", "set", b_name, "up")
         run("ip", "-n", args.ns, "link", "set", "lo", "up")
-        print(json.dumps({"ns": args.ns, "root_addr": root_addr, "ns_addr": ns_addr}), flush=True)
+        m_root, m_ns = "mcm" + tag, "mcn" + tag
+        mgmt_root, mgmt_ns = args.subnet + ".1.1", args.subnet + ".1.2"
+        run("ip", "link", "add", m_root, "type", "veth", "peer", "name", m_ns, "netns", args.ns)
+        run("ip", "addr", "add", mgmt_root + "/24", "dev", m_root)
+        run("ip", "link", "set", m_root, "up")
+        run("ip", "-n", args.ns, "addr", "add", mgmt_ns + "/24", "dev", m_ns)
+        run("ip", "-n", args.ns, "link", "set", m_ns, "up")
+        print(json.dumps({"ns": args.ns, "root_addr": root_addr, "ns_addr": ns_addr,
+                          "mgmt_root_addr": mgmt_root, "mgmt_ns_addr": mgmt_ns}), flush=True)
         relay(args, fa, fb)
     finally:
         subprocess.run(["ip", "netns", "del", args.ns], stderr=subprocess.DEVNULL)

@@ -120,12 +120,23 @@ impl Gateway {
     /// [`Self::start`], with the server run by `wrapper` (a command and its
     /// arguments, e.g. `faketime -f -3d`).
     pub fn start_wrapped(repo: &Repo, extra: &[&str], wrapper: &[&str]) -> Result<Self> {
+        Self::start_on([127, 0, 0, 1].into(), repo, extra, wrapper)
+    }
+
+    /// [`Self::start_wrapped`] with the gateway on `ip` (e.g. an address
+    /// inside a network namespace the wrapper enters).
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        repo: &Repo,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Result<Self> {
         let mut last_err = None;
         // A free port can be taken by someone else before the server binds
         // it: try a few.
         for _ in 0..3 {
             let port = free_port()?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::from((ip, port));
             let addr_arg = addr.to_string();
             let mut args: Vec<&OsStr> = vec!["--http".as_ref(), addr_arg.as_ref()];
             args.extend(extra.iter().map(OsStr::new));

@@ -5,6 +5,7 @@
 //! them.
 
 mod add_interop;
+mod badlink;
 mod crash;
 mod gateway_e2e;
 mod ipns_interop;

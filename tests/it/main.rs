@@ -10,6 +10,7 @@ mod crash;
 mod gateway_e2e;
 mod ipns_interop;
 mod live;
+mod mdns;
 mod mirror;
 mod naming;
 mod p2p_node;

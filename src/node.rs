@@ -8,6 +8,7 @@
 use crate::config::{Config, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
+use crate::p2p::bitswap::{self, Bitswap, BitswapError};
 use crate::p2p::P2p;
 use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
@@ -43,6 +44,9 @@ pub enum NodeError {
     /// The libp2p node could not start.
     #[error("p2p node: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// Bitswap could not start.
+    #[error("bitswap: {0}")]
+    Bitswap(#[from] BitswapError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -56,6 +60,7 @@ pub struct Node {
     repo: Repo,
     created_stream: Option<StreamConfig>,
     p2p: Option<P2p>,
+    bitswap: Option<Bitswap>,
     stop: watch::Sender<bool>,
     cancel: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
@@ -147,6 +152,28 @@ impl Node {
         if let Some(p2p) = &p2p {
             state = state.with_p2p(p2p.clone());
         }
+        // Bitswap: serves the repo's blocks to peers (remembered wants are
+        // answered as each block is put), and fetches for the gateway what
+        // the repo lacks.
+        let bitswap = match &p2p {
+            Some(p2p) => {
+                let config = bitswap::Config {
+                    timeout: config.http.fetch_timeout,
+                    ..bitswap::Config::default()
+                };
+                let (bitswap, _task) = bitswap::spawn(
+                    config,
+                    repo.blocks.clone(),
+                    repo.blocks.subscribe(),
+                    p2p.stream_control(),
+                    p2p.clone(),
+                    cancel.child_token(),
+                )?;
+                state = state.with_fetcher(Arc::new(bitswap.clone()));
+                Some(bitswap)
+            }
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -169,6 +196,7 @@ impl Node {
             repo,
             created_stream,
             p2p,
+            bitswap,
             stop,
             cancel,
             http,
@@ -195,6 +223,12 @@ impl Node {
     /// The libp2p node, unless it is turned off.
     pub fn p2p(&self) -> Option<&P2p> {
         self.p2p.as_ref()
+    }
+
+    /// Bitswap, when the libp2p node runs (its [`Bitswap::stats`] are the
+    /// exchange's counters).
+    pub fn bitswap(&self) -> Option<&Bitswap> {
+        self.bitswap.as_ref()
     }
 
     /// The repo this node serves.

@@ -54,6 +54,7 @@ use tracing::Instrument;
 pub struct AppState {
     store: Arc<dyn Blockstore>,
     fetcher: Option<Arc<dyn Fetcher>>,
+    bitswap: Option<crate::p2p::bitswap::Bitswap>,
     config: HttpConfig,
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
@@ -131,6 +132,7 @@ impl AppState {
         Self {
             store,
             fetcher: None,
+            bitswap: None,
             config,
             streams: None,
             p2p: None,
@@ -142,6 +144,19 @@ impl AppState {
     pub fn with_fetcher(mut self, fetcher: Arc<dyn Fetcher>) -> Self {
         self.fetcher = Some(fetcher);
         self
+    }
+
+    /// Fetches blocks the store lacks with Bitswap, and reports its
+    /// counters at `/api/v1/bitswap`.
+    pub fn with_bitswap(mut self, bitswap: crate::p2p::bitswap::Bitswap) -> Self {
+        self.fetcher = Some(Arc::new(bitswap.clone()));
+        self.bitswap = Some(bitswap);
+        self
+    }
+
+    /// Bitswap, when the node runs it.
+    pub fn bitswap(&self) -> Option<&crate::p2p::bitswap::Bitswap> {
+        self.bitswap.as_ref()
     }
 
     /// The same state without fetching: only what the store holds (for

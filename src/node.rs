@@ -169,7 +169,7 @@ impl Node {
                     p2p.clone(),
                     cancel.child_token(),
                 )?;
-                state = state.with_fetcher(Arc::new(bitswap.clone()));
+                state = state.with_bitswap(bitswap.clone());
                 Some(bitswap)
             }
             None => None,

@@ -136,7 +136,7 @@ pub enum BitswapError {
 }
 
 /// Counters and gauges, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Blocks sent to peers.
     pub blocks_sent: u64,

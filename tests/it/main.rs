@@ -5,8 +5,10 @@
 //! them.
 
 mod add_interop;
+mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
+mod harness;
 mod ipns_interop;
 mod live;
 mod p2p_node;

@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Do not look for peers on the local network with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Mirror another node's stream, by its IPNS name (repeatable): every
+    /// segment is fetched, pinned and served here as the origin serves it.
+    #[arg(long = "follow", value_name = "NAME", conflicts_with = "no_p2p")]
+    follow: Vec<meshcast::config::FollowConfig>,
     /// Run without the libp2p node (no Bitswap, no IPNS).
     #[arg(long, conflicts_with_all = ["p2p", "peers"])]
     no_p2p: bool,
@@ -272,6 +276,11 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
     }
     if args.no_p2p {
         config.p2p.enabled = false;
+    }
+    for f in args.follow {
+        if !config.follow.iter().any(|c| c.name == f.name) {
+            config.follow.push(f);
+        }
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {

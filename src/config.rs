@@ -52,6 +52,76 @@ pub struct Config {
     pub streams: Vec<StreamConfig>,
     /// The libp2p node: Bitswap, IPNS over pubsub, mirrors.
     pub p2p: P2pConfig,
+    /// Stream names (IPNS).
+    pub ipns: IpnsConfig,
+    /// Streams of other nodes to mirror, by IPNS name. Also `--follow NAME`.
+    pub follow: Vec<FollowConfig>,
+}
+
+/// One followed stream (`[[follow]]` in the config, or `--follow NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConfig {
+    /// The stream's IPNS name (`k51...`).
+    pub name: String,
+    /// Segments older than this are let go (unpinned, then collected).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retain: Option<Duration>,
+    /// Segments beyond this many bytes (newest kept) are let go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_bytes: Option<u64>,
+}
+
+impl std::str::FromStr for FollowConfig {
+    type Err = String;
+
+    /// `NAME`, as `--follow` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<crate::ipns::Name>()
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(Self {
+            name: s.to_owned(),
+            retain: None,
+            retain_bytes: None,
+        })
+    }
+}
+
+/// IPNS: the signed name of each stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpnsConfig {
+    /// How long a record stays valid. Long, so that nodes whose clocks are
+    /// days off still accept it; freshness comes from sequence numbers.
+    #[serde(with = "humantime_serde")]
+    pub validity: Duration,
+    /// How long others may cache a record (a playlist changes with every
+    /// segment).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Each stream's current record is published again this often, for
+    /// peers that joined since.
+    #[serde(with = "humantime_serde")]
+    pub republish: Duration,
+    /// How long `/ipns/{name}` waits for a record it does not hold.
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+}
+
+impl Default for IpnsConfig {
+    fn default() -> Self {
+        Self {
+            // One year as humantime reads "1year": 365.25 days.
+            validity: Duration::from_secs(31_557_600),
+            ttl: Duration::from_secs(1),
+            republish: Duration::from_secs(30),
+            resolve_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The libp2p node.
@@ -180,6 +250,8 @@ impl Default for Config {
             live: LiveConfig::default(),
             streams: Vec::new(),
             p2p: P2pConfig::default(),
+            ipns: IpnsConfig::default(),
+            follow: Vec::new(),
         }
     }
 }

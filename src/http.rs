@@ -15,6 +15,7 @@ mod api;
 mod error;
 mod gateway;
 mod html;
+mod ipns;
 mod live;
 mod sniff;
 mod ui;
@@ -58,6 +59,7 @@ pub struct AppState {
     config: HttpConfig,
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
+    naming: Option<crate::p2p::naming::Naming>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -136,6 +138,7 @@ impl AppState {
             config,
             streams: None,
             p2p: None,
+            naming: None,
         }
     }
 
@@ -178,6 +181,17 @@ impl AppState {
     pub fn with_p2p(mut self, p2p: crate::p2p::P2p) -> Self {
         self.p2p = Some(p2p);
         self
+    }
+
+    /// Adds naming (for `/ipns` and delegated routing).
+    pub fn with_naming(mut self, naming: crate::p2p::naming::Naming) -> Self {
+        self.naming = Some(naming);
+        self
+    }
+
+    /// Naming, if the libp2p node runs.
+    pub fn naming(&self) -> Option<&crate::p2p::naming::Naming> {
+        self.naming.as_ref()
     }
 
     /// The libp2p node, if it runs.
@@ -289,6 +303,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::routes())
         .merge(live::routes())
         .merge(api::routes())
+        .merge(ipns::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.

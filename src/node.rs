@@ -8,7 +8,7 @@
 use crate::config::{Config, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
-use crate::p2p::bitswap::{self, Bitswap, BitswapError};
+use crate::p2p::bitswap::Bitswap;
 use crate::p2p::P2p;
 use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
@@ -44,9 +44,15 @@ pub enum NodeError {
     /// The libp2p node could not start.
     #[error("p2p node: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The stream keys could not be opened.
+    #[error("stream keys: {0}")]
+    Keys(crate::ipns::KeyError),
     /// Bitswap could not start.
     #[error("bitswap: {0}")]
-    Bitswap(#[from] BitswapError),
+    Bitswap(crate::p2p::bitswap::BitswapError),
+    /// Stream names could not be published.
+    #[error("naming: {0}")]
+    Naming(#[from] crate::p2p::naming::NamingError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -79,12 +85,7 @@ fn streams_or_default(
 ) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
     let mut seen = std::collections::HashSet::new();
     for s in &config.streams {
-        let valid = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let valid = crate::config::valid_stream_name;
         if !valid(&s.name) {
             return Err(NodeError::StreamConfig(format!(
                 "stream name {:?} must be 1-128 letters, digits, - or _",
@@ -149,31 +150,48 @@ impl Node {
         };
         let mut state =
             AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
+        let mut bitswap = None;
         if let Some(p2p) = &p2p {
-            state = state.with_p2p(p2p.clone());
-        }
-        // Bitswap: serves the repo's blocks to peers (remembered wants are
-        // answered as each block is put), and fetches for the gateway what
-        // the repo lacks.
-        let bitswap = match &p2p {
-            Some(p2p) => {
-                let config = bitswap::Config {
-                    timeout: config.http.fetch_timeout,
-                    ..bitswap::Config::default()
-                };
-                let (bitswap, _task) = bitswap::spawn(
-                    config,
-                    repo.blocks.clone(),
-                    repo.blocks.subscribe(),
-                    p2p.stream_control(),
-                    p2p.clone(),
+            let keys = crate::ipns::KeyStore::open(&config.data_dir).map_err(NodeError::Keys)?;
+            let naming = crate::p2p::naming::Naming::spawn(
+                p2p.clone(),
+                keys,
+                Some(streams.clone()),
+                (&config.ipns).into(),
+                cancel.child_token(),
+            )
+            .await?;
+            // Bitswap serves and fetches blocks; every block the repo
+            // stores (ingest included) is announced to it, so a want that
+            // arrived before its segment is answered the moment it exists.
+            // The gateway fetches what the repo lacks through it too.
+            let (swap, _) = crate::p2p::bitswap::spawn(
+                crate::p2p::bitswap::Config::default(),
+                repo.blocks.clone(),
+                repo.blocks.subscribe(),
+                p2p.stream_control(),
+                p2p.clone(),
+                cancel.child_token(),
+            )
+            .map_err(NodeError::Bitswap)?;
+            if !config.follow.is_empty() {
+                crate::p2p::mirror::spawn(
+                    &config.follow,
+                    naming.clone(),
+                    swap.clone(),
+                    streams.clone(),
+                    repo.clone(),
                     cancel.child_token(),
-                )?;
-                state = state.with_bitswap(bitswap.clone());
-                Some(bitswap)
+                )
+                .await
+                .map_err(|e| NodeError::StreamConfig(format!("follow: {e}")))?;
             }
-            None => None,
-        };
+            state = state
+                .with_p2p(p2p.clone())
+                .with_naming(naming)
+                .with_bitswap(swap.clone());
+            bitswap = Some(swap);
+        }
         let (stop, stopped) = watch::channel(false);
         let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;

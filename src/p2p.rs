@@ -16,6 +16,8 @@
 //! [`libp2p_stream::Control`] from [`P2p::stream_control`].
 
 pub mod bitswap;
+pub mod mirror;
+pub mod naming;
 
 use crate::config::P2pConfig;
 use crate::store::StoreError;

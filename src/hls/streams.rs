@@ -128,6 +128,9 @@ pub struct StreamInfo {
     /// The CID of the stream's site (player page and playlists), which its
     /// IPNS name points to.
     pub site_cid: Option<String>,
+    /// For a followed stream, the IPNS name it is mirrored from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_of: Option<String>,
 }
 
 /// A session being recorded (live, or waiting for its publisher to return).
@@ -153,6 +156,25 @@ struct StreamState {
     archive_text: Option<String>,
     /// The latest site root.
     site: Option<Cid>,
+    /// The IPNS name this stream is mirrored from (not ours to publish).
+    mirror_of: Option<String>,
+}
+
+/// What a mirror knows of a followed stream, from the origin's site.
+#[derive(Debug, Clone)]
+pub struct Mirrored {
+    /// The IPNS name followed.
+    pub ipns: String,
+    /// The site root the state comes from.
+    pub site: Cid,
+    /// Whether the origin says it is live.
+    pub live: bool,
+    /// The origin's live playlist.
+    pub live_text: String,
+    /// The origin's archive playlist.
+    pub archive_text: String,
+    /// The session, as the origin's stream.json and archive describe it.
+    pub session: SessionInfo,
 }
 
 struct Inner {
@@ -325,10 +347,12 @@ impl Streams {
         self.inner.sites.subscribe()
     }
 
-    /// Every stream's latest site root.
+    /// Every own stream's latest site root (mirrored streams are the
+    /// origin's to publish).
     pub fn sites(&self) -> Vec<SiteUpdate> {
         self.lock()
             .iter()
+            .filter(|(_, s)| s.mirror_of.is_none())
             .filter_map(|(name, s)| {
                 s.site.map(|root| SiteUpdate {
                     stream: name.clone(),
@@ -336,6 +360,43 @@ impl Streams {
                 })
             })
             .collect()
+    }
+
+    /// Serves a followed stream as its origin does: its playlists, state
+    /// and sessions. Refused (false) when an own stream has that name.
+    pub fn set_mirrored(&self, name: &str, m: Mirrored) -> bool {
+        let mut map = self.lock();
+        let s = map.entry(name.to_owned()).or_insert_with(|| StreamState {
+            mirror_of: Some(m.ipns.clone()),
+            ..StreamState::default()
+        });
+        if s.mirror_of.as_deref() != Some(m.ipns.as_str()) {
+            return false;
+        }
+        s.publishing = m.live;
+        s.live_text = Some(m.live_text);
+        s.archive_text = Some(m.archive_text);
+        s.site = Some(m.site);
+        match s.sessions.iter_mut().find(|x| x.id == m.session.id) {
+            Some(x) => *x = m.session,
+            None => {
+                // A new session ends the previous ones.
+                for x in &mut s.sessions {
+                    x.ended = true;
+                }
+                s.sessions.push(m.session);
+            }
+        }
+        true
+    }
+
+    /// Marks a followed stream offline (its origin went away).
+    pub fn mirror_offline(&self, name: &str) {
+        if let Some(s) = self.lock().get_mut(name) {
+            if s.mirror_of.is_some() {
+                s.publishing = false;
+            }
+        }
     }
 
     /// Every stream with its state and sessions.
@@ -350,6 +411,7 @@ impl Streams {
                 archive_playlist: format!("/live/{name}/archive.m3u8"),
                 sessions: s.sessions.clone(),
                 site_cid: s.site.map(|c| c.to_string()),
+                mirror_of: s.mirror_of.clone(),
             })
             .collect()
     }

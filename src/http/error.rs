@@ -62,6 +62,20 @@ pub enum GatewayError {
         /// The stream's public name.
         name: String,
     },
+    /// An IPNS name could not be resolved.
+    #[error("cannot resolve /ipns/{name}: {reason}")]
+    NameNotFound {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// No provider is known for a CID.
+    #[error("no provider known for {cid}")]
+    NoProviders {
+        /// The CID.
+        cid: cid::Cid,
+    },
     /// The libp2p node is turned off.
     #[error("the p2p node is off; start serve without --no-p2p")]
     P2pOff,
@@ -101,7 +115,9 @@ impl GatewayError {
             Self::BlockNotFound { .. }
             | Self::PathNotFound { .. }
             | Self::NoSession { .. }
-            | Self::NoRoute => StatusCode::NOT_FOUND,
+            | Self::NoRoute
+            | Self::NameNotFound { .. }
+            | Self::NoProviders { .. } => StatusCode::NOT_FOUND,
             Self::P2pOff => StatusCode::SERVICE_UNAVAILABLE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

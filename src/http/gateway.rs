@@ -340,8 +340,9 @@ fn disposition(kind: &str, name: &str) -> HeaderValue {
     value(&v)
 }
 
-/// `GET`/`HEAD /ipfs/{cid}[/{path}]`.
-async fn ipfs(
+/// `GET`/`HEAD /ipfs/{cid}[/{path}]` (also what `/ipns` serves once the
+/// name is resolved).
+pub(super) async fn ipfs(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,

@@ -71,6 +71,21 @@ async fn archive_playlist(
 
 async fn list(State(state): State<AppState>) -> Response {
     let streams = state.streams().map(|s| s.list()).unwrap_or_default();
+    // Each stream's IPNS name: ours for our streams, the origin's for
+    // mirrored ones; none when the p2p node is off.
+    let streams: Vec<serde_json::Value> = streams
+        .into_iter()
+        .map(|s| {
+            let ipns = match (&s.mirror_of, state.naming()) {
+                (Some(origin), _) => Some(origin.clone()),
+                (None, Some(n)) => n.name_of(&s.name).ok().map(|n| n.to_string()),
+                (None, None) => None,
+            };
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["ipns"] = ipns.into();
+            v
+        })
+        .collect();
     (
         [(header::CACHE_CONTROL, "no-cache")],
         Json(serde_json::json!({ "streams": streams })),

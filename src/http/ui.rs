@@ -48,7 +48,7 @@ pub fn site_files() -> [(&'static str, &'static str); 4] {
 }
 
 /// The longest stream name the player accepts.
-pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_NAME_LEN: usize = crate::config::MAX_STREAM_NAME_LEN;
 
 /// Scripts only from this origin (and hls.js's blob: worker); nothing
 /// injected inline can run.
@@ -67,13 +67,9 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/style.css", get(style_css))
 }
 
-/// Whether `name` is a valid stream name: 1 to [`MAX_NAME_LEN`] ASCII
-/// letters, digits, `_` or `-`.
+/// Whether `name` is a valid stream name (the one rule, in config).
 pub fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::config::valid_stream_name(name)
 }
 
 fn page(body: String) -> Response {

@@ -9,7 +9,7 @@
 //! that a peer sending bytes that do not match the wanted CID gets nothing
 //! stored and the request a 504.
 
-use crate::gateway_e2e::Gateway;
+use crate::gateway_e2e::{Gateway, LOOPBACK_P2P};
 use crate::p2p_node::{tcp_addr, wait_peer};
 use crate::support::*;
 use anyhow::{bail, ensure, Context, Result};
@@ -76,8 +76,7 @@ fn serve_with_fetch_timeout(repo: &Repo, dir: &Path, timeout: &str) -> Result<Ga
     std::fs::write(
         &config,
         format!(
-            "[http]\nfetch_timeout = \"{timeout}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
-             [p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n"
+            "[http]\nfetch_timeout = \"{timeout}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{LOOPBACK_P2P}"
         ),
     )?;
     Gateway::start(repo, &["--config", config.to_str().context("UTF-8 path")?])

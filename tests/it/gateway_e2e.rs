@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The `[p2p]` section tests with their own config file use: a free
+/// loopback port, no mDNS.
+pub const LOOPBACK_P2P: &str = "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n";
+
 /// A running `meshcast serve`, killed on drop.
 pub struct Gateway {
     _child: KillOnDrop,
@@ -54,7 +58,11 @@ pub fn log_tail(log: &Path) -> String {
 /// file), ingest listens on a free loopback port, never the shared 1935;
 /// likewise the libp2p node listens on a free loopback TCP port and mDNS is
 /// off, so concurrent tests never find each other.
-fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
+fn spawn_serve(
+    repo: &Repo,
+    args: &[&OsStr],
+    wrapper: &[&str],
+) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
     let logdir = tempdir()?;
     let log = logdir.path().join("serve.log");
     let out = std::fs::File::create(&log)?;
@@ -74,8 +82,25 @@ fn spawn_serve(repo: &Repo, args: &[&OsStr]) -> Result<(KillOnDrop, tempfile::Te
             "--no-mdns".into(),
         ]);
     }
-    let child = repo
-        .cmd(["serve"])
+    let mut cmd = repo.cmd(["serve"]);
+    if let Some((prog, wargs)) = wrapper.split_first() {
+        // The same command, run by a wrapper (e.g. faketime).
+        let inner = cmd;
+        cmd = std::process::Command::new(prog);
+        cmd.args(wargs)
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if std::env::var_os("FAKETIME_DONT_FAKE_MONOTONIC").is_none() {
+            cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+    }
+    let child = cmd
         .args(rtmp)
         .args(args)
         .stdout(out.try_clone()?)
@@ -89,16 +114,33 @@ impl Gateway {
     /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
     /// plus `extra` arguments, and waits until it accepts connections.
     pub fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
+        Self::start_wrapped(repo, extra, &[])
+    }
+
+    /// [`Self::start`], with the server run by `wrapper` (a command and its
+    /// arguments, e.g. `faketime -f -3d`).
+    pub fn start_wrapped(repo: &Repo, extra: &[&str], wrapper: &[&str]) -> Result<Self> {
+        Self::start_on([127, 0, 0, 1].into(), repo, extra, wrapper)
+    }
+
+    /// [`Self::start_wrapped`] with the gateway on `ip` (e.g. an address
+    /// inside a network namespace the wrapper enters).
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        repo: &Repo,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Result<Self> {
         let mut last_err = None;
         // A free port can be taken by someone else before the server binds
         // it: try a few.
         for _ in 0..3 {
             let port = free_port()?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::from((ip, port));
             let addr_arg = addr.to_string();
             let mut args: Vec<&OsStr> = vec!["--http".as_ref(), addr_arg.as_ref()];
             args.extend(extra.iter().map(OsStr::new));
-            let (mut child, logdir, log) = spawn_serve(repo, &args)?;
+            let (mut child, logdir, log) = spawn_serve(repo, &args, wrapper)?;
             match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
                 Ok(()) => return Ok(Self::client(child, addr, logdir, log)),
                 Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
@@ -148,6 +190,16 @@ impl Gateway {
             headers,
             body,
         })
+    }
+
+    /// PUT `body` to `path`; the status.
+    pub fn put(&self, path: &str, body: &[u8]) -> Result<u16> {
+        let resp = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .send(body)
+            .with_context(|| format!("PUT {path}"))?;
+        Ok(resp.status().as_u16())
     }
 
     /// GET that must answer `status`.
@@ -367,10 +419,12 @@ fn listens_where_the_config_file_says() -> Result<()> {
         let config = work.path().join("meshcast.toml");
         std::fs::write(
             &config,
-            format!("[http]\nlisten = \"{addr}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n"),
+            format!(
+                "[http]\nlisten = \"{addr}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{LOOPBACK_P2P}"
+            ),
         )?;
         let (mut child, logdir, log) =
-            spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()])?;
+            spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()], &[])?;
         match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
             Ok(()) => {
                 let gw = Gateway::client(child, addr, logdir, log);
@@ -388,7 +442,7 @@ fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
     let repo = Repo::new()?;
     let cid = repo.add([fixtures().path().join("text-1")])?;
     let (mut child, logdir, log) =
-        spawn_serve(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()])?;
+        spawn_serve(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()], &[])?;
     let start = std::time::Instant::now();
     let addr = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

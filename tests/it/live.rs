@@ -119,7 +119,7 @@ pub(crate) fn wait_ended(gw: &Gateway, name: &str) -> Result<serde_json::Value> 
 }
 
 /// The URIs a playlist names: `EXT-X-MAP` init segments and media segments.
-fn uris(playlist: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) fn uris(playlist: &str) -> (Vec<String>, Vec<String>) {
     let mut inits = Vec::new();
     let mut segments = Vec::new();
     for line in playlist.lines() {
@@ -133,7 +133,7 @@ fn uris(playlist: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// Fetches `uri` (`/ipfs/<cid>?filename=...`) and checks it hashes to its CID.
-fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
+pub(crate) fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
     let cid_str = uri
         .strip_prefix("/ipfs/")
         .and_then(|r| r.split('?').next())
@@ -171,7 +171,7 @@ fn ffprobe_ok(path: &Path) -> Result<String> {
 }
 
 /// `ffmpeg -i URL -f null -` must print nothing; returns the duration.
-fn decode_clean(url: &str) -> Result<f64> {
+pub(crate) fn decode_clean(url: &str) -> Result<f64> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i", url, "-f", "null", "-"])
         .output()
@@ -199,7 +199,12 @@ fn decode_clean(url: &str) -> Result<f64> {
 
 /// Checks every segment of `name`'s archive and decodes it; returns the
 /// archive text.
-fn check_archive(gw: &Gateway, name: &str, want_secs: f64, fmp4: bool) -> Result<String> {
+pub(crate) fn check_archive(
+    gw: &Gateway,
+    name: &str,
+    want_secs: f64,
+    fmp4: bool,
+) -> Result<String> {
     let archive = get_text(gw, &format!("/live/{name}/archive.m3u8"))?;
     ensure!(archive.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{archive}");
     ensure!(archive.contains("#EXT-X-ENDLIST"), "{archive}");
@@ -313,7 +318,8 @@ fn mpeg_ts_streams_decode_too() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n"
+            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{}",
+            crate::gateway_e2e::LOOPBACK_P2P
         ),
     )?;
     let gw = Gateway::start(&repo, &["--config", config.to_str().context("utf-8 path")?])?;

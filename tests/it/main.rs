@@ -5,12 +5,15 @@
 //! them.
 
 mod add_interop;
+mod badlink;
 mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
 mod harness;
 mod ipns_interop;
 mod live;
+mod mirror;
+mod naming;
 mod p2p_node;
 mod player;
 mod store_cli;

@@ -16,7 +16,7 @@ use std::process::Command;
 
 /// What `play.mjs` prints.
 #[derive(Debug, serde::Deserialize)]
-struct Played {
+pub(crate) struct Played {
     ok: bool,
     /// `currentTime` once the video had data to show.
     start: Option<f64>,
@@ -43,7 +43,7 @@ fn make_vod(dir: &Path) -> Result<()> {
 }
 
 /// `node play.mjs URL --min-advance 5`, requiring success.
-fn play(url: &str) -> Result<Played> {
+pub(crate) fn play(url: &str) -> Result<Played> {
     let out = node()
         .arg(interop_dir().join("play.mjs"))
         .arg(url)

@@ -1,0 +1,480 @@
+//! Mirrors: follow another node's stream by its IPNS name, keep what it
+//! publishes, and serve it as the origin does.
+//!
+//! ```text
+//! Naming::watch(name) --better record--> /ipfs/<site root>
+//!   -> fetch the site (Bitswap, from any peer that has it) -> stream.json, playlists
+//!   -> fetch every segment the playlists name that we lack, in order, pinned
+//!   -> Streams::set_mirrored (/live/{stream}.m3u8, /watch/{stream}, /api/v1/streams)
+//!   -> retention: segments past the age or byte limit unpinned, then GC
+//! ```
+//!
+//! The record itself is the origin's, signed by it: the mirror keeps and
+//! rebroadcasts it (pubsub forwarding, fetch answers) but never signs, so
+//! `/ipns/<name>/` resolves and plays on the mirror too, also after the
+//! origin is gone. The last record is kept in the data directory, so a
+//! restarted mirror serves at once.
+
+use super::bitswap::Bitswap;
+use super::naming::Naming;
+use crate::config::FollowConfig;
+use crate::hls::streams::{Mirrored, SessionInfo, Streams};
+use crate::ipns::record::Record;
+use crate::ipns::Name;
+use crate::store::pins::PinKind;
+use crate::store::{Blockstore, Repo, StoreError};
+use crate::unixfs::export;
+use bytes::Bytes;
+use cid::Cid;
+use serde::Deserialize;
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+/// Segments fetched at once per followed stream.
+const PARALLEL_FETCHES: usize = 4;
+/// The most blocks one segment may have (a 1 GiB segment in 1 MiB blocks).
+const MAX_SEGMENT_BLOCKS: usize = 1024;
+/// GC runs at most this often, after retention unpinned something.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a site could not be mirrored.
+#[derive(Debug, Error)]
+pub enum MirrorError {
+    /// A block could not be fetched.
+    #[error("fetching {cid}: {reason}")]
+    Fetch {
+        /// The block.
+        cid: Cid,
+        /// Why.
+        reason: String,
+    },
+    /// The record does not point to a site.
+    #[error("the name points to {0:?}, not /ipfs/<cid>")]
+    Value(String),
+    /// The site is not what an origin publishes.
+    #[error("not a stream site: {0}")]
+    Site(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The stream.json of an origin's site.
+#[derive(Debug, Clone, Deserialize)]
+struct Doc {
+    name: String,
+    live: bool,
+    session: String,
+    started: String,
+    #[serde(default)]
+    archive_cid: String,
+}
+
+/// A segment we hold for a followed stream.
+struct Held {
+    cid: Cid,
+    bytes: u64,
+    at: Instant,
+}
+
+/// Mirror lag and counts, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MirrorStats {
+    /// Segments fetched and pinned.
+    pub segments: u64,
+    /// Bytes of those segments.
+    pub bytes: u64,
+    /// Time from receiving a record to serving what it names, last time.
+    pub last_sync: Duration,
+}
+
+struct Follower {
+    name: Name,
+    config: FollowConfig,
+    repo: Repo,
+    bitswap: Bitswap,
+    streams: Streams,
+    state_file: PathBuf,
+    stream: Option<String>,
+    site: Option<Cid>,
+    held: VecDeque<Held>,
+    have: HashSet<Cid>,
+    last_gc: Option<Instant>,
+    stats: std::sync::Arc<std::sync::Mutex<MirrorStats>>,
+}
+
+/// Starts following each configured name.
+pub async fn spawn(
+    follows: &[FollowConfig],
+    naming: Naming,
+    bitswap: Bitswap,
+    streams: Streams,
+    repo: Repo,
+    shutdown: CancellationToken,
+) -> Result<std::sync::Arc<std::sync::Mutex<MirrorStats>>, crate::ipns::NameError> {
+    let stats = std::sync::Arc::default();
+    let dir = repo.dir().join("follow");
+    for f in follows {
+        let name: Name = f.name.parse()?;
+        let state_file = dir.join(format!("{name}.record"));
+        // A restarted mirror serves the last record it had at once.
+        if let Ok(bytes) = std::fs::read(&state_file) {
+            if let Err(e) = naming.put(&name, &bytes).await {
+                tracing::debug!(%name, "kept record not used: {e}");
+            }
+        }
+        let follower = Follower {
+            name,
+            config: f.clone(),
+            repo: repo.clone(),
+            bitswap: bitswap.clone(),
+            streams: streams.clone(),
+            state_file,
+            stream: None,
+            site: None,
+            held: VecDeque::new(),
+            have: HashSet::new(),
+            last_gc: None,
+            stats: std::sync::Arc::clone(&stats),
+        };
+        tokio::spawn(follower.run(naming.clone(), shutdown.clone()));
+    }
+    Ok(stats)
+}
+
+impl Follower {
+    async fn run(mut self, naming: Naming, shutdown: CancellationToken) {
+        tracing::info!(name = %self.name, "following");
+        let mut rx = match naming.watch(&self.name).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!(name = %self.name, "cannot follow: {e}");
+                return;
+            }
+        };
+        loop {
+            let record = rx.borrow_and_update().clone();
+            if let Some(record) = record {
+                self.sync(&record, &shutdown).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Brings the mirror up to `record`, retrying failed fetches until a
+    /// newer record arrives or the node stops.
+    async fn sync(&mut self, record: &Record, shutdown: &CancellationToken) {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.try_sync(record).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::info!(name = %self.name, "mirroring {}: {e}; retrying", record.value());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    if delay == Duration::from_secs(10) {
+                        if let Some(stream) = &self.stream {
+                            self.streams.mirror_offline(stream);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.last_sync = started.elapsed();
+        }
+        let bytes = record.to_bytes();
+        let path = self.state_file.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || crate::store::write_atomic(&path, &bytes)).await;
+        self.retain().await;
+    }
+
+    async fn try_sync(&mut self, record: &Record) -> Result<(), MirrorError> {
+        let value = record.value();
+        let root = value
+            .strip_prefix("/ipfs/")
+            .and_then(|c| Cid::try_from(c.trim_end_matches('/')).ok())
+            .ok_or_else(|| MirrorError::Value(value.to_owned()))?;
+        if self.site == Some(root) {
+            return Ok(());
+        }
+        // The site: a small directory; fetch all of it.
+        self.fetch_dag(root, usize::MAX).await?;
+        let read = |file: &'static str| {
+            let repo = self.repo.clone();
+            async move {
+                tokio::task::spawn_blocking(move || -> Result<Vec<u8>, MirrorError> {
+                    let r = export::resolve(&*repo.blocks, &root, &[file])
+                        .map_err(|e| MirrorError::Site(format!("{file}: {e}")))?;
+                    export::read_all(&*repo.blocks, &r.cid)
+                        .map_err(|e| MirrorError::Site(format!("{file}: {e}")))
+                })
+                .await
+                .map_err(|e| MirrorError::Site(e.to_string()))?
+            }
+        };
+        let doc: Doc = serde_json::from_slice(&read("stream.json").await?)
+            .map_err(|e| MirrorError::Site(format!("stream.json: {e}")))?;
+        let live_text = String::from_utf8(read("live.m3u8").await?)
+            .map_err(|_| MirrorError::Site("live.m3u8 is not UTF-8".into()))?;
+        let archive_text = String::from_utf8(read("archive.m3u8").await?)
+            .map_err(|_| MirrorError::Site("archive.m3u8 is not UTF-8".into()))?;
+        if !crate::config::valid_stream_name(&doc.name) {
+            return Err(MirrorError::Site(format!("bad stream name {:?}", doc.name)));
+        }
+
+        // Segments: the live window's first (a viewer needs them now), then
+        // the rest of the archive, each once.
+        let mut wanted = Vec::new();
+        for text in [&live_text, &archive_text] {
+            for cid in media_cids(text) {
+                if !self.have.contains(&cid) && !wanted.contains(&cid) {
+                    wanted.push(cid);
+                }
+            }
+        }
+        for chunk in wanted.chunks(PARALLEL_FETCHES) {
+            let fetched = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|cid| self.fetch_dag(*cid, MAX_SEGMENT_BLOCKS)),
+            )
+            .await;
+            for (cid, r) in chunk.iter().zip(fetched) {
+                let bytes = r?;
+                self.pin(cid).await?;
+                self.have.insert(*cid);
+                self.held.push_back(Held {
+                    cid: *cid,
+                    bytes,
+                    at: Instant::now(),
+                });
+                if let Ok(mut s) = self.stats.lock() {
+                    s.segments += 1;
+                    s.bytes += bytes;
+                }
+            }
+        }
+        // The site last, so what it names is all here when it is served.
+        self.pin(&root).await?;
+        if let Some(old) = self.site.replace(root).filter(|o| *o != root) {
+            let repo = self.repo.clone();
+            let _ = tokio::task::spawn_blocking(move || repo.pins.remove(&old)).await;
+        }
+        if self.stream.as_deref().is_some_and(|s| s != doc.name) {
+            tracing::warn!(name = %self.name, "the followed stream changed its name to {}", doc.name);
+        }
+        let session = SessionInfo {
+            id: doc.session.clone(),
+            started: doc.started.clone(),
+            duration_s: playlist_duration(&archive_text),
+            ended: archive_text.contains("#EXT-X-ENDLIST"),
+            archive_cid: (!doc.archive_cid.is_empty()).then(|| doc.archive_cid.clone()),
+        };
+        let accepted = self.streams.set_mirrored(
+            &doc.name,
+            Mirrored {
+                ipns: self.name.to_string(),
+                site: root,
+                live: doc.live,
+                live_text,
+                archive_text,
+                session,
+            },
+        );
+        if !accepted {
+            return Err(MirrorError::Site(format!(
+                "a stream named {} already exists here",
+                doc.name
+            )));
+        }
+        self.stream = Some(doc.name);
+        Ok(())
+    }
+
+    async fn pin(&self, cid: &Cid) -> Result<(), MirrorError> {
+        let repo = self.repo.clone();
+        let cid = *cid;
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let _guard = repo.writer()?;
+            repo.pins.add(&cid, PinKind::Recursive)
+        })
+        .await
+        .map_err(|e| MirrorError::Site(e.to_string()))??;
+        Ok(())
+    }
+
+    async fn fetch_dag(&self, root: Cid, max_blocks: usize) -> Result<u64, MirrorError> {
+        fetch_dag(&self.repo, &self.bitswap, root, max_blocks).await
+    }
+
+    /// Lets go of the oldest segments beyond the limits, except those the
+    /// live window still names; collects garbage now and then.
+    async fn retain(&mut self) {
+        let (age, bytes) = (self.config.retain, self.config.retain_bytes);
+        if age.is_none() && bytes.is_none() {
+            return;
+        }
+        let keep: HashSet<Cid> = self
+            .stream
+            .as_deref()
+            .and_then(|s| self.streams.live_playlist(s))
+            .map(|t| media_cids(&t).into_iter().collect())
+            .unwrap_or_default();
+        let mut total: u64 = self.held.iter().map(|h| h.bytes).sum();
+        let mut drop = Vec::new();
+        while let Some(h) = self.held.front() {
+            let too_old = age.is_some_and(|a| h.at.elapsed() > a);
+            let too_big = bytes.is_some_and(|b| total > b);
+            if !(too_old || too_big) || keep.contains(&h.cid) {
+                break;
+            }
+            total -= h.bytes;
+            drop.push(h.cid);
+            self.held.pop_front();
+        }
+        if drop.is_empty() {
+            return;
+        }
+        tracing::debug!(name = %self.name, "retention lets go of {} segments", drop.len());
+        let repo = self.repo.clone();
+        let gc_due = self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL);
+        if gc_due {
+            self.last_gc = Some(Instant::now());
+        }
+        let r = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            for cid in &drop {
+                repo.pins.remove(cid)?;
+            }
+            if gc_due {
+                let report = repo.gc()?;
+                tracing::info!("retention: {report:?}");
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(name = %self.name, "retention: {e}");
+        }
+        let kept: HashSet<Cid> = self.held.iter().map(|h| h.cid).collect();
+        self.have.retain(|c| kept.contains(c));
+    }
+}
+
+/// Fetches a DAG that is missing locally (store first, then Bitswap),
+/// a level at a time with every block of a level asked for at once (a
+/// site's files, a large segment's leaves): round trips, not blocks, set
+/// the time on a slow link. Returns the DAG's total block bytes.
+pub async fn fetch_dag(
+    repo: &Repo,
+    bitswap: &Bitswap,
+    root: Cid,
+    max_blocks: usize,
+) -> Result<u64, MirrorError> {
+    let mut level = vec![root];
+    let mut seen = HashSet::from([root]);
+    let mut total = 0u64;
+    while !level.is_empty() {
+        let blocks =
+            futures::future::join_all(level.iter().map(|cid| fetch_block(repo, bitswap, *cid)))
+                .await;
+        let mut next = Vec::new();
+        for (cid, data) in level.iter().zip(blocks) {
+            let data = data?;
+            total += data.len() as u64;
+            for link in crate::store::links(cid, &data)? {
+                if seen.insert(link) {
+                    next.push(link);
+                }
+            }
+        }
+        if seen.len() > max_blocks {
+            return Err(MirrorError::Site(format!(
+                "{root} has more than {max_blocks} blocks"
+            )));
+        }
+        level = next;
+    }
+    Ok(total)
+}
+
+async fn fetch_block(repo: &Repo, bitswap: &Bitswap, cid: Cid) -> Result<Bytes, MirrorError> {
+    let local = {
+        let repo = repo.clone();
+        tokio::task::spawn_blocking(move || repo.blocks.get(&cid))
+            .await
+            .map_err(|e| MirrorError::Site(e.to_string()))??
+    };
+    match local {
+        Some(d) => Ok(d),
+        None => bitswap.get(&cid).await.map_err(|e| MirrorError::Fetch {
+            cid,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The CIDs of the media a playlist names (`/ipfs/<cid>?...` URIs, init
+/// segments included).
+pub fn media_cids(playlist: &str) -> Vec<Cid> {
+    let mut out = Vec::new();
+    for line in playlist.lines() {
+        let uri = if let Some(rest) = line.strip_prefix("#EXT-X-MAP:") {
+            rest.split("URI=\"")
+                .nth(1)
+                .and_then(|u| u.split('"').next())
+        } else if line.starts_with('#') || line.trim().is_empty() {
+            None
+        } else {
+            Some(line.trim())
+        };
+        let Some(uri) = uri else { continue };
+        let Some(rest) = uri.strip_prefix("/ipfs/") else {
+            continue;
+        };
+        let cid = rest.split(['?', '/', '#']).next().unwrap_or_default();
+        if let Ok(cid) = Cid::try_from(cid) {
+            if !out.contains(&cid) {
+                out.push(cid);
+            }
+        }
+    }
+    out
+}
+
+/// The sum of a playlist's EXTINF durations, in seconds.
+pub fn playlist_duration(playlist: &str) -> f64 {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|l| l.split(',').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlist_media() {
+        let p = "#EXTM3U\n#EXT-X-MAP:URI=\"/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy?filename=init-0.mp4\"\n#EXTINF:2.000,\n/ipfs/bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e?filename=000001.m4s\n#EXTINF:2.5,\n/ipfs/bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e?filename=000001.m4s\nhttp://elsewhere/x.ts\n";
+        let cids = media_cids(p);
+        assert_eq!(cids.len(), 2);
+        assert_eq!(
+            cids[0].to_string(),
+            "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        );
+        assert!((playlist_duration(p) - 4.5).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,740 @@
+//! IPNS over pubsub: each stream's signed name, published the moment its
+//! site changes, and names of other nodes resolved in well under a second,
+//! with no DHT and no second node needed.
+//!
+//! ```text
+//! Streams --SiteUpdate--> publish: KeyStore::sign_next (sequence persisted)
+//!     -> best-record table -> gossipsub topic /record/<base64url(/ipns/<mh>)>
+//!                          -> both DHTs when they have peers (never waited for)
+//! gossipsub message -> verify (signature, name, expiry) -> better than ours?
+//!     -> table + watchers (mirrors, resolvers); Accept / Ignore / Reject
+//! /libp2p/fetch/0.0.1 <- peers joining a topic ask for the current record
+//! resolve(name): table, else subscribe + fetch from peers + wait
+//! ```
+//!
+//! The records' validity is long (a year by default) so that nodes whose
+//! clocks are days off still accept them; freshness comes from sequence
+//! numbers, which only grow (kept in the data directory), and from the
+//! short TTL.
+
+use super::{P2p, PubsubEvent, Verdict};
+use crate::hls::streams::{SiteUpdate, Streams};
+use crate::ipns::keys::KeyStore;
+use crate::ipns::record::Record;
+use crate::ipns::Name;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, StreamProtocol};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use thiserror::Error;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The fetch protocol peers use to ask for a topic's current record.
+pub const FETCH: StreamProtocol = StreamProtocol::new("/libp2p/fetch/0.0.1");
+/// Names whose records are kept at most (own and followed ones first).
+const MAX_NAMES: usize = 4096;
+/// Largest fetch request or response read.
+const MAX_FETCH_MESSAGE: usize = 16 << 10;
+/// Fetch streams served at once.
+const MAX_FETCH_SERVING: usize = 32;
+/// A fetch that takes longer than this is given up.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Naming settings (from `[ipns]` in the config).
+#[derive(Debug, Clone)]
+pub struct NamingConfig {
+    /// How long a record stays valid.
+    pub validity: Duration,
+    /// How long others may cache a record.
+    pub ttl: Duration,
+    /// Records of our own names are published again this often.
+    pub republish: Duration,
+    /// How long a resolve waits for a record we do not hold.
+    pub resolve_timeout: Duration,
+}
+
+impl From<&crate::config::IpnsConfig> for NamingConfig {
+    fn from(c: &crate::config::IpnsConfig) -> Self {
+        Self {
+            validity: c.validity,
+            ttl: c.ttl,
+            republish: c.republish,
+            resolve_timeout: c.resolve_timeout,
+        }
+    }
+}
+
+/// Why a name could not be resolved or published.
+#[derive(Debug, Error)]
+pub enum NamingError {
+    /// No valid record arrived in time.
+    #[error("no record for {name} within {timeout:?}: is a node that publishes it connected?")]
+    NotFound {
+        /// The name.
+        name: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Signing or keeping the record failed.
+    #[error("signing the record of stream {stream}: {reason}")]
+    Sign {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// A record offered to us is not valid for the name.
+    #[error("invalid record: {0}")]
+    Invalid(#[from] crate::ipns::RecordError),
+    /// A record offered to us has expired.
+    #[error("the record expired; sign a new one")]
+    Expired,
+    /// The p2p node stopped.
+    #[error(transparent)]
+    P2p(#[from] super::P2pError),
+}
+
+#[derive(Default)]
+struct Table {
+    /// The best valid record seen per name.
+    records: HashMap<Name, Record>,
+    /// Our own names: stream -> name.
+    own: HashMap<String, Name>,
+    /// Readers waiting for updates of a name.
+    watchers: HashMap<Name, watch::Sender<Option<Record>>>,
+    /// When we last answered a new subscriber on a topic by republishing.
+    answered: HashMap<String, Instant>,
+}
+
+/// The naming service. Cheap to clone.
+#[derive(Clone)]
+pub struct Naming {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    p2p: P2p,
+    keys: KeyStore,
+    config: NamingConfig,
+    table: Mutex<Table>,
+}
+
+impl std::fmt::Debug for Naming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Naming").finish_non_exhaustive()
+    }
+}
+
+impl Naming {
+    /// Starts naming: publishes each stream's current site, then every
+    /// change; answers fetches; validates what pubsub brings.
+    pub async fn spawn(
+        p2p: P2p,
+        keys: KeyStore,
+        streams: Option<Streams>,
+        config: NamingConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, NamingError> {
+        let this = Self {
+            inner: Arc::new(Inner {
+                p2p: p2p.clone(),
+                keys,
+                config,
+                table: Mutex::new(Table::default()),
+            }),
+        };
+        // Listen before anything is published or subscribed.
+        let events = p2p.pubsub_events();
+        tokio::spawn(this.clone().run_pubsub(events, shutdown.clone()));
+        tokio::spawn(this.clone().serve_fetch(shutdown.clone()));
+        if let Some(streams) = streams {
+            let updates = streams.site_updates();
+            for site in streams.sites() {
+                this.publish_site(&site).await?;
+            }
+            tokio::spawn(
+                this.clone()
+                    .run_publisher(updates, streams, shutdown.clone()),
+            );
+        }
+        tokio::spawn(this.clone().run_republish(shutdown));
+        Ok(this)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a resolve waits by default.
+    pub fn resolve_timeout(&self) -> Duration {
+        self.inner.config.resolve_timeout
+    }
+
+    /// The IPNS name of one of our streams, if it has been published.
+    pub fn own_name(&self, stream: &str) -> Option<Name> {
+        self.table().own.get(stream).cloned()
+    }
+
+    /// The name of a stream's key (created if needed), published or not.
+    pub fn name_of(&self, stream: &str) -> Result<Name, NamingError> {
+        let key = self
+            .inner
+            .keys
+            .get_or_create(stream)
+            .map_err(|e| NamingError::Sign {
+                stream: stream.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Name::from_public_key(&key.public()))
+    }
+
+    /// The best record we hold for `name`, without asking anyone.
+    pub fn cached(&self, name: &Name) -> Option<Record> {
+        self.table().records.get(name).cloned()
+    }
+
+    /// Follows a name: subscribes to its topic, asks connected peers for
+    /// the current record, and returns a receiver that sees every better
+    /// record from now on.
+    pub async fn watch(&self, name: &Name) -> Result<watch::Receiver<Option<Record>>, NamingError> {
+        let (rx, new) = {
+            let mut t = self.table();
+            let current = t.records.get(name).cloned();
+            match t.watchers.get(name) {
+                Some(tx) => (tx.subscribe(), false),
+                None => {
+                    let (tx, rx) = watch::channel(current);
+                    t.watchers.insert(*name, tx);
+                    (rx, true)
+                }
+            }
+        };
+        if new {
+            self.inner.p2p.subscribe(&name.pubsub_topic()).await?;
+        }
+        tokio::spawn(self.clone().fetch_from_peers(*name));
+        Ok(rx)
+    }
+
+    /// Resolves a name to its best valid record: at once when we hold one,
+    /// else from pubsub or a peer's fetch answer within `timeout`.
+    pub async fn resolve(&self, name: &Name, timeout: Duration) -> Result<Record, NamingError> {
+        if let Some(r) = self.cached(name) {
+            return Ok(r);
+        }
+        let mut rx = self.watch(name).await?;
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(r) = rx.borrow_and_update().clone() {
+                    return Some(r);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(r)) => Ok(r),
+            _ => Err(NamingError::NotFound {
+                name: name.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Takes a record from elsewhere (the delegated routing PUT): kept and
+    /// passed on when it is valid and better than ours.
+    pub async fn put(&self, name: &Name, bytes: &[u8]) -> Result<bool, NamingError> {
+        let record = Record::verify(name, bytes)?;
+        if record.is_expired(SystemTime::now()) {
+            return Err(NamingError::Expired);
+        }
+        let better = self.offer(name, &record);
+        if better {
+            let _ = self
+                .inner
+                .p2p
+                .publish(&name.pubsub_topic(), record.to_bytes().to_vec())
+                .await;
+        }
+        Ok(better)
+    }
+
+    /// Keeps `record` if it beats what we hold; tells watchers.
+    fn offer(&self, name: &Name, record: &Record) -> bool {
+        let mut t = self.table();
+        if let Some(cur) = t.records.get(name) {
+            if !record.better(cur) {
+                return false;
+            }
+        } else if t.records.len() >= MAX_NAMES && !t.watchers.contains_key(name) {
+            // Full: only names someone follows are still taken.
+            return false;
+        }
+        t.records.insert(*name, record.clone());
+        if let Some(tx) = t.watchers.get(name) {
+            tx.send_replace(Some(record.clone()));
+        }
+        true
+    }
+
+    /// Signs and publishes a record pointing the stream's name at its site.
+    async fn publish_site(&self, site: &SiteUpdate) -> Result<(), NamingError> {
+        let value = format!("/ipfs/{}", site.root);
+        let keys = self.inner.keys.clone();
+        let stream = site.stream.clone();
+        let validity = SystemTime::now() + self.inner.config.validity;
+        let ttl = self.inner.config.ttl;
+        let sign_err = |reason: String| NamingError::Sign {
+            stream: site.stream.clone(),
+            reason,
+        };
+        let (record, name) = tokio::task::spawn_blocking(move || {
+            // After a restart the last record may already say this: send it
+            // again rather than spend a sequence number.
+            let key = keys.get_or_create(&stream).map_err(|e| e.to_string())?;
+            let name = Name::from_public_key(&key.public());
+            if let Ok(Some(last)) = keys.last_record(&stream) {
+                if last.value() == value && !last.is_expired(SystemTime::now()) {
+                    return Ok((last, name));
+                }
+            }
+            keys.sign_next(&stream, &value, validity, ttl)
+                .map(|r| (r, name))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| sign_err(e.to_string()))?
+        .map_err(sign_err)?;
+        let first = {
+            let mut t = self.table();
+            t.own.insert(site.stream.clone(), name).is_none()
+        };
+        if first {
+            // Subscribed to our own topic, peers that follow the name find
+            // us in its mesh (and fetch from us).
+            self.inner.p2p.subscribe(&name.pubsub_topic()).await?;
+        }
+        self.offer(&name, &record);
+        self.send(&name, &record).await
+    }
+
+    async fn send(&self, name: &Name, record: &Record) -> Result<(), NamingError> {
+        let bytes = record.to_bytes().to_vec();
+        self.inner
+            .p2p
+            .publish(&name.pubsub_topic(), bytes.clone())
+            .await?;
+        self.inner.p2p.put_record(name.routing_key(), bytes).await?;
+        tracing::debug!(%name, seq = record.sequence(), value = record.value(), "published");
+        Ok(())
+    }
+
+    async fn run_publisher(
+        self,
+        mut updates: broadcast::Receiver<SiteUpdate>,
+        streams: Streams,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let update = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                u = updates.recv() => u,
+            };
+            let sites = match update {
+                Ok(u) => vec![u],
+                // Fell behind: only the latest site of each stream matters.
+                Err(broadcast::error::RecvError::Lagged(_)) => streams.sites(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            for site in sites {
+                if let Err(e) = self.publish_site(&site).await {
+                    tracing::warn!(stream = %site.stream, "IPNS publish failed: {e}");
+                }
+            }
+        }
+    }
+
+    async fn run_republish(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.config.republish);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let own: Vec<(Name, Record)> = {
+                let t = self.table();
+                t.own
+                    .values()
+                    .filter_map(|n| t.records.get(n).map(|r| (*n, r.clone())))
+                    .collect()
+            };
+            for (name, record) in own {
+                if let Err(e) = self.send(&name, &record).await {
+                    tracing::debug!(%name, "republish: {e}");
+                }
+            }
+        }
+    }
+
+    async fn run_pubsub(
+        self,
+        mut events: broadcast::Receiver<PubsubEvent>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(PubsubEvent::Message {
+                    topic,
+                    data,
+                    propagation_source,
+                    id,
+                }) => {
+                    let verdict = match topic_name(&topic) {
+                        Some(name) => self.on_record(&name, &data),
+                        // Not an IPNS topic: not ours to judge.
+                        None => Verdict::Ignore,
+                    };
+                    let _ = self
+                        .inner
+                        .p2p
+                        .validate(id, propagation_source, verdict)
+                        .await;
+                }
+                Ok(PubsubEvent::Subscribed { peer, topic }) => {
+                    self.on_subscribed(peer, &topic).await
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!("naming skipped {n} pubsub events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn on_record(&self, name: &Name, data: &[u8]) -> Verdict {
+        match Record::verify(name, data) {
+            Ok(r) if r.is_expired(SystemTime::now()) => Verdict::Reject,
+            Ok(r) => {
+                if self.offer(name, &r) {
+                    tracing::debug!(%name, seq = r.sequence(), "record received");
+                    Verdict::Accept
+                } else {
+                    Verdict::Ignore
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%name, "invalid record on pubsub: {e}");
+                Verdict::Reject
+            }
+        }
+    }
+
+    /// A peer joined a topic we hold a record for: send it again, so
+    /// subscribers that do not fetch (and are not yet in the mesh) get it.
+    async fn on_subscribed(&self, peer: PeerId, topic: &str) {
+        let Some(name) = topic_name(topic) else {
+            return;
+        };
+        let record = {
+            let mut t = self.table();
+            let Some(r) = t.records.get(&name).cloned() else {
+                return;
+            };
+            let now = Instant::now();
+            if t.answered
+                .get(topic)
+                .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(1))
+            {
+                return;
+            }
+            if t.answered.len() >= MAX_NAMES {
+                t.answered.clear();
+            }
+            t.answered.insert(topic.to_owned(), now);
+            r
+        };
+        tracing::debug!(%peer, %name, "new subscriber: sending the current record");
+        // Give the subscription a moment to reach the mesh.
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = this
+                .inner
+                .p2p
+                .publish(&name.pubsub_topic(), record.to_bytes().to_vec())
+                .await;
+        });
+    }
+
+    async fn serve_fetch(self, shutdown: CancellationToken) {
+        let mut control = self.inner.p2p.stream_control();
+        let mut incoming = match control.accept(FETCH) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("cannot serve {FETCH}: {e}");
+                return;
+            }
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_FETCH_SERVING));
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = futures::StreamExt::next(&mut incoming) => n,
+            };
+            let Some((peer, mut stream)) = next else {
+                return;
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many fetches; refusing one");
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let answer = async {
+                    let req = read_message(&mut stream).await?;
+                    let key = fetch::decode_request(&req)?;
+                    let response = match Name::from_routing_key(&key) {
+                        Ok(name) => match this.cached(&name) {
+                            Some(r) => fetch::encode_response(fetch::Status::Ok, &r.to_bytes()),
+                            None => fetch::encode_response(fetch::Status::NotFound, &[]),
+                        },
+                        Err(_) => fetch::encode_response(fetch::Status::NotFound, &[]),
+                    };
+                    write_message(&mut stream, &response).await?;
+                    stream.close().await
+                };
+                if let Err(e) = tokio::time::timeout(FETCH_TIMEOUT, answer)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                {
+                    tracing::debug!(%peer, "fetch: {e}");
+                }
+            });
+        }
+    }
+
+    /// Asks every connected peer for the name's current record.
+    async fn fetch_from_peers(self, name: Name) {
+        let peers = self.inner.p2p.connected_peers();
+        let tasks = peers.into_iter().take(32).map(|peer| {
+            let this = self.clone();
+            async move {
+                match tokio::time::timeout(FETCH_TIMEOUT, this.fetch_one(peer, &name)).await {
+                    Ok(Ok(Some(bytes))) => {
+                        if this.on_record(&name, &bytes) == Verdict::Reject {
+                            tracing::debug!(%peer, %name, "peer answered fetch with an invalid record");
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::trace!(%peer, "fetch: {e}"),
+                    Err(_) => tracing::trace!(%peer, "fetch timed out"),
+                }
+            }
+        });
+        futures::future::join_all(tasks).await;
+    }
+
+    async fn fetch_one(&self, peer: PeerId, name: &Name) -> std::io::Result<Option<Vec<u8>>> {
+        let mut control = self.inner.p2p.stream_control();
+        let mut stream = control
+            .open_stream(peer, FETCH)
+            .await
+            .map_err(std::io::Error::other)?;
+        write_message(&mut stream, &fetch::encode_request(&name.routing_key())).await?;
+        let resp = read_message(&mut stream).await?;
+        let (status, data) = fetch::decode_response(&resp)?;
+        Ok((status == fetch::Status::Ok).then_some(data))
+    }
+}
+
+/// The name an IPNS-over-pubsub topic is about.
+pub fn topic_name(topic: &str) -> Option<Name> {
+    let b64 = topic.strip_prefix("/record/")?;
+    let key = data_encoding::BASE64URL_NOPAD.decode(b64.as_bytes()).ok()?;
+    Name::from_routing_key(&key).ok()
+}
+
+async fn read_message(s: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
+    let mut len = 0usize;
+    for i in 0..3 {
+        let mut b = [0u8];
+        s.read_exact(&mut b).await?;
+        len |= usize::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > MAX_FETCH_MESSAGE {
+                break;
+            }
+            let mut buf = vec![0; len];
+            s.read_exact(&mut buf).await?;
+            return Ok(buf);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("fetch message longer than {MAX_FETCH_MESSAGE} bytes"),
+    ))
+}
+
+async fn write_message(s: &mut libp2p::Stream, msg: &[u8]) -> std::io::Result<()> {
+    let mut buf = unsigned_varint::encode::usize_buffer();
+    let mut out = unsigned_varint::encode::usize(msg.len(), &mut buf).to_vec();
+    out.extend_from_slice(msg);
+    s.write_all(&out).await?;
+    s.flush().await
+}
+
+/// The fetch protocol's two messages (libp2p specs `fetch/README.md`):
+/// `FetchRequest { string identifier = 1; }` and `FetchResponse { StatusCode
+/// status = 1; bytes data = 2; }`, each sent varint-length-prefixed. The
+/// identifier of an IPNS record is its routing key, raw bytes. Two fields
+/// each: written by hand rather than generated.
+pub mod fetch {
+    use std::io::{Error, ErrorKind};
+
+    /// A fetch answer's status.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Status {
+        /// Here is the value.
+        Ok,
+        /// No value for that key.
+        NotFound,
+        /// The peer failed.
+        Error,
+    }
+
+    fn bad(what: &str) -> Error {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("malformed fetch message: {what}"),
+        )
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: u64) {
+        let mut buf = unsigned_varint::encode::u64_buffer();
+        out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
+    }
+
+    /// A field's value: a varint, or length-delimited bytes.
+    type Value<'a> = Result<u64, &'a [u8]>;
+
+    fn fields(mut b: &[u8]) -> Result<Vec<(u64, Value<'_>)>, Error> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let (tag, rest) = unsigned_varint::decode::u64(b).map_err(|_| bad("tag"))?;
+            b = rest;
+            match tag & 7 {
+                0 => {
+                    let (v, rest) = unsigned_varint::decode::u64(b).map_err(|_| bad("varint"))?;
+                    b = rest;
+                    out.push((tag >> 3, Ok(v)));
+                }
+                2 => {
+                    let (len, rest) =
+                        unsigned_varint::decode::usize(b).map_err(|_| bad("length"))?;
+                    if rest.len() < len {
+                        return Err(bad("truncated field"));
+                    }
+                    out.push((tag >> 3, Err(&rest[..len])));
+                    b = &rest[len..];
+                }
+                _ => return Err(bad("wire type")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes a request for `key`.
+    pub fn encode_request(key: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x0a];
+        put_varint(&mut out, key.len() as u64);
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// The key a request asks for.
+    pub fn decode_request(b: &[u8]) -> Result<Vec<u8>, Error> {
+        fields(b)?
+            .into_iter()
+            .find_map(|(n, v)| match (n, v) {
+                (1, Err(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+            .ok_or_else(|| bad("no identifier"))
+    }
+
+    /// Encodes a response.
+    pub fn encode_response(status: Status, data: &[u8]) -> Vec<u8> {
+        let code = match status {
+            Status::Ok => 0,
+            Status::NotFound => 1,
+            Status::Error => 2,
+        };
+        let mut out = Vec::with_capacity(data.len() + 8);
+        if code != 0 {
+            out.push(0x08);
+            put_varint(&mut out, code);
+        }
+        if !data.is_empty() {
+            out.push(0x12);
+            put_varint(&mut out, data.len() as u64);
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    /// A response's status and data.
+    pub fn decode_response(b: &[u8]) -> Result<(Status, Vec<u8>), Error> {
+        let mut status = Status::Ok;
+        let mut data = Vec::new();
+        for (n, v) in fields(b)? {
+            match (n, v) {
+                (1, Ok(0)) => status = Status::Ok,
+                (1, Ok(1)) => status = Status::NotFound,
+                (1, Ok(_)) => status = Status::Error,
+                (2, Err(bytes)) => data = bytes.to_vec(),
+                _ => {}
+            }
+        }
+        Ok((status, data))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn known_bytes() {
+            assert_eq!(encode_request(b"/ipns/x"), b"\x0a\x07/ipns/x");
+            assert_eq!(encode_response(Status::Ok, b"rec"), b"\x12\x03rec");
+            assert_eq!(encode_response(Status::NotFound, b""), b"\x08\x01");
+        }
+
+        proptest! {
+            #[test]
+            fn round_trip(key in proptest::collection::vec(any::<u8>(), 0..300),
+                          data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+                prop_assert_eq!(decode_request(&encode_request(&key)).unwrap(), key);
+                let (s, d) = decode_response(&encode_response(Status::Ok, &data)).unwrap();
+                prop_assert_eq!(s, Status::Ok);
+                prop_assert_eq!(d, data);
+            }
+
+            #[test]
+            fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = decode_request(&b);
+                let _ = decode_response(&b);
+            }
+        }
+    }
+}

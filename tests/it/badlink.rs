@@ -1,0 +1,214 @@
+//! A mirror behind a bad link: the origin in the test's network namespace,
+//! the mirror in a new one, joined by tests/interop/badlink.py (5% loss,
+//! 40 ms each way, 5 Mbit/s; netem's job, done in user space since this
+//! kernel has no netem). ffmpeg publishes a 3 Mbit/s stream in real time;
+//! the mirror must keep up: every segment listed on the origin is listed on
+//! the mirror, the lag never grows into a backlog, and the archive ends up
+//! pinned and identical on both.
+
+use crate::gateway_e2e::Gateway;
+use crate::live::{get_text, publish_cmd, rtmp_addr, uris, wait_ended};
+use crate::naming::ipns_name;
+use crate::p2p_node::node_info;
+use crate::support::*;
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "badlinkkey-0123456789";
+const SECONDS: u32 = 30;
+
+/// The link, removed (with its namespace) on drop.
+struct Link {
+    child: Child,
+    ns: String,
+    root_addr: String,
+    ns_addr: String,
+    mgmt_ns_addr: String,
+}
+
+impl Link {
+    fn up() -> Result<Self> {
+        let ns = format!("mcit{}", std::process::id());
+        let mut child = Command::new(std::env::var("MESHCAST_PYTHON").unwrap_or("python3".into()))
+            .arg(interop_dir().join("badlink.py"))
+            .args(["--ns", &ns, "--subnet", "10.96"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("run tests/interop/badlink.py (needs root and iproute2)")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("badlink.py did not come up: {line:?}"))?;
+        let s = |k: &str| v[k].as_str().map(str::to_owned).context("badlink field");
+        Ok(Self {
+            ns: s("ns")?,
+            root_addr: s("root_addr")?,
+            ns_addr: s("ns_addr")?,
+            mgmt_ns_addr: s("mgmt_ns_addr")?,
+            child,
+        })
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Closing stdin stops the relay, which removes the namespace.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
+fn clip_3mbit() -> Result<PathBuf> {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempdir().expect("temp dir"));
+    let path = dir.path().join("3mbit.flv");
+    if !path.exists() {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=640x360:rate=25")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+            .args(["-keyint_min", "50", "-sc_threshold", "0"])
+            .args([
+                "-b:v", "3M", "-minrate", "3M", "-maxrate", "3M", "-bufsize", "1M",
+            ])
+            .args(["-x264-params", "nal-hrd=cbr:force-cfr=1"])
+            .args(["-c:a", "aac", "-t", &SECONDS.to_string(), "-f", "flv"])
+            .arg(&path)
+            .output()?;
+        check(&out, "ffmpeg making the 3 Mbit/s clip")?;
+    }
+    Ok(path)
+}
+
+/// When each media sequence number first appeared in `g`'s live playlist.
+fn note_segments(g: &Gateway, seen: &mut BTreeMap<u64, Instant>) -> Result<()> {
+    let r = g.get("/live/cam.m3u8", &[])?;
+    if r.status != 200 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    let mut seq: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let now = Instant::now();
+    for l in text.lines() {
+        if !l.starts_with('#') && !l.trim().is_empty() {
+            seen.entry(seq).or_insert(now);
+            seq += 1;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_mirror_keeps_up_over_a_lossy_slow_link() -> Result<()> {
+    let clip = clip_3mbit()?;
+    let link = Link::up()?;
+    let origin_repo = Repo::new()?;
+    let port = free_port()?;
+    let origin = Gateway::start(
+        &origin_repo,
+        &[
+            "--stream",
+            &format!("cam={KEY}"),
+            "--p2p",
+            &format!("/ip4/{}/tcp/{port}", link.root_addr),
+            "--no-mdns",
+        ],
+    )?;
+    let name = ipns_name(&origin, "cam")?;
+    let origin_id = node_info(&origin)?["peer_id"]
+        .as_str()
+        .context("peer id")?
+        .to_owned();
+    let peer = format!("/ip4/{}/tcp/{port}/p2p/{origin_id}", link.root_addr);
+    let mirror_repo = Repo::new()?;
+    let netns = ["ip", "netns", "exec", link.ns.as_str()];
+    let mirror = Gateway::start_on(
+        link.mgmt_ns_addr.parse()?,
+        &mirror_repo,
+        &[
+            "--peer",
+            &peer,
+            "--follow",
+            &name,
+            "--p2p",
+            &format!("/ip4/{}/tcp/0", link.ns_addr),
+            "--no-mdns",
+        ],
+        &netns,
+    )?;
+
+    let mut publisher = publish_cmd(rtmp_addr(&origin)?, KEY, &clip, true).spawn()?;
+    let (mut at_origin, mut at_mirror) = (BTreeMap::new(), BTreeMap::new());
+    let deadline = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 30);
+    loop {
+        note_segments(&origin, &mut at_origin)?;
+        note_segments(&mirror, &mut at_mirror)?;
+        let published = publisher.try_wait()?.is_some();
+        if published && !at_origin.is_empty() && at_origin.keys().all(|s| at_mirror.contains_key(s))
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the mirror fell behind: origin has {:?}, mirror {:?}",
+            at_origin.keys().collect::<Vec<_>>(),
+            at_mirror.keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(publisher.wait()?.success(), "ffmpeg publishing failed");
+    let lags: Vec<f64> = at_origin
+        .iter()
+        .filter_map(|(s, t)| {
+            at_mirror
+                .get(s)
+                .map(|m| m.saturating_duration_since(*t).as_secs_f64())
+        })
+        .collect();
+    let mut sorted = lags.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let max = sorted[sorted.len() - 1];
+    eprintln!(
+        "bad link: {} segments, mirror lag median {median:.3} s, max {max:.3} s",
+        lags.len()
+    );
+    ensure!(
+        lags.len() >= (SECONDS as usize) / 3,
+        "too few segments: {lags:?}"
+    );
+    // Keeping up: each 2 s segment is over within a few seconds, and the
+    // last ones are no later than the first (no backlog building up).
+    ensure!(
+        median < 3.0 && max < 8.0,
+        "mirror lag per segment: {lags:?}"
+    );
+
+    wait_ended(&origin, "cam")?;
+    wait_ended(&mirror, "cam")?;
+    let archive = get_text(&origin, "/live/cam/archive.m3u8")?;
+    ensure!(get_text(&mirror, "/live/cam/archive.m3u8")? == archive);
+    let pins = mirror_repo.run(["pin", "ls"])?;
+    let (inits, segments) = uris(&archive);
+    for uri in inits.iter().chain(&segments) {
+        let cid = uri
+            .trim_start_matches("/ipfs/")
+            .split('?')
+            .next()
+            .unwrap_or("");
+        ensure!(pins.contains(cid), "{cid} not pinned on the mirror");
+    }
+    drop(link);
+    Ok(())
+}

@@ -217,6 +217,11 @@ pub struct HttpConfig {
     /// A request that has not completed in this time is answered 408.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A block the node lacks is fetched from its peers (Bitswap) for at
+    /// most this long; then the request is answered 504. Keep it below
+    /// `request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Requests handled at once across all connections; more get 503.
@@ -329,6 +334,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             request_timeout: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_concurrent_requests: 512,
         }

@@ -7,8 +7,9 @@
 //! response is ready within `request_timeout`; the gateway routes
 //! (`gateway.rs`) resolve `/ipfs/{cid}/{path}` with the UnixFS exporter and
 //! stream file bytes, raw blocks or CARs, reading blocks only through
-//! [`AppState::read`]; the web UI (`ui.rs`: stream list, player, embedded
-//! assets) is served from the binary.
+//! [`AppState::read`], which fetches blocks the store lacks from peers
+//! (504 when that takes longer than `fetch_timeout`); the web UI (`ui.rs`:
+//! stream list, player, embedded assets) is served from the binary.
 
 mod api;
 mod error;
@@ -24,7 +25,8 @@ pub use ui::site_files;
 pub use error::GatewayError;
 
 use crate::config::HttpConfig;
-use crate::store::Blockstore;
+use crate::store::fetch::{FetchError, Fetcher};
+use crate::store::{Blockstore, StoreError};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -47,15 +49,83 @@ use tracing::Instrument;
 
 /// What every handler shares. Cheap to clone.
 ///
-/// Handlers read blocks only through [`AppState::read`], so a later block
-/// source (fetching missing blocks from peers) changes one place.
+/// Handlers read blocks only through [`AppState::read`], which also fetches
+/// the blocks the store lacks when a [`Fetcher`] is set.
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<dyn Blockstore>,
+    fetcher: Option<Arc<dyn Fetcher>>,
+    bitswap: Option<crate::p2p::bitswap::Bitswap>,
     config: HttpConfig,
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
     naming: Option<crate::p2p::naming::Naming>,
+}
+
+/// Blocks one [`AppState::read`] may fetch before it gives up and answers
+/// with what it has (the request timeout bounds it too).
+const MAX_FETCHES_PER_READ: usize = 10_000;
+
+/// The store as read closures see it: notes the blocks that were asked for
+/// and missing, so they can be fetched before the closure runs again.
+struct Recording {
+    store: Arc<dyn Blockstore>,
+    missing: std::sync::Mutex<Vec<Cid>>,
+}
+
+impl Recording {
+    /// Missing blocks noted per run at most.
+    const MAX_MISSING: usize = 64;
+
+    fn note(&self, cid: &Cid) {
+        if cid.hash().code() == crate::store::IDENTITY {
+            return;
+        }
+        let mut m = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < Self::MAX_MISSING && !m.contains(cid) {
+            m.push(*cid);
+        }
+    }
+
+    fn missing(self) -> Vec<Cid> {
+        self.missing.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Blockstore for Recording {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        let r = self.store.get(cid)?;
+        if r.is_none() {
+            self.note(cid);
+        }
+        Ok(r)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let r = self.store.has(cid)?;
+        if !r {
+            self.note(cid);
+        }
+        Ok(r)
+    }
+    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        let r = self.store.size(cid)?;
+        if r.is_none() {
+            self.note(cid);
+        }
+        Ok(r)
+    }
+    fn put_many(&self, blocks: &[crate::store::Block]) -> Result<(), StoreError> {
+        self.store.put_many(blocks)
+    }
+    fn delete(&self, mh: &crate::store::Multihash) -> Result<bool, StoreError> {
+        self.store.delete(mh)
+    }
+    fn keys(&self) -> Result<Vec<crate::store::Multihash>, StoreError> {
+        self.store.keys()
+    }
+    fn get_by_hash(&self, mh: &crate::store::Multihash) -> Result<Option<Bytes>, StoreError> {
+        self.store.get_by_hash(mh)
+    }
 }
 
 impl AppState {
@@ -63,10 +133,41 @@ impl AppState {
     pub fn new(store: Arc<dyn Blockstore>, config: HttpConfig) -> Self {
         Self {
             store,
+            fetcher: None,
+            bitswap: None,
             config,
             streams: None,
             p2p: None,
             naming: None,
+        }
+    }
+
+    /// Fetches blocks the store lacks with `fetcher` (waiting at most
+    /// `fetch_timeout` for each).
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn Fetcher>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// Fetches blocks the store lacks with Bitswap, and reports its
+    /// counters at `/api/v1/bitswap`.
+    pub fn with_bitswap(mut self, bitswap: crate::p2p::bitswap::Bitswap) -> Self {
+        self.fetcher = Some(Arc::new(bitswap.clone()));
+        self.bitswap = Some(bitswap);
+        self
+    }
+
+    /// Bitswap, when the node runs it.
+    pub fn bitswap(&self) -> Option<&crate::p2p::bitswap::Bitswap> {
+        self.bitswap.as_ref()
+    }
+
+    /// The same state without fetching: only what the store holds (for
+    /// `Cache-Control: only-if-cached`).
+    pub fn local_only(&self) -> Self {
+        Self {
+            fetcher: None,
+            ..self.clone()
         }
     }
 
@@ -108,9 +209,40 @@ impl AppState {
         &self.config
     }
 
-    /// Runs blocking exporter code against the block source on the blocking
-    /// pool.
-    pub async fn read<T: Send + 'static>(
+    /// Runs blocking exporter code against the store on the blocking pool.
+    /// When it found blocks missing and a fetcher is set, they are fetched
+    /// and `f` runs again, until nothing is missing (or a fetch fails:
+    /// 504 on timeout).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, GatewayError>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Blockstore) -> T + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let mut fetched = 0;
+        loop {
+            let store = Recording {
+                store: self.store.clone(),
+                missing: Default::default(),
+            };
+            let run = f.clone();
+            let (out, missing) = tokio::task::spawn_blocking(move || {
+                let out = run(&store);
+                (out, store.missing())
+            })
+            .await
+            .map_err(|e| GatewayError::internal("block read task", e))?;
+            if missing.is_empty() || self.fetcher.is_none() || fetched >= MAX_FETCHES_PER_READ {
+                return Ok(out);
+            }
+            fetched += missing.len();
+            futures::future::try_join_all(missing.into_iter().map(|cid| self.fetch(cid))).await?;
+        }
+    }
+
+    /// Runs blocking code once, without fetching (for stepping a body
+    /// producer, which fetches with [`AppState::fetch`] itself).
+    pub(crate) async fn read_once<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Blockstore) -> T + Send + 'static,
     ) -> Result<T, GatewayError> {
@@ -118,6 +250,27 @@ impl AppState {
         tokio::task::spawn_blocking(move || f(&*store))
             .await
             .map_err(|e| GatewayError::internal("block read task", e))
+    }
+
+    /// Whether missing blocks are fetched.
+    pub fn fetches(&self) -> bool {
+        self.fetcher.is_some()
+    }
+
+    /// Fetches one missing block into the store.
+    pub async fn fetch(&self, cid: Cid) -> Result<(), GatewayError> {
+        let Some(fetcher) = &self.fetcher else {
+            return Err(GatewayError::BlockNotFound { cid });
+        };
+        match fetcher.fetch(cid, self.config.fetch_timeout).await {
+            Ok(()) => Ok(()),
+            Err(e @ FetchError::Timeout { .. }) => Err(GatewayError::FetchTimeout(e)),
+            Err(FetchError::Busy(reason)) => {
+                tracing::warn!(%reason, "fetching refused");
+                Err(GatewayError::Overloaded)
+            }
+            Err(e @ FetchError::Failed { .. }) => Err(GatewayError::FetchFailed(e)),
+        }
     }
 
     /// Whether a block is held locally, without fetching it from anywhere

@@ -8,6 +8,7 @@
 use crate::config::{Config, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
+use crate::p2p::bitswap::Bitswap;
 use crate::p2p::P2p;
 use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
@@ -65,6 +66,7 @@ pub struct Node {
     repo: Repo,
     created_stream: Option<StreamConfig>,
     p2p: Option<P2p>,
+    bitswap: Option<Bitswap>,
     stop: watch::Sender<bool>,
     cancel: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
@@ -148,6 +150,7 @@ impl Node {
         };
         let mut state =
             AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
+        let mut bitswap = None;
         if let Some(p2p) = &p2p {
             let keys = crate::ipns::KeyStore::open(&config.data_dir).map_err(NodeError::Keys)?;
             let naming = crate::p2p::naming::Naming::spawn(
@@ -161,7 +164,8 @@ impl Node {
             // Bitswap serves and fetches blocks; every block the repo
             // stores (ingest included) is announced to it, so a want that
             // arrived before its segment is answered the moment it exists.
-            let (bitswap, _) = crate::p2p::bitswap::spawn(
+            // The gateway fetches what the repo lacks through it too.
+            let (swap, _) = crate::p2p::bitswap::spawn(
                 crate::p2p::bitswap::Config::default(),
                 repo.blocks.clone(),
                 repo.blocks.subscribe(),
@@ -174,7 +178,7 @@ impl Node {
                 crate::p2p::mirror::spawn(
                     &config.follow,
                     naming.clone(),
-                    bitswap.clone(),
+                    swap.clone(),
                     streams.clone(),
                     repo.clone(),
                     cancel.child_token(),
@@ -182,7 +186,11 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::StreamConfig(format!("follow: {e}")))?;
             }
-            state = state.with_p2p(p2p.clone()).with_naming(naming);
+            state = state
+                .with_p2p(p2p.clone())
+                .with_naming(naming)
+                .with_bitswap(swap.clone());
+            bitswap = Some(swap);
         }
         let (stop, stopped) = watch::channel(false);
         let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
@@ -206,6 +214,7 @@ impl Node {
             repo,
             created_stream,
             p2p,
+            bitswap,
             stop,
             cancel,
             http,
@@ -232,6 +241,12 @@ impl Node {
     /// The libp2p node, unless it is turned off.
     pub fn p2p(&self) -> Option<&P2p> {
         self.p2p.as_ref()
+    }
+
+    /// Bitswap, when the libp2p node runs (its [`Bitswap::stats`] are the
+    /// exchange's counters).
+    pub fn bitswap(&self) -> Option<&Bitswap> {
+        self.bitswap.as_ref()
     }
 
     /// The repo this node serves.

@@ -9,6 +9,7 @@
 //! and a CIDv1 are stored once.
 
 pub mod car;
+pub mod fetch;
 pub mod fs;
 pub mod mem;
 pub mod notify;

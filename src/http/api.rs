@@ -1,5 +1,7 @@
 //! `GET /api/v1/node`: this node's peer id, the multiaddrs others dial
-//! (with `/p2p/<id>`), and the peers connected now.
+//! (with `/p2p/<id>`), and the peers connected now. `GET /api/v1/bitswap`:
+//! the block exchange's counters (blocks and bytes sent and received,
+//! rejected blocks, wants pending).
 
 use super::{AppState, GatewayError};
 use axum::extract::State;
@@ -8,7 +10,9 @@ use axum::{Json, Router};
 
 /// The node API routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/node", get(node))
+    Router::new()
+        .route("/api/v1/node", get(node))
+        .route("/api/v1/bitswap", get(bitswap))
 }
 
 async fn node(State(state): State<AppState>) -> Result<Json<crate::p2p::NodeInfo>, GatewayError> {
@@ -18,4 +22,11 @@ async fn node(State(state): State<AppState>) -> Result<Json<crate::p2p::NodeInfo
         .await
         .map_err(|e| GatewayError::internal("p2p node", e))?;
     Ok(Json(info))
+}
+
+async fn bitswap(
+    State(state): State<AppState>,
+) -> Result<Json<crate::p2p::bitswap::Stats>, GatewayError> {
+    let bitswap = state.bitswap().ok_or(GatewayError::P2pOff)?;
+    Ok(Json(bitswap.stats()))
 }

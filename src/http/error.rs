@@ -82,6 +82,12 @@ pub enum GatewayError {
     /// Nothing is served at this URL.
     #[error("no such page; content is served under /ipfs/{{cid}}")]
     NoRoute,
+    /// A missing block was not fetched from peers in time.
+    #[error("{0}; try again later")]
+    FetchTimeout(crate::store::fetch::FetchError),
+    /// A missing block could not be fetched from peers.
+    #[error("{0}")]
+    FetchFailed(crate::store::fetch::FetchError),
     /// The response was not ready within the request timeout.
     #[error("request timed out")]
     Timeout,
@@ -117,6 +123,8 @@ impl GatewayError {
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Malformed { .. } | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::FetchFailed(_) => StatusCode::BAD_GATEWAY,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

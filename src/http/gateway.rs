@@ -363,12 +363,16 @@ pub(super) async fn ipfs(
         ));
     }
     let (format, from_accept) = negotiate(&params, &headers)?;
-    if only_if_cached(&headers)
-        && path.cid.hash().code() != IDENTITY
-        && !state.has_local(path.cid).await?
-    {
-        return Err(GatewayError::NotCached { cid: path.cid });
-    }
+    // Only what this node holds: the root must be here, and nothing below
+    // it is fetched either.
+    let state = if only_if_cached(&headers) {
+        if path.cid.hash().code() != IDENTITY && !state.has_local(path.cid).await? {
+            return Err(GatewayError::NotCached { cid: path.cid });
+        }
+        state.local_only()
+    } else {
+        state
+    };
     let (root, segments) = (path.cid, path.segments.clone());
     let resolved = state
         .read(move |s| export::resolve(s, &root, &segments))
@@ -795,16 +799,18 @@ impl Step for CarBody {
 
 /// Streams `body`: a task runs one step per blocking call and feeds a
 /// bounded channel. When the client goes away the channel closes and the
-/// task stops; when a block is missing or bad mid-stream the body ends with
-/// an error, so the client sees a cut connection rather than a short file
-/// that looks complete.
+/// task stops. A block missing mid-stream is fetched from peers when the
+/// state fetches, and the step runs again (the exporter's readers stay put
+/// on a missing block); when it cannot be had, or a block is bad, the body
+/// ends with an error, so the client sees a cut connection rather than a
+/// short file that looks complete.
 fn stream(state: AppState, body: impl Step) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(BODY_CHANNEL);
     let producer = async move {
         let mut body = Some(body);
         while let Some(mut b) = body.take() {
             let stepped = state
-                .read(move |s| {
+                .read_once(move |s| {
                     let r = b.step(s);
                     (b, r)
                 })
@@ -813,6 +819,19 @@ fn stream(state: AppState, body: impl Step) -> Body {
                 Ok((b, Ok(Some(bytes)))) => {
                     body = Some(b);
                     tx.send(Ok(bytes)).await
+                }
+                Ok((b, Err(ExportError::BlockNotFound { cid }))) if state.fetches() => {
+                    match state.fetch(cid).await {
+                        Ok(()) => {
+                            body = Some(b);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "response body cut short");
+                            tx.send(Err(std::io::Error::other("content unavailable")))
+                                .await
+                        }
+                    }
                 }
                 Ok((_, Ok(None))) => return,
                 Ok((_, Err(e))) => {

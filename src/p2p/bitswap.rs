@@ -42,9 +42,11 @@ pub use engine::Limits;
 pub use service::spawn;
 
 use super::{P2p, PeerEvent};
+use crate::store::fetch::{FetchError, Fetcher};
 use crate::store::{Blockstore, IDENTITY, SHA2_256};
 use bytes::Bytes;
 use cid::Cid;
+use futures::future::BoxFuture;
 use libp2p::PeerId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -134,7 +136,7 @@ pub enum BitswapError {
 }
 
 /// Counters and gauges, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Blocks sent to peers.
     pub blocks_sent: u64,
@@ -269,6 +271,26 @@ impl Bitswap {
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
+    }
+}
+
+/// The gateway's fetcher: a block fetched is a block stored.
+impl Fetcher for Bitswap {
+    fn fetch(&self, cid: Cid, timeout: Duration) -> BoxFuture<'static, Result<(), FetchError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.get_within(&cid, timeout).await {
+                Ok(_) => Ok(()),
+                Err(BitswapError::Timeout { cid, timeout, .. }) => {
+                    Err(FetchError::Timeout { cid, timeout })
+                }
+                Err(e @ BitswapError::TooManyWants { .. }) => Err(FetchError::Busy(e.to_string())),
+                Err(e) => Err(FetchError::Failed {
+                    cid,
+                    reason: e.to_string(),
+                }),
+            }
+        })
     }
 }
 

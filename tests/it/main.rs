@@ -6,8 +6,10 @@
 
 mod add_interop;
 mod badlink;
+mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
+mod harness;
 mod ipns_interop;
 mod live;
 mod mdns;

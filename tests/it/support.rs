@@ -574,3 +574,361 @@ pub fn tree(root: &Path) -> Result<()> {
     std::os::unix::fs::symlink("sub/one.txt", root.join("link-to-one"))?;
     Ok(())
 }
+
+/// A reference node driven by JSON lines (`tests/interop/kubo.py daemon`,
+/// `tests/interop/helia-node.mjs`): it prints a ready line with its peer id
+/// and addresses, then answers one JSON command a line. Commands run
+/// concurrently on its side; answers are matched to callers by `id`, so
+/// [`LinePeer::call`] may be used from several threads at once. The
+/// process is killed on drop; its stderr goes to a log file that errors
+/// quote.
+pub struct LinePeer {
+    name: &'static str,
+    child: std::sync::Mutex<Child>,
+    stdin: std::sync::Mutex<std::process::ChildStdin>,
+    waiting: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<u64, std::sync::mpsc::SyncSender<Value>>>,
+    >,
+    next_id: std::sync::atomic::AtomicU64,
+    log: PathBuf,
+    _dir: TempDir,
+    /// The node's peer id.
+    pub peer_id: String,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+}
+
+use serde_json::Value;
+
+impl LinePeer {
+    /// Starts `cmd` and waits (at most `timeout`) for its ready line.
+    pub fn start(name: &'static str, mut cmd: Command, timeout: Duration) -> Result<Self> {
+        use std::io::BufRead;
+        let dir = tempdir()?;
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("start {name} ({cmd:?})"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let waiting = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            u64,
+            std::sync::mpsc::SyncSender<Value>,
+        >::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Value>(1);
+        let w = waiting.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    eprintln!("{name}: {line}");
+                    continue;
+                };
+                if v["event"] == "ready" {
+                    let _ = ready_tx.try_send(v);
+                } else if let Some(id) = v["id"].as_u64() {
+                    if let Some(tx) = w.lock().unwrap().remove(&id) {
+                        let _ = tx.try_send(v);
+                    }
+                }
+            }
+            // Waiters see their channel close: the process is gone.
+            w.lock().unwrap().clear();
+        });
+        let tail = |log: &Path| {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let start = text.len().saturating_sub(3000);
+            let start = (start..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            text[start..].to_owned()
+        };
+        let ready = match ready_rx.recv_timeout(timeout) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{name} did not start within {timeout:?}\n--- {name} log ---\n{}",
+                    tail(&log)
+                );
+            }
+        };
+        let peer_id = ready["peer_id"]
+            .as_str()
+            .context("ready line without peer_id")?
+            .to_owned();
+        let addrs = ready["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        Ok(Self {
+            name,
+            child: std::sync::Mutex::new(child),
+            stdin: std::sync::Mutex::new(stdin),
+            waiting,
+            next_id: Default::default(),
+            log,
+            _dir: dir,
+            peer_id,
+            addrs,
+        })
+    }
+
+    /// Sends `cmd` (an object with "cmd") and waits at most `timeout` for
+    /// its answer; an answer with `"ok": false` is an error.
+    pub fn call(&self, mut cmd: Value, timeout: Duration) -> Result<Value> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cmd["id"] = id.into();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.waiting.lock().unwrap().insert(id, tx);
+        {
+            let mut stdin = self.stdin.lock().unwrap();
+            writeln!(stdin, "{cmd}")
+                .and_then(|()| stdin.flush())
+                .with_context(|| format!("{} is gone; {}", self.name, self.log_tail()))?;
+        }
+        let answer = match rx.recv_timeout(timeout) {
+            Ok(v) => v,
+            Err(e) => {
+                self.waiting.lock().unwrap().remove(&id);
+                bail!(
+                    "{} did not answer {cmd} within {timeout:?} ({e}); {}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+        };
+        ensure!(
+            answer["ok"] == true,
+            "{} failed {cmd}: {}",
+            self.name,
+            answer["error"]
+        );
+        Ok(answer)
+    }
+
+    /// The first TCP address (with `/p2p/<id>`).
+    pub fn tcp_addr(&self) -> Result<&str> {
+        self.addrs
+            .iter()
+            .find(|a| a.contains("/tcp/"))
+            .map(String::as_str)
+            .with_context(|| format!("{} has no TCP address: {:?}", self.name, self.addrs))
+    }
+
+    /// The peer ids it is connected to.
+    pub fn peers(&self) -> Result<Vec<String>> {
+        let v = self.call(serde_json::json!({"cmd": "peers"}), Duration::from_secs(10))?;
+        Ok(v["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Waits until `peer` is among its peers.
+    pub fn wait_peer(&self, peer: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while !self.peers()?.iter().any(|p| p == peer) {
+            ensure!(
+                start.elapsed() < timeout,
+                "{} not connected to {peer} after {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// The end of its log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(3000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        format!("--- {} log ---\n{}", self.name, &text[start..])
+    }
+}
+
+impl Drop for LinePeer {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A pubsub message as kubo delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubsubMessage {
+    /// The payload.
+    pub data: Vec<u8>,
+    /// The peer id of its author.
+    pub from: String,
+    /// Its sequence number, hex, when it has one.
+    pub seqno: Option<String>,
+    /// The topic.
+    pub topic: Option<String>,
+}
+
+/// A kubo 0.22 node (`kubo.py daemon`): offline configuration (loopback
+/// only, no bootstrap, no routing), gossipsub pubsub and IPNS over pubsub
+/// on. Killed on drop.
+pub struct Kubo(pub LinePeer);
+
+impl std::ops::Deref for Kubo {
+    type Target = LinePeer;
+    fn deref(&self) -> &LinePeer {
+        &self.0
+    }
+}
+
+impl Kubo {
+    /// A node on a fresh temporary repo.
+    pub fn start() -> Result<Self> {
+        let mut c = kubo_cmd();
+        c.arg("daemon");
+        Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
+    }
+
+    /// A node on the repo in `dir` (created on first use).
+    pub fn start_in(dir: &Path) -> Result<Self> {
+        let mut c = kubo_cmd();
+        c.arg("daemon").arg("--repo").arg(dir);
+        Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
+    }
+
+    /// Connects to a full multiaddr (`.../p2p/<id>`).
+    pub fn connect(&self, addr: &str) -> Result<()> {
+        self.call(
+            serde_json::json!({"cmd": "connect", "addr": addr}),
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    }
+
+    /// Adds a file (kubo's `ipfs add` defaults) and returns its CID.
+    pub fn add(&self, path: &Path) -> Result<String> {
+        let v = self.call(
+            serde_json::json!({"cmd": "add", "path": path}),
+            Duration::from_secs(120),
+        )?;
+        one_cid(v["cid"].as_str().context("add: no cid")?)
+    }
+
+    /// Fetches `cid` (from peers if needed) and writes it to `dest`.
+    pub fn download(&self, cid: &str, dest: &Path, timeout: Duration) -> Result<()> {
+        self.call(
+            serde_json::json!({"cmd": "download", "cid": cid, "dest": dest}),
+            timeout,
+        )?;
+        Ok(())
+    }
+
+    /// Subscribes to a pubsub topic; the subscription's number.
+    pub fn subscribe(&self, topic: &str) -> Result<i64> {
+        let v = self.call(
+            serde_json::json!({"cmd": "subscribe", "topic": topic}),
+            Duration::from_secs(10),
+        )?;
+        v["sub"].as_i64().context("subscribe: no sub")
+    }
+
+    /// The next message of a subscription, or `None` after `timeout`.
+    pub fn next_message(&self, sub: i64, timeout: Duration) -> Result<Option<PubsubMessage>> {
+        let v = self.call(
+            serde_json::json!({"cmd": "next", "sub": sub, "timeout": timeout.as_secs_f64()}),
+            timeout + Duration::from_secs(10),
+        )?;
+        let m = &v["message"];
+        if m.is_null() {
+            return Ok(None);
+        }
+        let data = data_encoding::BASE64
+            .decode(m["data"].as_str().unwrap_or_default().as_bytes())
+            .context("message data is not base64")?;
+        Ok(Some(PubsubMessage {
+            data,
+            from: m["from"].as_str().unwrap_or_default().to_owned(),
+            seqno: m["seqno"].as_str().map(str::to_owned),
+            topic: m["topic"].as_str().map(str::to_owned),
+        }))
+    }
+
+    /// Publishes `data` on a topic.
+    pub fn publish(&self, topic: &str, data: &[u8]) -> Result<()> {
+        self.call(
+            serde_json::json!({
+                "cmd": "publish",
+                "topic": topic,
+                "data": data_encoding::BASE64.encode(data),
+            }),
+            Duration::from_secs(10),
+        )?;
+        Ok(())
+    }
+}
+
+/// A Helia node (`helia-node.mjs`, on Node 22): loopback TCP, Noise,
+/// Yamux, identify, gossipsub; no discovery or routing. Killed on drop.
+pub struct Helia(pub LinePeer);
+
+impl std::ops::Deref for Helia {
+    type Target = LinePeer;
+    fn deref(&self) -> &LinePeer {
+        &self.0
+    }
+}
+
+impl Helia {
+    /// A fresh node with an in-memory blockstore.
+    pub fn start() -> Result<Self> {
+        let mut c = node();
+        c.arg(interop_dir().join("helia-node.mjs"));
+        Ok(Self(LinePeer::start("helia", c, Duration::from_secs(60))?))
+    }
+
+    /// Dials a full multiaddr.
+    pub fn dial(&self, addr: &str) -> Result<()> {
+        self.call(
+            serde_json::json!({"cmd": "dial", "addr": addr}),
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    }
+
+    /// Adds a file's bytes (`@helia/unixfs` `addBytes`) and returns the CID.
+    pub fn add(&self, path: &Path) -> Result<String> {
+        let v = self.call(
+            serde_json::json!({"cmd": "add", "path": path}),
+            Duration::from_secs(120),
+        )?;
+        one_cid(v["cid"].as_str().context("add: no cid")?)
+    }
+
+    /// Reads the file `cid` (fetching blocks from peers) into `dest`.
+    pub fn cat(&self, cid: &str, dest: &Path, timeout: Duration) -> Result<u64> {
+        let v = self.call(
+            serde_json::json!({
+                "cmd": "cat",
+                "cid": cid,
+                "dest": dest,
+                "timeout": timeout.as_secs_f64(),
+            }),
+            timeout + Duration::from_secs(10),
+        )?;
+        v["bytes"].as_u64().context("cat: no byte count")
+    }
+}

@@ -684,3 +684,120 @@ async fn symlinks_are_served_as_their_target() {
     assert_eq!(r.body, b"../elsewhere");
     assert_eq!(r.header("content-type"), "inode/symlink");
 }
+
+/// Fetches blocks from another store, as peers would send them; a block
+/// the other store lacks times out.
+struct Remote {
+    from: std::sync::Arc<crate::store::MemStore>,
+    to: std::sync::Arc<crate::store::MemStore>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::store::fetch::Fetcher for Remote {
+    fn fetch(
+        &self,
+        cid: Cid,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'static, Result<(), crate::store::fetch::FetchError>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (from, to) = (self.from.clone(), self.to.clone());
+        Box::pin(async move {
+            match from.get(&cid).unwrap() {
+                Some(data) => {
+                    to.put(&Block { cid, data }).unwrap();
+                    Ok(())
+                }
+                None => {
+                    tokio::time::sleep(timeout).await;
+                    Err(crate::store::fetch::FetchError::Timeout { cid, timeout })
+                }
+            }
+        })
+    }
+}
+
+/// A gateway over an empty store that fetches from `s`'s store.
+fn fetching(s: &Site, fetch_timeout_ms: u64) -> (Router, std::sync::Arc<Remote>) {
+    let local = std::sync::Arc::new(crate::store::MemStore::new());
+    let remote = std::sync::Arc::new(Remote {
+        from: s.t.store.clone(),
+        to: local.clone(),
+        calls: Default::default(),
+    });
+    let config = HttpConfig {
+        fetch_timeout: std::time::Duration::from_millis(fetch_timeout_ms),
+        ..HttpConfig::default()
+    };
+    let state = AppState::new(local, config).with_fetcher(remote.clone());
+    (router(state), remote)
+}
+
+#[tokio::test]
+async fn missing_blocks_are_fetched_through_paths_files_and_cars() {
+    let s = site();
+    let (app, remote) = fetching(&s, 5000);
+    let r = get(&app, &format!("/ipfs/{}/hello.txt", s.root)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, b"hello, world\n");
+    // A chunked file: its leaves are fetched while the body streams.
+    let r = get(&app, &format!("/ipfs/{}/data.bin", s.root)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, s.data_bytes);
+    let r = get(&app, &format!("/ipfs/{}?format=raw", s.sub)).await;
+    assert_eq!(r.body, s.t.store.get(&s.sub).unwrap().unwrap());
+    let r = get(&app, &format!("/ipfs/{}?format=car", s.root)).await;
+    let (_, cids) = r.car();
+    let mut all = s.t.store.keys().unwrap();
+    let mut got: Vec<_> = cids.iter().map(|c| *c.hash()).collect();
+    all.sort_by_key(|m| m.to_bytes());
+    got.sort_by_key(|m| m.to_bytes());
+    assert_eq!(got, all, "every block of the site, fetched");
+    let calls = remote.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls, all.len(), "each block fetched once");
+    // Now all local: nothing more is fetched.
+    let r = get(&app, &format!("/ipfs/{}/data.bin", s.root)).await;
+    assert_eq!(r.body, s.data_bytes);
+    assert_eq!(
+        remote.calls.load(std::sync::atomic::Ordering::Relaxed),
+        calls
+    );
+}
+
+#[tokio::test]
+async fn a_block_no_peer_sends_is_504_after_the_fetch_timeout() {
+    let s = site();
+    let (app, _) = fetching(&s, 100);
+    let nowhere = Block::new(cid::Version::V1, RAW, b"nowhere".to_vec()).cid;
+    let start = std::time::Instant::now();
+    let r = get(&app, &format!("/ipfs/{nowhere}")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(100));
+    assert!(r.text().contains("not found on any peer"), "{}", r.text());
+    assert_eq!(r.header("cache-control"), "no-store");
+}
+
+#[tokio::test]
+async fn only_if_cached_never_fetches() {
+    let s = site();
+    let (app, remote) = fetching(&s, 5000);
+    let cached = [("cache-control", "only-if-cached")];
+    let r = send(&app, Method::GET, &format!("/ipfs/{}", s.hello), &cached).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    // With the root here but not the file, the file is not fetched either.
+    let r = get(&app, &format!("/ipfs/{}?format=raw", s.root)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = remote.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let r = send(
+        &app,
+        Method::GET,
+        &format!("/ipfs/{}/hello.txt", s.root),
+        &cached,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        remote.calls.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}

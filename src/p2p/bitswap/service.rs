@@ -42,6 +42,11 @@ const STREAMS_TOTAL: usize = 1024;
 const WAITERS_PER_WANT: usize = 4;
 /// How often stale want-blocks move on and abandoned gets are cancelled.
 const TICK: Duration = Duration::from_secs(1);
+/// Ticks between lookups of everything waited for: blocks put by another
+/// process (`meshcast add` while serving) are not announced.
+const RECHECK_TICKS: u32 = 10;
+/// CIDs looked up per such pass at most.
+const RECHECK_MAX: usize = 4096;
 /// Opening a stream to a connected peer.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,6 +139,7 @@ pub fn spawn<P: Peers>(
         control,
         stats,
         cancel: cancel.clone(),
+        ticks: 0,
     };
     let now = Instant::now();
     for p in connected {
@@ -163,6 +169,7 @@ struct Actor {
     control: libp2p_stream::Control,
     stats: Arc<SharedStats>,
     cancel: CancellationToken,
+    ticks: u32,
 }
 
 impl Actor {
@@ -376,6 +383,17 @@ impl Actor {
     fn tick(&mut self) {
         self.prune(None);
         self.engine.tick(Instant::now());
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % RECHECK_TICKS == 0 {
+            let mut cids = self.engine.waited_for();
+            if !cids.is_empty() {
+                // A different slice each pass when there are many.
+                let n = cids.len();
+                cids.rotate_left((self.ticks / RECHECK_TICKS) as usize * RECHECK_MAX % n);
+                cids.truncate(RECHECK_MAX);
+                self.run_actions(vec![Action::Recheck(cids)]);
+            }
+        }
     }
 
     fn run_actions(&mut self, actions: Vec<Action>) {

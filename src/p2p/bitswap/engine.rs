@@ -513,9 +513,11 @@ impl Engine {
     }
 
     /// We no longer want `cid` (nobody waits, or it failed): peers asked get
-    /// a cancel.
+    /// a cancel. A copy still on its way counts as a duplicate, not against
+    /// its sender.
     pub fn unwant(&mut self, cid: &Cid) {
         if let Some(w) = self.wants.remove(cid.hash()) {
+            self.remember_recent(*cid.hash());
             self.cancel_at(&w);
         }
     }
@@ -1180,6 +1182,27 @@ mod tests {
         assert!(e.receive(p, msg, now).is_empty());
         assert_eq!(e.remembered_len(), 0);
         assert_eq!(e.peers().count(), 0);
+    }
+
+    #[test]
+    fn a_block_arriving_after_its_want_was_given_up_is_no_strike() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            max_strikes: 1,
+            ..Limits::default()
+        });
+        let p = peer();
+        e.peer_connected(p, now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        e.unwant(&x.cid);
+        let msg = Incoming {
+            blocks: vec![x],
+            ..Incoming::default()
+        };
+        assert!(e.receive(p, msg, now).is_empty());
+        assert_eq!(e.counters().duplicate_blocks, 1);
+        assert!(!e.is_ignored(&p));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! stream list, player, embedded assets) is served from the binary.
 
 mod api;
+mod conn;
 mod error;
 mod gateway;
 mod html;
@@ -125,6 +126,9 @@ impl Blockstore for Recording {
     }
     fn get_by_hash(&self, mh: &crate::store::Multihash) -> Result<Option<Bytes>, StoreError> {
         self.store.get_by_hash(mh)
+    }
+    fn block_cache(&self) -> Option<&Arc<crate::store::cache::BlockCache>> {
+        self.store.block_cache()
     }
 }
 
@@ -252,6 +256,12 @@ impl AppState {
             .map_err(|e| GatewayError::internal("block read task", e))
     }
 
+    /// The block's bytes if the store holds them in memory (no I/O, no
+    /// blocking: handlers call it before [`AppState::read`]).
+    pub fn cached(&self, cid: &Cid) -> Option<Bytes> {
+        self.store.block_cache()?.get(cid.hash())
+    }
+
     /// Whether missing blocks are fetched.
     pub fn fetches(&self) -> bool {
         self.fetcher.is_some()
@@ -373,6 +383,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let header_timeout = state.config.request_timeout;
+    let cache = state.store.block_cache().cloned();
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
@@ -400,10 +411,16 @@ pub async fn serve(
         };
         // The header timeout also runs while a kept-alive connection waits
         // for its next request, so idle clients give their slot back.
+        // Vectored writes hand each body's `Bytes` to the stream as it is,
+        // which is what lets `Conn` send cached blocks from their files.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .writev(true)
+            .serve_connection(
+                TokioIo::new(conn::Conn::new(stream, cache.clone())),
+                TowerToHyperService::new(app.clone()),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(
             async move {

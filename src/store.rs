@@ -8,6 +8,7 @@
 //! Blocks are keyed by multihash, as in kubo, so the same bytes under a CIDv0
 //! and a CIDv1 are stored once.
 
+pub mod cache;
 pub mod car;
 pub mod fetch;
 pub mod fs;
@@ -175,6 +176,11 @@ pub trait Blockstore: Send + Sync + 'static {
     fn keys(&self) -> Result<Vec<Multihash>, StoreError>;
     /// The raw bytes stored under a multihash (for verification).
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError>;
+    /// The store's in-memory cache, if it has one. Async code may look
+    /// blocks up in it directly: that never blocks.
+    fn block_cache(&self) -> Option<&std::sync::Arc<cache::BlockCache>> {
+        None
+    }
 }
 
 impl<T: Blockstore + ?Sized> Blockstore for std::sync::Arc<T> {
@@ -198,6 +204,9 @@ impl<T: Blockstore + ?Sized> Blockstore for std::sync::Arc<T> {
     }
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
         (**self).get_by_hash(mh)
+    }
+    fn block_cache(&self) -> Option<&std::sync::Arc<cache::BlockCache>> {
+        (**self).block_cache()
     }
 }
 
@@ -407,7 +416,7 @@ mod tests {
     use std::sync::Arc;
 
     /// The same contract, run against every store.
-    fn exercise(store: &dyn Blockstore) {
+    pub(crate) fn exercise(store: &dyn Blockstore) {
         let a = Block::new(cid::Version::V1, RAW, b"alpha".to_vec());
         let b = Block::new(cid::Version::V0, DAG_PB, vec![0x0a, 0x02, 0x08, 0x01]);
         assert!(!store.has(&a.cid).unwrap());
@@ -546,7 +555,7 @@ mod tests {
         let good = Block::new(cid::Version::V1, RAW, b"good".to_vec());
         let bad = Block::new(cid::Version::V1, RAW, b"bad".to_vec());
         repo.blocks.put_many(&[good, bad.clone()]).unwrap();
-        std::fs::write(repo.blocks.inner().path_of(bad.cid.hash()), b"BAD").unwrap();
+        std::fs::write(repo.files().path_of(bad.cid.hash()), b"BAD").unwrap();
         let report = repo.verify().unwrap();
         assert_eq!(report.checked, 2);
         assert_eq!(report.corrupt.len(), 1);

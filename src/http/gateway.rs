@@ -14,7 +14,7 @@
 use super::html;
 use super::sniff;
 use super::{AppState, GatewayError};
-use crate::store::{car, Blockstore, IDENTITY};
+use crate::store::{car, Blockstore, IDENTITY, RAW};
 use crate::unixfs::export::walk::{DagScope, DagWalk, EntityBytes};
 use crate::unixfs::export::{self, ExportError, FileRange, NodeKind, Resolved, Stat};
 use axum::body::Body;
@@ -366,18 +366,26 @@ pub(super) async fn ipfs(
     // Only what this node holds: the root must be here, and nothing below
     // it is fetched either.
     let state = if only_if_cached(&headers) {
-        if path.cid.hash().code() != IDENTITY && !state.has_local(path.cid).await? {
+        if path.cid.hash().code() != IDENTITY
+            && state.cached(&path.cid).is_none()
+            && !state.has_local(path.cid).await?
+        {
             return Err(GatewayError::NotCached { cid: path.cid });
         }
         state.local_only()
     } else {
         state
     };
-    let (root, segments) = (path.cid, path.segments.clone());
-    let resolved = state
-        .read(move |s| export::resolve(s, &root, &segments))
-        .await?
-        .map_err(|e| path.error(e))?;
+    let resolved = if path.segments.is_empty() {
+        // Nothing to read for the CID itself (the hot path: a segment).
+        Resolved::root(path.cid)
+    } else {
+        let (root, segments) = (path.cid, path.segments.clone());
+        state
+            .read(move |s| export::resolve(s, &root, &segments))
+            .await?
+            .map_err(|e| path.error(e))?
+    };
     let head = method == Method::HEAD;
     let mut resp = match format {
         Format::Raw => raw_block(&state, &path, &resolved, &params, &headers).await?,
@@ -431,10 +439,13 @@ async fn raw_block(
     if not_modified(headers, &etag) {
         return Ok(not_modified_response(&etag));
     }
-    let data = state
-        .read(move |s| export::load(s, &cid))
-        .await?
-        .map_err(|e| path.error(e))?;
+    let data = match state.cached(&cid) {
+        Some(data) => data,
+        None => state
+            .read(move |s| export::load(s, &cid))
+            .await?
+            .map_err(|e| path.error(e))?,
+    };
     let name = params
         .filename
         .clone()
@@ -557,13 +568,41 @@ async fn deserialized(
     head: bool,
 ) -> Result<Response, GatewayError> {
     let cid = resolved.cid;
+    let name = path.segments.last().map(String::as_str);
+    if cid.codec() == RAW && cid.hash().code() != IDENTITY {
+        // A raw block is its own content (every live segment is one): when
+        // it is in memory, serve it from there; when its bytes are wanted,
+        // read it once. (A HEAD or a revalidation only needs its size.)
+        let data = match state.cached(&cid) {
+            Some(data) => Some(data),
+            None if head || not_modified(headers, &format!("\"{cid}\"")) => None,
+            None => Some(
+                state
+                    .read(move |s| s.get(&cid))
+                    .await?
+                    .map_err(|e| GatewayError::internal("block store", e))?
+                    .ok_or(GatewayError::BlockNotFound { cid })?,
+            ),
+        };
+        if let Some(data) = data {
+            let size = data.len() as u64;
+            let st = Stat {
+                cid,
+                kind: NodeKind::Raw,
+                size: Some(size),
+                block_size: size,
+            };
+            return file(state, path, st, Some(data), name, params, headers, head).await;
+        }
+    }
     let st = state
         .read(move |s| export::stat(s, &cid))
         .await?
         .map_err(|e| path.error(e))?;
-    let name = path.segments.last().map(String::as_str);
     match st.kind {
-        NodeKind::File | NodeKind::Raw => file(state, path, st, name, params, headers, head).await,
+        NodeKind::File | NodeKind::Raw => {
+            file(state, path, st, None, name, params, headers, head).await
+        }
         NodeKind::Symlink => {
             let target = state
                 .read(move |s| export::symlink_target(s, &cid))
@@ -603,7 +642,8 @@ async fn deserialized(
                 .await?;
             match index {
                 Ok(st) if st.is_file() => {
-                    file(state, path, st, Some("index.html"), params, headers, head).await
+                    let name = Some("index.html");
+                    file(state, path, st, None, name, params, headers, head).await
                 }
                 Ok(_) | Err(ExportError::PathNotFound { .. }) => {
                     listing(state, path, cid, headers).await
@@ -690,10 +730,13 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Gate
 }
 
 /// File bytes, whole or one range, with a type from the name or content.
+/// `block` is the file's one raw block, when the caller has it already.
+#[allow(clippy::too_many_arguments)]
 async fn file(
     state: &AppState,
     path: &ContentPath,
     st: Stat,
+    block: Option<Bytes>,
     name: Option<&str>,
     params: &Params,
     headers: &HeaderMap,
@@ -707,9 +750,10 @@ async fn file(
     }
     let range = byte_range(headers, size)?;
     let by_name = params.filename.as_deref().or(name).and_then(sniff::by_name);
-    let content_type = match by_name {
-        Some(t) => t,
-        None => {
+    let content_type = match (by_name, &block) {
+        (Some(t), _) => t,
+        (None, Some(data)) => sniff::sniff(data).to_owned(),
+        (None, None) => {
             let sniffed = state
                 .read(move |s| -> Result<&'static str, ExportError> {
                     let mut head = Vec::new();
@@ -729,11 +773,14 @@ async fn file(
         // One raw block (a live segment, a small file): one read, sent as
         // one buffer, with no producer task or channel. Bounded: blocks are
         // at most a chunk (1 MiB) or a CAR section (4 MiB).
-        let data = state
-            .read(move |s| s.get(&cid))
-            .await?
-            .map_err(|e| GatewayError::internal("block store", e))?
-            .ok_or(GatewayError::BlockNotFound { cid })?;
+        let data = match block {
+            Some(data) => data,
+            None => state
+                .read(move |s| s.get(&cid))
+                .await?
+                .map_err(|e| GatewayError::internal("block store", e))?
+                .ok_or(GatewayError::BlockNotFound { cid })?,
+        };
         let (from, to) = (start as usize, (end as usize).min(data.len()));
         Body::from(data.slice(from.min(to)..to))
     } else {
@@ -742,7 +789,7 @@ async fn file(
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, value(&content_type));
-    h.insert(header::CONTENT_LENGTH, value(&(end - start).to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, value(&etag));
     if let Some(filename) = &params.filename {

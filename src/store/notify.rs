@@ -85,6 +85,9 @@ impl<S: Blockstore> Blockstore for Notifying<S> {
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
         self.inner.get_by_hash(mh)
     }
+    fn block_cache(&self) -> Option<&std::sync::Arc<super::cache::BlockCache>> {
+        self.inner.block_cache()
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,18 @@ pub struct Resolved {
     pub path_blocks: Vec<Cid>,
 }
 
+impl Resolved {
+    /// The empty path: `root` itself (what [`resolve`] finds for no
+    /// segments, without reading anything).
+    pub fn root(root: Cid) -> Self {
+        Self {
+            cid: root,
+            roots: vec![root],
+            path_blocks: Vec::new(),
+        }
+    }
+}
+
 /// Reads a block; identity CIDs carry their bytes inline.
 pub(crate) fn load(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, ExportError> {
     if cid.hash().code() == IDENTITY {

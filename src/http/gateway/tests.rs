@@ -801,3 +801,55 @@ async fn only_if_cached_never_fetches() {
         before
     );
 }
+
+#[tokio::test]
+async fn a_block_cache_changes_nothing_clients_see() {
+    use crate::store::cache::Cached;
+    use crate::store::MemStore;
+    let data = bytes(200_000);
+    let block = Block::new(cid::Version::V1, RAW, data.clone());
+    let plain = std::sync::Arc::new(MemStore::new());
+    plain.put(&block).unwrap();
+    let cached = std::sync::Arc::new(Cached::new(MemStore::new(), 1 << 20));
+    cached.put(&block).unwrap();
+    assert!(cached.block_cache().unwrap().contains(block.cid.hash()));
+    let cold = std::sync::Arc::new(Cached::new(MemStore::new(), 1 << 20));
+    cold.inner().put(&block).unwrap();
+    let apps = [
+        router(AppState::new(plain, HttpConfig::default())),
+        router(AppState::new(cached, HttpConfig::default())),
+        router(AppState::new(cold, HttpConfig::default())),
+    ];
+    let uri = format!("/ipfs/{}?filename=7.m4s", block.cid);
+    let tag = format!("\"{}\"", block.cid);
+    type Request<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>);
+    let requests: [Request<'_>; 8] = [
+        (Method::GET, &uri, vec![]),
+        (Method::GET, &uri, vec![("range", "bytes=1000-1999")]),
+        (Method::GET, &uri, vec![("range", "bytes=300000-")]),
+        (Method::HEAD, &uri, vec![]),
+        (Method::GET, &uri, vec![("if-none-match", &tag)]),
+        (Method::GET, &uri, vec![("cache-control", "only-if-cached")]),
+        (
+            Method::GET,
+            &uri,
+            vec![("accept", "application/vnd.ipld.raw")],
+        ),
+        (Method::GET, &uri, vec![("origin", "https://example.org")]),
+    ];
+    for (method, uri, headers) in &requests {
+        let mut replies = Vec::new();
+        for app in &apps {
+            replies.push(send(app, method.clone(), uri, headers).await);
+        }
+        let want = &replies[0];
+        for r in &replies[1..] {
+            assert_eq!(r.status, want.status, "{method} {headers:?}");
+            assert_eq!(r.headers, want.headers, "{method} {headers:?}");
+            assert!(r.body == want.body, "{method} {headers:?}: bodies differ");
+        }
+    }
+    let whole = send(&apps[1], Method::GET, &uri, &[]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert!(whole.body == data);
+}

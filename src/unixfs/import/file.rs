@@ -153,7 +153,8 @@ impl<'a> FileImporter<'a> {
     /// Feeds the next bytes of the file.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), ImportError> {
         while !data.is_empty() {
-            let n = self.room().min(data.len());
+            let n = self.room_for(data.len()).min(data.len());
+            self.grow(n);
             self.chunk.extend_from_slice(&data[..n]);
             data = &data[n..];
             self.advance(n)?;
@@ -232,12 +233,34 @@ impl<'a> FileImporter<'a> {
 
     /// Bytes the current chunk can still take, allocating it if needed.
     fn room(&mut self) -> usize {
+        self.room_for(self.chunk_size)
+    }
+
+    /// [`Self::room`], allocating a new chunk for `want` bytes only when
+    /// that is less than a chunk: a small file (a playlist, a page, a
+    /// segment below the chunk size) then holds no more memory than its
+    /// bytes, and its leaf is exactly its allocation. More bytes grow it.
+    fn room_for(&mut self, want: usize) -> usize {
         if self.chunk.capacity() == 0 {
             let tail = if self.raw_leaves { 0 } else { TAILROOM };
-            self.chunk = Vec::with_capacity(self.head + self.chunk_size + tail);
+            let size = want.clamp(1, self.chunk_size);
+            self.chunk = Vec::with_capacity(self.head + size + tail);
             self.chunk.resize(self.head, 0);
         }
         self.chunk_size - self.filled
+    }
+
+    /// Makes room for `n` more bytes in a chunk allocated smaller than a
+    /// whole one: doubling it, but never past a whole chunk (a leaf keeps
+    /// its allocation).
+    fn grow(&mut self, n: usize) {
+        let (len, cap) = (self.chunk.len(), self.chunk.capacity());
+        if cap - len < n {
+            let tail = if self.raw_leaves { 0 } else { TAILROOM };
+            let whole = self.head + self.chunk_size + tail;
+            let target = (len + n + tail).max(cap * 2).min(whole);
+            self.chunk.reserve_exact(target - len);
+        }
     }
 
     /// Accounts for `n` bytes appended to the chunk; emits a full chunk.
@@ -453,6 +476,32 @@ mod tests {
 
     fn v1_2025() -> ImportOptions {
         ImportOptions::from_profile(Profile::UnixfsV1_2025)
+    }
+
+    /// The bytes allocated behind a block's data.
+    fn allocation(b: Block) -> usize {
+        b.data.try_into_mut().expect("the only handle").capacity()
+    }
+
+    #[test]
+    fn small_files_hold_no_more_than_their_bytes() {
+        let data = pattern(750_000);
+        let (_, blocks) = import(&v1_2025(), &data);
+        assert_eq!(allocation(blocks.into_iter().next().unwrap()), 750_000);
+        // Written in pieces, a chunk grows to a whole one at most.
+        let mut blocks = Vec::new();
+        let mut f = FileImporter::new(&v1_2025(), &mut blocks).unwrap();
+        let more = pattern(1 << 20);
+        for piece in data.chunks(1000).chain(more.chunks(100_000)) {
+            f.write(piece).unwrap();
+        }
+        f.finish().unwrap();
+        let first = blocks.into_iter().next().unwrap();
+        assert_eq!(first.data.len(), 1 << 20);
+        assert_eq!(allocation(first), 1 << 20);
+        // Wrapped leaves keep room for their header and trailer.
+        let (_, blocks) = import(&ImportOptions::default(), b"hello world");
+        assert!(allocation(blocks.into_iter().next().unwrap()) < 64);
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! The stream hyper reads requests from and writes responses to: a TCP
+//! connection whose writes of cached block bytes go out with sendfile(2).
+//!
+//! hyper writes a response as a list of buffers, the head and then the
+//! body's `Bytes` as they are (it queues them rather than copying them,
+//! since the stream takes vectored writes). A segment's body is the block
+//! cache's own `Bytes`, so on each write [`Conn`] asks the cache whether
+//! the first buffers lie in the memory of a cached block: the buffers
+//! before it are written first (marked as having more to follow, so the
+//! head and the body leave in the same packets), then the block's bytes are
+//! sent from its file, which the kernel hands to the socket from the page
+//! cache instead of copying them out of our memory (the copy is most of the
+//! CPU a segment costs otherwise). The file holds the same bytes as the memory,
+//! so whatever sendfile cannot do (an error, a short file) is written from
+//! memory: the client gets the same bytes either way.
+
+use crate::store::cache::{BlockCache, FileSpan};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A served connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    stream: TcpStream,
+    cache: Option<Arc<BlockCache>>,
+}
+
+impl Conn {
+    /// `stream`, sending the bytes of blocks in `cache` from their files.
+    pub(super) fn new(stream: TcpStream, cache: Option<Arc<BlockCache>>) -> Self {
+        Self { stream, cache }
+    }
+
+    /// Runs `send` once the socket can take more.
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        send: impl Fn(&TcpStream) -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                send(&self.stream).map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    /// Sends `span` from its file.
+    fn poll_sendfile(&self, cx: &mut Context<'_>, span: &FileSpan) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, |s| {
+            let mut offset = span.offset;
+            rustix::fs::sendfile(s, &*span.file, Some(&mut offset), span.len)
+        })
+    }
+
+    /// Writes `bufs`, telling the kernel that more follows at once.
+    fn poll_write_more(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, |s| {
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            rustix::net::sendmsg(s, bufs, &mut SendAncillaryBuffer::default(), flags)
+        })
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let span = self.cache.as_ref().and_then(|c| c.file_span(bufs));
+        match span {
+            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+            // What comes before the block first (the head).
+            Some((i, _)) if i > 0 => self.poll_write_more(cx, &bufs[..i]),
+            Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
+                Ok(n) if n > 0 => Poll::Ready(Ok(n)),
+                // Nothing sent (the file is shorter than the block, or
+                // sendfile refused): the memory holds the same bytes. A
+                // broken connection fails this write too.
+                _ => Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

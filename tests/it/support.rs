@@ -882,7 +882,7 @@ impl Kubo {
 }
 
 /// A Helia node (`helia-node.mjs`, on Node 22): loopback TCP, Noise,
-/// Yamux, identify, gossipsub; no discovery or routing. Killed on drop.
+/// Yamux, identify, ping, gossipsub; no discovery or routing. Killed on drop.
 pub struct Helia(pub LinePeer);
 
 impl std::ops::Deref for Helia {

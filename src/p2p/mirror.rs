@@ -103,6 +103,8 @@ struct Follower {
     held: VecDeque<Held>,
     have: HashSet<Cid>,
     last_gc: Option<Instant>,
+    /// Unpinned segments wait for the next collection.
+    gc_pending: bool,
     stats: std::sync::Arc<std::sync::Mutex<MirrorStats>>,
 }
 
@@ -138,6 +140,7 @@ pub async fn spawn(
             held: VecDeque::new(),
             have: HashSet::new(),
             last_gc: None,
+            gc_pending: false,
             stats: std::sync::Arc::clone(&stats),
         };
         tokio::spawn(follower.run(naming.clone(), shutdown.clone()));
@@ -160,10 +163,29 @@ impl Follower {
             if let Some(record) = record {
                 self.sync(&record, &shutdown).await;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
+            loop {
+                let gc_at = self.last_gc.map_or_else(Instant::now, |t| t + GC_INTERVAL);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = rx.changed() => {
+                        if changed.is_err() { return }
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(gc_at.into()), if self.gc_pending => self.collect().await,
+                }
             }
+        }
+    }
+
+    /// Deletes the blocks no pin reaches any more.
+    async fn collect(&mut self) {
+        self.gc_pending = false;
+        self.last_gc = Some(Instant::now());
+        let repo = self.repo.clone();
+        match tokio::task::spawn_blocking(move || repo.gc()).await {
+            Ok(Ok(report)) => tracing::info!(name = %self.name, "retention: {report:?}"),
+            Ok(Err(e)) => tracing::warn!(name = %self.name, "retention GC: {e}"),
+            Err(e) => tracing::warn!(name = %self.name, "retention GC: {e}"),
         }
     }
 
@@ -244,6 +266,7 @@ impl Follower {
                 }
             }
         }
+        let mut fetched_bytes = std::collections::HashMap::new();
         for chunk in wanted.chunks(PARALLEL_FETCHES) {
             let fetched = futures::future::join_all(
                 chunk
@@ -255,15 +278,25 @@ impl Follower {
                 let bytes = r?;
                 self.pin(cid).await?;
                 self.have.insert(*cid);
-                self.held.push_back(Held {
-                    cid: *cid,
-                    bytes,
-                    at: Instant::now(),
-                });
+                fetched_bytes.insert(*cid, bytes);
                 if let Ok(mut s) = self.stats.lock() {
                     s.segments += 1;
                     s.bytes += bytes;
                 }
+            }
+        }
+        // Held in media order (the archive's), oldest first, for retention.
+        let now = Instant::now();
+        for cid in media_cids(&archive_text)
+            .into_iter()
+            .chain(media_cids(&live_text))
+        {
+            if let Some(bytes) = fetched_bytes.remove(&cid) {
+                self.held.push_back(Held {
+                    cid,
+                    bytes,
+                    at: now,
+                });
             }
         }
         // The site last, so what it names is all here when it is served.
@@ -334,38 +367,37 @@ impl Follower {
             .unwrap_or_default();
         let mut total: u64 = self.held.iter().map(|h| h.bytes).sum();
         let mut drop = Vec::new();
-        while let Some(h) = self.held.front() {
+        // Oldest first; what the live window names stays whatever the limits.
+        self.held.retain(|h| {
             let too_old = age.is_some_and(|a| h.at.elapsed() > a);
             let too_big = bytes.is_some_and(|b| total > b);
-            if !(too_old || too_big) || keep.contains(&h.cid) {
-                break;
+            if (too_old || too_big) && !keep.contains(&h.cid) {
+                total -= h.bytes;
+                drop.push(h.cid);
+                false
+            } else {
+                true
             }
-            total -= h.bytes;
-            drop.push(h.cid);
-            self.held.pop_front();
-        }
+        });
         if drop.is_empty() {
             return;
         }
         tracing::debug!(name = %self.name, "retention lets go of {} segments", drop.len());
         let repo = self.repo.clone();
-        let gc_due = self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL);
-        if gc_due {
-            self.last_gc = Some(Instant::now());
-        }
         let r = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             for cid in &drop {
                 repo.pins.remove(cid)?;
-            }
-            if gc_due {
-                let report = repo.gc()?;
-                tracing::info!("retention: {report:?}");
             }
             Ok(())
         })
         .await;
         if let Ok(Err(e)) = r {
             tracing::warn!(name = %self.name, "retention: {e}");
+        }
+        // Collected now if none ran lately, else at most GC_INTERVAL later.
+        self.gc_pending = true;
+        if self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL) {
+            self.collect().await;
         }
         let kept: HashSet<Cid> = self.held.iter().map(|h| h.cid).collect();
         self.have.retain(|c| kept.contains(c));

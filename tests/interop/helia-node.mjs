@@ -22,6 +22,11 @@
 //   {"cmd": "cat", "cid": CID, "dest": PATH, "timeout": SECONDS}
 //                                          -> bytes (written to PATH)
 //   {"cmd": "peers"}                       -> peers: [PEER_ID...]
+//   {"cmd": "resolve", "name": IPNS_NAME, "timeout": SECONDS}
+//                                          -> value (@helia/ipns with pubsub
+//       routing only: the first try subscribes to the name's topic, and it
+//       is asked again until a record arrives (by message or by fetch from a
+//       topic peer) or the timeout passes)
 //   {"cmd": "stop"}                        -> answers, then exits
 //
 // End of input also stops the node.
@@ -34,6 +39,8 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
+import { fetch } from '@libp2p/fetch'
+import { ipns, pubSubIPNSRouting } from '@helia/ipns'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import fs from 'node:fs'
@@ -52,7 +59,8 @@ const helia = await createHelia({
       // (0.47) stops answering the pings js-libp2p's connection monitor
       // sends, and the monitor drops the connection after 10-15 s.
       ping: ping(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true })
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
+      fetch: fetch()
     }
   },
   // No delegated routing and no public gateways: peers only.
@@ -60,6 +68,7 @@ const helia = await createHelia({
 })
 await helia.start()
 const fsys = unixfs(helia)
+const names = ipns(helia, { routers: [pubSubIPNSRouting(helia)] })
 
 function reply (obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')
@@ -102,7 +111,23 @@ const commands = {
     }
     return { bytes }
   },
-  peers: async () => ({ peers: helia.libp2p.getPeers().map(String) })
+  peers: async () => ({ peers: helia.libp2p.getPeers().map(String) }),
+  resolve: async (req) => {
+    const name = need(req, 'name')
+    const deadline = Date.now() + 1000 * (req.timeout ?? 30)
+    let last
+    while (Date.now() < deadline) {
+      try {
+        for await (const result of names.resolve(name, { signal: AbortSignal.timeout(5_000), offline: false, nocache: true })) {
+          return { value: result.value ?? result.record.value }
+        }
+      } catch (e) {
+        last = e
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    throw last ?? new Error('no record')
+  }
 }
 
 async function serve (req) {

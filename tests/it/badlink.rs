@@ -188,11 +188,14 @@ fn a_mirror_keeps_up_over_a_lossy_slow_link() -> Result<()> {
         lags.len() >= (SECONDS as usize) / 3,
         "too few segments: {lags:?}"
     );
-    // Keeping up: each 2 s segment is over within a few seconds, and the
-    // last ones are no later than the first (no backlog building up).
+    // Keeping up: every segment arrives within a few segment durations, and
+    // the last ones are not later than the first (no backlog building up).
+    // The figures to beat are bench/p2p.py's; this only catches falling behind.
+    let head: f64 = lags[..3].iter().sum::<f64>() / 3.0;
+    let tail: f64 = lags[lags.len() - 3..].iter().sum::<f64>() / 3.0;
     ensure!(
-        median < 3.0 && max < 8.0,
-        "mirror lag per segment: {lags:?}"
+        max < 10.0 && tail <= head + 2.0,
+        "mirror lag per segment (median {median:.3} s): {lags:?}"
     );
 
     wait_ended(&origin, "cam")?;

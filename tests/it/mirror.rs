@@ -90,3 +90,66 @@ fn a_mirror_follows_plays_and_outlives_its_origin() -> Result<()> {
     ensure!(page.contains("player.js"), "{page}");
     Ok(())
 }
+
+#[test]
+fn retention_lets_old_segments_go() -> Result<()> {
+    let origin_repo = Repo::new()?;
+    let origin = Gateway::start(&origin_repo, &["--stream", &format!("cam={KEY}")])?;
+    let name = ipns_name(&origin, "cam")?;
+    let mirror_repo = Repo::new()?;
+    let work = tempdir()?;
+    let config = work.path().join("mirror.toml");
+    // Keep about one segment's bytes: everything older than the live
+    // window goes once the window moves on.
+    std::fs::write(
+        &config,
+        format!(
+            "[[follow]]\nname = \"{name}\"\nretain_bytes = 1\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\npeers = [\"{}\"]\n",
+            tcp_addr(&origin)?
+        ),
+    )?;
+    let mirror = Gateway::start(
+        &mirror_repo,
+        &["--config", config.to_str().context("path")?],
+    )?;
+    // 20 s in 2 s segments: more than the 6-segment live window.
+    let out = publish_cmd(rtmp_addr(&origin)?, KEY, &clip(20)?, false).output()?;
+    check(&out, "ffmpeg publishing")?;
+    wait_ended(&origin, "cam")?;
+    wait_ended(&mirror, "cam")?;
+    let archive = get_text(&origin, "/live/cam/archive.m3u8")?;
+    let live = get_text(&mirror, "/live/cam.m3u8")?;
+    let (_, all) = uris(&archive);
+    let (_, window) = uris(&live);
+    ensure!(all.len() > window.len(), "the archive outgrew the window");
+    let pins = mirror_repo.run(["pin", "ls"])?;
+    let cid = |u: &String| {
+        u.trim_start_matches("/ipfs/")
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    for u in &window {
+        ensure!(pins.contains(&cid(u)), "{u} of the live window is kept");
+    }
+    let oldest = cid(&all[0]);
+    ensure!(
+        !pins.contains(&oldest),
+        "the oldest segment {oldest} is still pinned"
+    );
+    // Collected (the mirror collects at most once a minute; the operator's
+    // `repo gc` does it now): the mirror no longer has it, though the origin
+    // does.
+    mirror_repo.run(["repo", "gc"])?;
+    let r = mirror.get(
+        &format!("/ipfs/{oldest}"),
+        &[("cache-control", "only-if-cached")],
+    )?;
+    ensure!(
+        r.status == 412,
+        "the oldest segment is still stored: {}",
+        r.status
+    );
+    Ok(())
+}

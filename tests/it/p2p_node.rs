@@ -120,3 +120,36 @@ fn no_p2p_turns_the_node_off() -> Result<()> {
     ensure!(r.status == 503, "node API with the node off: {}", r.status);
     Ok(())
 }
+
+#[test]
+fn peers_connect_over_quic() -> Result<()> {
+    let repo_a = Repo::new()?;
+    let repo_b = Repo::new()?;
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = udp.local_addr()?.port();
+    drop(udp);
+    let listen = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let a = Gateway::start(&repo_a, &["--p2p", &listen, "--no-mdns"])?;
+    let info = node_info(&a)?;
+    let id_a = info["peer_id"].as_str().context("peer_id")?.to_owned();
+    let quic = format!("{listen}/p2p/{id_a}");
+    ensure!(
+        info["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a == quic.as_str()),
+        "A lists its QUIC address: {info}"
+    );
+    let b = Gateway::start(&repo_b, &["--peer", &quic])?;
+    let seen = wait_peer(&b, &id_a, true, Duration::from_secs(10))?;
+    ensure!(
+        seen["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a.as_str().is_some_and(|a| a.contains("/quic-v1"))),
+        "B reached A over QUIC: {seen}"
+    );
+    Ok(())
+}

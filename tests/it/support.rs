@@ -918,6 +918,23 @@ impl Helia {
         one_cid(v["cid"].as_str().context("add: no cid")?)
     }
 
+    /// Resolves an IPNS name with `@helia/ipns` over pubsub (retrying
+    /// until a record arrives); returns the record's value.
+    pub fn resolve_ipns(&self, name: &str, timeout: Duration) -> Result<String> {
+        let v = self.call(
+            serde_json::json!({
+                "cmd": "resolve",
+                "name": name,
+                "timeout": timeout.as_secs_f64(),
+            }),
+            timeout + Duration::from_secs(10),
+        )?;
+        v["value"]
+            .as_str()
+            .map(str::to_owned)
+            .context("resolve: no value")
+    }
+
     /// Reads the file `cid` (fetching blocks from peers) into `dest`.
     pub fn cat(&self, cid: &str, dest: &Path, timeout: Duration) -> Result<u64> {
         let v = self.call(

@@ -1,0 +1,149 @@
+//! Stream names against real peers over pubsub.
+//!
+//! - kubo 0.22 (gossipsub, IPNS over pubsub on) subscribes to a stream's
+//!   topic and receives its records from meshcast; the JS `ipns` validator
+//!   (Helia's) accepts each one for the name, and it points at the stream's
+//!   site; kubo then downloads one of the stream's segments from meshcast
+//!   with Bitswap. The origin then restarts with its clock a day behind: kubo still
+//!   receives its records, and the pubsub sequence numbers kubo sees never
+//!   go backwards for one signer (peers that track them drop older ones;
+//!   without the signer rotation in `p2p::pubsub_author` this test fails).
+//! - Helia with `@helia/ipns` pubsub routing resolves the name to the site.
+
+use crate::gateway_e2e::Gateway;
+use crate::live::wait_ended;
+use crate::naming::{ipns_name, ipns_site, publish_clip};
+use crate::p2p_node::tcp_addr;
+use crate::support::*;
+use anyhow::{ensure, Context, Result};
+use meshcast::ipns::Name;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "peerskey-0123456789";
+
+/// Validates `record` for `name` with the JS ipns package; returns its value.
+fn js_value(name: &str, record: &[u8]) -> Result<String> {
+    let dir = tempdir()?;
+    let file = dir.path().join("record.bin");
+    std::fs::write(&file, record)?;
+    let mut c = node();
+    c.arg(interop_dir().join("ipns-check.mjs"))
+        .arg("validate")
+        .arg(name)
+        .arg(&file);
+    let out: serde_json::Value = serde_json::from_str(stdout_of(c)?.trim())?;
+    out["value"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no value from ipns-check")
+}
+
+/// Waits for a message on `sub` whose record points at `/ipfs/{site}`.
+fn wait_record(
+    kubo: &Kubo,
+    sub: i64,
+    name: &str,
+    site: &str,
+    timeout: Duration,
+) -> Result<PubsubMessage> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        ensure!(
+            !left.is_zero(),
+            "kubo got no record for /ipfs/{site} within {timeout:?}"
+        );
+        let Some(m) = kubo.next_message(sub, left)? else {
+            continue;
+        };
+        if js_value(name, &m.data)? == format!("/ipfs/{site}") {
+            return Ok(m);
+        }
+    }
+}
+
+#[test]
+fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> Result<()> {
+    let repo = Repo::new()?;
+    let stream = format!("cam={KEY}");
+    let origin = Gateway::start(&repo, &["--stream", &stream])?;
+    let name = ipns_name(&origin, "cam")?;
+    let topic = name.parse::<Name>()?.pubsub_topic();
+    publish_clip(&origin, KEY)?;
+    wait_ended(&origin, "cam")?;
+    let site = ipns_site(&origin, "cam")?;
+
+    let kubo = Kubo::start()?;
+    let sub = kubo.subscribe(&topic)?;
+    kubo.connect(&tcp_addr(&origin)?)?;
+    // Joining the topic, kubo is sent the current record.
+    let first = wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
+    // And kubo fetches a segment of the stream from meshcast with Bitswap.
+    let archive = crate::live::get_text(&origin, "/live/cam/archive.m3u8")?;
+    let (_, segments) = crate::live::uris(&archive);
+    let segment = segments[0]
+        .trim_start_matches("/ipfs/")
+        .split('?')
+        .next()
+        .context("uri")?;
+    let dir = tempdir()?;
+    let dest = dir.path().join("segment.m4s");
+    kubo.download(segment, &dest, Duration::from_secs(30))?;
+    let want = origin.get(&format!("/ipfs/{segment}"), &[])?.body;
+    ensure!(
+        std::fs::read(&dest)? == want,
+        "kubo downloaded other bytes for {segment}"
+    );
+
+    // The origin comes back with its clock a day behind and publishes again.
+    drop(origin);
+    let origin = Gateway::start_wrapped(&repo, &["--stream", &stream], &["faketime", "-f", "-1d"])?;
+    kubo.connect(&tcp_addr(&origin)?)?;
+    publish_clip(&origin, KEY)?;
+    let start = Instant::now();
+    let site2 = loop {
+        let s = ipns_site(&origin, "cam")?;
+        if s != site {
+            break s;
+        }
+        ensure!(start.elapsed() < Duration::from_secs(20), "no new site");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_ended(&origin, "cam")?;
+    let site2 = ipns_site(&origin, "cam").unwrap_or(site2);
+    ensure!(site2 != site, "a new session makes a new site");
+    let second = wait_record(&kubo, sub, &name, &site2, Duration::from_secs(30))?;
+    let seq = |m: &PubsubMessage| {
+        m.seqno
+            .as_deref()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+    };
+    if first.from == second.from {
+        // Same signer: its sequence numbers must have grown.
+        ensure!(seq(&second) > seq(&first), "{first:?} then {second:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn helia_resolves_a_stream_name_over_pubsub() -> Result<()> {
+    let repo = Repo::new()?;
+    let origin = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let name = ipns_name(&origin, "cam")?;
+    publish_clip(&origin, KEY)?;
+    wait_ended(&origin, "cam")?;
+    let site = ipns_site(&origin, "cam")?;
+    let helia = Helia::start()?;
+    helia.dial(&tcp_addr(&origin)?)?;
+    let start = Instant::now();
+    let value = helia.resolve_ipns(&name, Duration::from_secs(20))?;
+    ensure!(
+        value == format!("/ipfs/{site}"),
+        "Helia resolved {name} to {value}"
+    );
+    eprintln!(
+        "Helia resolved the name over pubsub in {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}

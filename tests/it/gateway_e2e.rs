@@ -15,6 +15,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// libfaketime (Debian package faketime), to preload.
+fn libfaketime() -> Result<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("libfaketime.so.1"))
+    .find(|p| p.exists())
+    .context("libfaketime.so.1 is missing: install the Debian package faketime (scripts/test does)")
+}
+
 /// The `[p2p]` section tests with their own config file use: a free
 /// loopback port, no mDNS.
 pub const LOOPBACK_P2P: &str = "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n";
@@ -83,22 +96,31 @@ fn spawn_serve(
         ]);
     }
     let mut cmd = repo.cmd(["serve"]);
-    if let Some((prog, wargs)) = wrapper.split_first() {
-        // The same command, run by a wrapper (e.g. faketime).
-        let inner = cmd;
-        cmd = std::process::Command::new(prog);
-        cmd.args(wargs)
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
+    match wrapper {
+        // `faketime OFFSET`: libfaketime preloaded into the server itself
+        // (the faketime program forks, and killing it would leave the
+        // server running). Monotonic time is left alone so timers behave.
+        ["faketime", "-f", offset] => {
+            cmd.env("LD_PRELOAD", libfaketime()?)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        if std::env::var_os("FAKETIME_DONT_FAKE_MONOTONIC").is_none() {
-            cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        [prog, wargs @ ..] => {
+            // The same command, run by a wrapper that execs it (e.g. `ip
+            // netns exec`), so killing the child kills the server.
+            let inner = cmd;
+            cmd = std::process::Command::new(prog);
+            cmd.args(wargs)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
         }
+        [] => {}
     }
     let child = cmd
         .args(rtmp)

@@ -4,7 +4,8 @@
 //!   topic and receives its records from meshcast; the JS `ipns` validator
 //!   (Helia's) accepts each one for the name, and it points at the stream's
 //!   site; kubo then downloads one of the stream's segments from meshcast
-//!   with Bitswap. The origin then restarts with its clock a day behind: kubo still
+//!   with Bitswap, and reads `/ipns/<name>/stream.json` itself (its own
+//!   name resolution over pubsub, its own path resolution through the site). The origin then restarts with its clock a day behind: kubo still
 //!   receives its records, and the pubsub sequence numbers kubo sees never
 //!   go backwards for one signer (peers that track them drop older ones;
 //!   without the signer rotation in `p2p::pubsub_author` this test fails).

@@ -7,7 +7,7 @@
 //! [`Segmenter::push`], and after every call drains
 //! [`Segmenter::poll_segment`] for [`SegmentReady`]s to mux and store. At a
 //! publisher reconnect it calls [`Segmenter::discontinuity`]; at unpublish,
-//! [`Segmenter::finish`].
+//! [`Segmenter::finish`]; when a publish is refused, [`Segmenter::discard`].
 //!
 //! Where segments are cut:
 //!
@@ -349,6 +349,21 @@ impl Segmenter {
         self.flush();
     }
 
+    /// Drops the segment in progress and the audio held before a keyframe
+    /// (the publish was refused, and what it sent is not to be kept), then
+    /// ends the timeline as [`Segmenter::finish`] does. A closed segment
+    /// still waiting for late audio is complete and is emitted. The dropped
+    /// segment's sequence number is given to the next one, so numbers stay
+    /// contiguous.
+    pub fn discard(&mut self) {
+        self.emit_closing();
+        if let Some(seg) = self.open.take() {
+            self.dropped += seg.frames.len() as u64;
+            self.next_seq = seg.seq;
+        }
+        self.end_timeline();
+    }
+
     /// The next finished segment, oldest first.
     pub fn poll_segment(&mut self) -> Option<SegmentReady> {
         self.ready.pop_front()
@@ -618,6 +633,12 @@ impl Segmenter {
             let end = self.estimated_end(seg.start_ms);
             self.emit(seg, end);
         }
+        self.end_timeline();
+    }
+
+    /// Forgets the timeline: what follows starts a new run, after a
+    /// discontinuity once any segment was emitted.
+    fn end_timeline(&mut self) {
         self.dropped += self.preroll.len() as u64;
         self.preroll.clear();
         self.preroll_bytes = 0;

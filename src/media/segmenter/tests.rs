@@ -361,6 +361,48 @@ fn reconnect_marks_the_next_segment() {
 }
 
 #[test]
+fn discard_drops_the_open_segment_and_reuses_its_number() {
+    let mut s = segmenter(video_tracks());
+    let mut segs = feed(&mut s, video(100, 30));
+    assert_eq!(segs.len(), 1, "one segment cut at 2970, frames 90-99 open");
+    s.discard();
+    assert!(s.poll_segment().is_none(), "the open segment is dropped");
+    assert_eq!(s.dropped_frames(), 10);
+    // The next run takes the dropped segment's number, after a
+    // discontinuity.
+    segs.extend(feed(&mut s, [v(20_000, true), v(20_033, false)]));
+    s.finish();
+    segs.extend(drain(&mut s));
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].seq, 1);
+    assert!(segs[1].discontinuity);
+    assert_eq!(segs[1].start_dts_ms, 20_000);
+
+    // Audio held before the first keyframe goes too; before any segment
+    // nothing is marked a discontinuity.
+    let mut s = segmenter(av_tracks());
+    feed(&mut s, [a(0), a(21), v(40, true), v(73, false)]);
+    s.discard();
+    assert!(s.poll_segment().is_none());
+    feed(&mut s, [a(5000), a(5021)]);
+    s.discard();
+    assert_eq!(s.dropped_frames(), 6);
+    feed(&mut s, [v(9000, true)]);
+    s.finish();
+    let seg = s.poll_segment().unwrap();
+    assert_eq!((seg.seq, seg.discontinuity), (0, false));
+
+    // A closed segment waiting for late audio is complete: it stays.
+    let mut s = segmenter(av_tracks());
+    let early = feed(&mut s, [v(0, true), a(0), v(2000, true)]);
+    assert!(early.is_empty(), "the first segment waits for late audio");
+    s.discard();
+    let kept = drain(&mut s);
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].seq, kept[0].frames.len()), (0, 2));
+}
+
+#[test]
 fn long_gop_forces_a_bounded_cut() {
     let mut s = segmenter(video_tracks());
     // One keyframe every 10 s.

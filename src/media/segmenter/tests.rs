@@ -132,6 +132,35 @@ fn cuts_at_first_keyframe_after_target() {
 }
 
 #[test]
+fn cuts_where_presentation_reaches_the_target() {
+    // As x265 in ffmpeg 9's FLV: 25 fps with B-frames, 2 s GOPs; the
+    // first keyframe's composition offset is 80 ms, later ones' 120 ms, so
+    // the second decodes at 1960 but shows at 2080, two seconds after the
+    // first (shown at 80).
+    let mut s = segmenter(video_tracks());
+    let frames = (0..150u64).map(|i| {
+        let mut f = v(i * 40, [0, 49, 99].contains(&i));
+        f.composition_ms = if i == 0 { 80 } else { 120 };
+        f
+    });
+    let mut segs = feed(&mut s, frames);
+    s.finish();
+    segs.extend(drain(&mut s));
+    let starts: Vec<_> = segs.iter().map(|s| s.start_dts_ms).collect();
+    assert_eq!(starts, [0, 1960, 3960], "cut at every keyframe");
+    // A keyframe short of the target in both clocks does not cut.
+    let mut s = segmenter(video_tracks());
+    let frames = (0..100u64).map(|i| {
+        let mut f = v(i * 40, i % 49 == 0);
+        f.composition_ms = 80;
+        f
+    });
+    let segs = feed(&mut s, frames);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].duration_ms, 98 * 40);
+}
+
+#[test]
 fn finish_flushes_with_one_frame_duration() {
     let mut s = segmenter(video_tracks());
     let mut segs = feed(&mut s, video(100, 30));

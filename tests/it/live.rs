@@ -87,7 +87,7 @@ pub(crate) fn get_text(gw: &Gateway, path: &str) -> Result<String> {
     Ok(String::from_utf8(r.body)?)
 }
 
-fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
+pub(crate) fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&get_text(gw, "/api/v1/streams")?)?)
 }
 
@@ -148,7 +148,7 @@ pub(crate) fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
     Ok(r.body)
 }
 
-fn ffprobe_ok(path: &Path) -> Result<String> {
+pub(crate) fn ffprobe_ok(path: &Path) -> Result<String> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -197,13 +197,24 @@ pub(crate) fn decode_clean(url: &str) -> Result<f64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// Checks every segment of `name`'s archive and decodes it; returns the
-/// archive text.
+/// Checks every segment of `name`'s archive (H.264 and AAC) and decodes
+/// it; returns the archive text.
 pub(crate) fn check_archive(
     gw: &Gateway,
     name: &str,
     want_secs: f64,
     fmp4: bool,
+) -> Result<String> {
+    check_archive_of(gw, name, want_secs, fmp4, "h264")
+}
+
+/// [`check_archive`] for video in `video_codec` (as ffprobe names it).
+pub(crate) fn check_archive_of(
+    gw: &Gateway,
+    name: &str,
+    want_secs: f64,
+    fmp4: bool,
+    video_codec: &str,
 ) -> Result<String> {
     let archive = get_text(gw, &format!("/live/{name}/archive.m3u8"))?;
     ensure!(archive.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{archive}");
@@ -245,10 +256,13 @@ pub(crate) fn check_archive(
         bytes.extend_from_slice(&body);
         std::fs::write(&file, bytes)?;
         let streams = ffprobe_ok(&file)?;
-        ensure!(
-            streams.contains("h264") && streams.contains("aac"),
-            "{uri}: {streams}"
-        );
+        // A transport stream lists its streams under its program too.
+        let mut codecs: Vec<&str> = streams.lines().filter(|l| !l.is_empty()).collect();
+        codecs.sort_unstable();
+        codecs.dedup();
+        let mut want = [video_codec, "aac"];
+        want.sort_unstable();
+        ensure!(codecs == want, "{uri}: {streams}");
     }
     let secs = decode_clean(&format!("{}/live/{name}/archive.m3u8", gw.base))?;
     ensure!(

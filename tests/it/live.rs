@@ -391,8 +391,9 @@ fn a_returning_publisher_continues_the_session() -> Result<()> {
         fetch_verified(&gw, uri)?;
     }
     let secs = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
-    // About 4-5.5 s before the drop, then the whole 8 s clip.
-    ensure!((11.0..=14.0).contains(&secs), "archive lasts {secs} s");
+    // About 4-5.5 s before the drop (less on a loaded machine, where ffmpeg
+    // starts late), then the whole 8 s clip.
+    ensure!((10.0..=14.0).contains(&secs), "archive lasts {secs} s");
     Ok(())
 }
 

@@ -468,17 +468,25 @@ fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
     let start = std::time::Instant::now();
     let addr = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let found = text.match_indices("127.0.0.1:").find_map(|(i, m)| {
-            let digits: String = text[i + m.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-        });
+        // Only whole lines: a line caught half written could end in a
+        // truncated port number that belongs to some other listener.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        // The gateway's own line: the RTMP listener may log first.
+        let found = text
+            .lines()
+            .filter(|l| l.contains("HTTP gateway listening"))
+            .flat_map(|l| l.match_indices("127.0.0.1:").map(move |(i, m)| (l, i, m)))
+            .find_map(|(text, i, m)| {
+                let digits: String = text[i + m.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            });
         if let Some(addr) = found {
             break addr;
         }

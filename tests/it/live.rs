@@ -50,6 +50,8 @@ pub(crate) fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&gw.log).unwrap_or_default();
+        // Whole lines only: a half-written line may hold a truncated port.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         if let Some(line) = text.lines().find(|l| l.contains("RTMP ingest listening")) {
             if let Some(i) = line.find("127.0.0.1:") {
                 let digits: String = line[i + 10..]

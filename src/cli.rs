@@ -701,9 +701,59 @@ fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>)> {
     Ok((cid, parts.map(str::to_owned).collect()))
 }
 
+/// Makes sure the DAG at `root/segments` is in the repo: when blocks are
+/// missing and a node runs on this data directory (its `api` file), they
+/// are fetched through its gateway as a CAR (the node asks its peers with
+/// Bitswap) and every block is hash-checked as it is imported.
+fn fetch_missing(repo: &Repo, root: &Cid, segments: &[String]) -> Result<()> {
+    let complete = match meshcast::unixfs::export::resolve(&*repo.blocks, root, segments) {
+        Ok(r) => dag_blocks(repo, &r.cid)?.1.is_empty(),
+        Err(_) => false,
+    };
+    if complete {
+        return Ok(());
+    }
+    let api_file = repo.dir().join(meshcast::node::API_FILE);
+    let Ok(api) = std::fs::read_to_string(&api_file) else {
+        // No node: the local read reports what is missing.
+        return Ok(());
+    };
+    let mut url = format!("{}/ipfs/{root}", api.trim());
+    for s in segments {
+        url.push('/');
+        url.push_str(
+            &percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+    }
+    url.push_str("?format=car");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .build()
+        .into();
+    let resp = agent.get(&url).call().with_context(|| {
+        format!(
+            "blocks are missing here and the node at {} (from {}) did not answer; is `meshcast serve` running?",
+            api.trim(),
+            api_file.display()
+        )
+    })?;
+    let body = resp.into_body().into_reader();
+    let _guard = repo.writer()?;
+    let mut reader =
+        CarReader::new(std::io::BufReader::new(body)).context("reading the CAR the node sent")?;
+    let mut writer = BatchWriter::new(repo.blocks.clone());
+    while let Some(block) = reader.next_block()? {
+        meshcast::store::BlockSink::put_block(&mut writer, block)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
 fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
     use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
+    fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -728,6 +778,7 @@ fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
 fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
     use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
+    fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
     let dest = output.unwrap_or_else(|| {
         PathBuf::from(segments.last().cloned().unwrap_or_else(|| root.to_string()))

@@ -73,6 +73,11 @@ pub struct Node {
     rtmp: JoinHandle<std::io::Result<()>>,
 }
 
+/// The file that tells other `meshcast` commands on this data directory
+/// where the running node's gateway is (`http://IP:PORT`), so `cat` and
+/// `get` can fetch what the repo lacks through it.
+pub const API_FILE: &str = "api";
+
 /// The file that keeps the key of the stream `serve` creates when none is
 /// configured.
 const DEFAULT_KEY_FILE: &str = "stream-key";
@@ -208,6 +213,21 @@ impl Node {
             Arc::new(streams),
             stopped_rx(stopped),
         ));
+        let reach = match http_addr.ip() {
+            ip if ip.is_unspecified() => SocketAddr::new(
+                if ip.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                http_addr.port(),
+            ),
+            _ => http_addr,
+        };
+        crate::store::write_atomic(
+            &config.data_dir.join(API_FILE),
+            format!("http://{reach}\n").as_bytes(),
+        )?;
         Ok(Self {
             http_addr,
             rtmp_addr,
@@ -264,6 +284,7 @@ impl Node {
         let rtmp = join(self.rtmp.await);
         let http = join(self.http.await);
         self.cancel.cancel();
+        let _ = std::fs::remove_file(self.repo.dir().join(API_FILE));
         http.and(rtmp)
     }
 }

@@ -18,6 +18,9 @@
 //!                    <----------------  Stream Begin, onStatus(NetStream.Publish.Start)
 //!   @setDataFrame    ---------------->  Event::Metadata
 //!   audio / video    ---------------->  Event::Media { kind, timestamp, payload }
+//!                                       (media the caller cannot carry:
+//!                                       Session::fail_publish)
+//!                    <----------------  onStatus(error, NetStream.Failed, why)
 //!   FCUnpublish, deleteStream -------->  Event::Unpublish
 //! ```
 //!

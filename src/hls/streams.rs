@@ -13,6 +13,15 @@
 //! idle) and comes back within [`RECONNECT_GRACE`] continues the same session
 //! after an `EXT-X-DISCONTINUITY`; one that unpublishes, or does not come
 //! back in time, ends it: the archive gets `EXT-X-ENDLIST` and becomes a VOD.
+//!
+//! Before a publish's tracks reach us, the server asks
+//! [`Publishers::check_tracks`] whether the stream's segment format can
+//! carry them (AV1 has no MPEG-TS mapping), so a codec we cannot carry is
+//! refused at ingest rather than failing every segment. A refused publish
+//! ([`EndReason::Refused`]) leaves nothing of its own behind: frames not yet
+//! in a segment are dropped. A session that ends without a segment (refused,
+//! or no media at all) is not recorded: no session file, playlist or site,
+//! and the API does not list it.
 
 use crate::config::{LiveConfig, SegmentFormat, StreamConfig};
 use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
@@ -317,6 +326,9 @@ impl Streams {
                 }
             }
         }
+        // A session without a segment recorded nothing (older versions kept
+        // those of refused publishes): not worth listing.
+        records.retain(|r| !r.playlist.segments().is_empty());
         records.sort_by_key(|r| r.started_ms);
         let last = records.len().saturating_sub(1);
         for (i, mut r) in records.into_iter().enumerate() {
@@ -488,8 +500,12 @@ impl Streams {
                 IngestEvent::Tracks(t) => p.segmenter.set_tracks(t),
                 IngestEvent::Frame(f) => p.segmenter.push(f, now_ms()),
                 IngestEvent::End(reason) => {
+                    if matches!(reason, EndReason::Refused(_)) {
+                        p.segmenter.discard();
+                    } else {
+                        p.segmenter.finish();
+                    }
                     end = reason;
-                    p.segmenter.finish();
                 }
             }
             while let Some(seg) = p.segmenter.poll_segment() {
@@ -499,15 +515,18 @@ impl Streams {
                 }
             }
         }
-        {
+        let segments = {
             let mut p = pipeline.lock().await;
-            p.segmenter.finish();
+            if !matches!(end, EndReason::Refused(_)) {
+                p.segmenter.finish();
+            }
             while let Some(seg) = p.segmenter.poll_segment() {
                 if let Err(e) = self.publish_segment(&name, &mut p, seg).await {
                     tracing::warn!(stream = %name, "segment dropped: {e}");
                 }
             }
-        }
+            p.record.playlist.segments().len()
+        };
         if let Some(s) = self.lock().get_mut(&name) {
             s.publishing = false;
         }
@@ -516,7 +535,10 @@ impl Streams {
                 tracing::info!(stream = %name, "publisher stopped; session ended");
                 self.end_session(&name, &pipeline).await;
             }
-            EndReason::Disconnected | EndReason::IdleTimeout => {
+            EndReason::Refused(_) if segments == 0 => {
+                self.end_session(&name, &pipeline).await;
+            }
+            EndReason::Refused(_) | EndReason::Disconnected | EndReason::IdleTimeout => {
                 tracing::info!(
                     stream = %name,
                     "publisher gone; the session continues if it returns within {}s",
@@ -532,11 +554,17 @@ impl Streams {
         }
     }
 
+    /// Ends the session with `EXT-X-ENDLIST`; one without a segment is
+    /// dropped instead, as if it had never begun (nothing of it was stored).
     async fn end_session(&self, name: &str, pipeline: &Arc<tokio::sync::Mutex<Pipeline>>) {
         let mut p = pipeline.lock().await;
-        p.record.playlist.end();
-        if let Err(e) = self.store_playlists(name, &mut p).await {
-            tracing::warn!(stream = %name, "storing the final archive failed: {e}");
+        if p.record.playlist.segments().is_empty() {
+            tracing::info!(stream = %name, session = %p.record.id, "no media recorded; session dropped");
+        } else {
+            p.record.playlist.end();
+            if let Err(e) = self.store_playlists(name, &mut p).await {
+                tracing::warn!(stream = %name, "storing the final archive failed: {e}");
+            }
         }
         if let Some(s) = self.lock().get_mut(name) {
             if s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, pipeline)) {
@@ -753,6 +781,21 @@ impl Inner {
 }
 
 impl Publishers for Streams {
+    fn check_tracks(&self, stream: &str, tracks: &crate::media::Tracks) -> Result<(), String> {
+        let format = self
+            .lock()
+            .get(stream)
+            .map_or(self.inner.live.format, |s| s.format);
+        // The muxers refuse what their format cannot express; the init
+        // segment and a TS muxer are cheap to make once per track change.
+        match format {
+            SegmentFormat::Fmp4 => fmp4::init_segment(tracks)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            SegmentFormat::Ts => ts::Muxer::new(tracks).map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
     fn begin(
         &self,
         stream: &str,
@@ -791,3 +834,6 @@ impl Publishers for Streams {
         Ok(tx)
     }
 }
+
+#[cfg(test)]
+mod tests;

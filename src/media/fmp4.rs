@@ -10,6 +10,13 @@
 //! `esds` built around the AudioSpecificConfig; its sample tables are empty
 //! and `mvex` announces fragments.
 //!
+//! Two codec rules of MP4 that what RTMP carries does not follow: an
+//! `hvc1` sample entry needs its parameter set arrays marked complete
+//! (`array_completeness`), which ffmpeg's FLV muxer leaves at 0, so the
+//! `hvcC` is written with those bits set; and AV1 samples should hold no
+//! temporal delimiter, padding or redundant frame header OBUs (AV1-ISOBMFF
+//! 2.4), which encoders put in every RTMP frame, so they are left out.
+//!
 //! Timelines: video uses a 90 kHz timescale (milliseconds times 90, exact);
 //! audio uses the sample rate, and every AAC frame lasts 1024 samples. RTMP
 //! timestamps are whole milliseconds, so audio decode times are counted in
@@ -278,6 +285,22 @@ fn mux_segment(
     if frames.is_empty() {
         return Err(MuxError::Empty);
     }
+    let av1_samples: Vec<Frame>;
+    let frames = if matches!(tracks.video, Some(VideoConfig::Av1(_))) {
+        av1_samples = frames
+            .iter()
+            .map(|f| match f.track {
+                TrackKind::Video => Frame {
+                    data: av1_sample(&f.data),
+                    ..f.clone()
+                },
+                TrackKind::Audio => f.clone(),
+            })
+            .collect();
+        &av1_samples[..]
+    } else {
+        frames
+    };
     let mut video_frames = Vec::new();
     let mut audio_frames = Vec::new();
     for frame in frames {
@@ -508,11 +531,101 @@ enum Handler {
     Audio(u32),
 }
 
+/// OBU types an AV1 sample should not hold (AV1-ISOBMFF 2.4): temporal
+/// delimiter, redundant frame header, padding.
+const AV1_OBUS_LEFT_OUT: [u8; 3] = [2, 7, 15];
+
+/// An AV1 temporal unit as an MP4 sample: its OBUs without those of
+/// [`AV1_OBUS_LEFT_OUT`]. Data that does not parse as OBUs is left as it
+/// is (the decoder's to judge). Without a copy when only a prefix goes, as
+/// the temporal delimiter that opens every unit does.
+fn av1_sample(data: &Bytes) -> Bytes {
+    let mut keep: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let header = data[pos];
+        let obu_type = (header >> 3) & 0x0F;
+        let mut at = pos + 1 + usize::from(header & 0x04 != 0);
+        let end = if header & 0x02 != 0 {
+            // obu_size: leb128, at most 8 bytes.
+            let mut size = 0u64;
+            let mut done = false;
+            for i in 0..8 {
+                let Some(&b) = data.get(at) else { break };
+                at += 1;
+                size |= u64::from(b & 0x7F) << (7 * i);
+                if b & 0x80 == 0 {
+                    done = true;
+                    break;
+                }
+            }
+            match usize::try_from(size).ok().and_then(|s| at.checked_add(s)) {
+                Some(end) if done && end <= data.len() => end,
+                _ => return data.clone(),
+            }
+        } else {
+            // Without a size field the OBU runs to the end.
+            data.len()
+        };
+        if at > end {
+            return data.clone();
+        }
+        if !AV1_OBUS_LEFT_OUT.contains(&obu_type) {
+            match keep.last_mut() {
+                Some(last) if last.end == pos => last.end = end,
+                _ => keep.push(pos..end),
+            }
+        }
+        pos = end;
+    }
+    match keep.as_slice() {
+        [] => Bytes::new(),
+        [one] => data.slice(one.clone()),
+        many => {
+            let mut out = Vec::with_capacity(many.iter().map(|r| r.len()).sum());
+            for r in many {
+                out.extend_from_slice(&data[r.clone()]);
+            }
+            Bytes::from(out)
+        }
+    }
+}
+
+/// An HEVCDecoderConfigurationRecord as an `hvc1` sample entry needs it:
+/// the VPS, SPS and PPS arrays marked complete (ISO/IEC 14496-15 8.4.1:
+/// for `hvc1` their `array_completeness` is 1), as ffmpeg's MP4 muxer
+/// writes it. Other arrays (SEI) keep theirs.
+fn hvc1_record(raw: &[u8]) -> Bytes {
+    let mut record = raw.to_vec();
+    let Some(&arrays) = record.get(22) else {
+        return Bytes::from(record);
+    };
+    let mut pos = 23;
+    for _ in 0..arrays {
+        let Some(&kind) = record.get(pos) else { break };
+        if matches!(kind & 0x3F, 32..=34) {
+            record[pos] = kind | 0x80;
+        }
+        let Some(count) = record.get(pos + 1..pos + 3) else {
+            break;
+        };
+        let count = u16::from_be_bytes([count[0], count[1]]);
+        pos += 3;
+        for _ in 0..count {
+            let Some(len) = record.get(pos..pos + 2) else {
+                break;
+            };
+            pos += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        }
+    }
+    Bytes::from(record)
+}
+
 fn video_sample_entry(w: &mut Writer, config: &VideoConfig, width: u32, height: u32) {
     let (entry, record_box, record) = match config {
-        VideoConfig::Avc(c) => (b"avc1", b"avcC", &c.raw),
-        VideoConfig::Hevc(c) => (b"hvc1", b"hvcC", &c.raw),
-        VideoConfig::Av1(c) => (b"av01", b"av1C", &c.raw),
+        VideoConfig::Avc(c) => (b"avc1", b"avcC", c.raw.clone()),
+        VideoConfig::Hevc(c) => (b"hvc1", b"hvcC", hvc1_record(&c.raw)),
+        VideoConfig::Av1(c) => (b"av01", b"av1C", c.raw.clone()),
     };
     w.boxed(entry, |w| {
         w.zeros(6);
@@ -528,7 +641,7 @@ fn video_sample_entry(w: &mut Writer, config: &VideoConfig, width: u32, height: 
         w.zeros(32); // compressorname
         w.u16(0x0018); // depth
         w.u16(0xFFFF); // pre_defined = -1
-        w.boxed(record_box, |w| w.bytes(record));
+        w.boxed(record_box, |w| w.bytes(&record));
     });
 }
 

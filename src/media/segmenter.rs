@@ -7,12 +7,17 @@
 //! [`Segmenter::push`], and after every call drains
 //! [`Segmenter::poll_segment`] for [`SegmentReady`]s to mux and store. At a
 //! publisher reconnect it calls [`Segmenter::discontinuity`]; at unpublish,
-//! [`Segmenter::finish`].
+//! [`Segmenter::finish`]; when a publish is refused, [`Segmenter::discard`].
 //!
 //! Where segments are cut:
 //!
 //! * With video, at the first video keyframe whose dts is at or after the
-//!   segment's start plus [`SegmenterConfig::target`]. Audio-only streams cut
+//!   segment's start plus [`SegmenterConfig::target`], or whose pts is at
+//!   or after the segment's first pts plus the target: with B-frames the
+//!   reordering delay of a GOP's keyframe may change (x265 gives the first
+//!   a smaller one than later ones), so a keyframe a target later in
+//!   presentation can decode a frame earlier than a target later, and
+//!   looking at dts alone would double that segment. Audio-only streams cut
 //!   at the first audio frame at or after that point.
 //! * Audio belongs to segments by dts, not by arrival: RTMP interleaves audio
 //!   a few frames ahead of or behind video, so audio that arrived before the
@@ -182,6 +187,8 @@ struct Limits {
 struct Open {
     seq: u64,
     start_ms: u64,
+    /// Presentation time of the first frame.
+    start_pts_ms: i128,
     frames: Vec<Frame>,
     bytes: usize,
     discontinuity: bool,
@@ -349,6 +356,21 @@ impl Segmenter {
         self.flush();
     }
 
+    /// Drops the segment in progress and the audio held before a keyframe
+    /// (the publish was refused, and what it sent is not to be kept), then
+    /// ends the timeline as [`Segmenter::finish`] does. A closed segment
+    /// still waiting for late audio is complete and is emitted. The dropped
+    /// segment's sequence number is given to the next one, so numbers stay
+    /// contiguous.
+    pub fn discard(&mut self) {
+        self.emit_closing();
+        if let Some(seg) = self.open.take() {
+            self.dropped += seg.frames.len() as u64;
+            self.next_seq = seg.seq;
+        }
+        self.end_timeline();
+    }
+
     /// The next finished segment, oldest first.
     pub fn poll_segment(&mut self) -> Option<SegmentReady> {
         self.ready.pop_front()
@@ -427,7 +449,9 @@ impl Segmenter {
             self.lead_step = Some(dts - last);
         }
         self.last_lead = Some(dts);
-        let due = starts && dts >= start.saturating_add(l.target);
+        let due = starts
+            && (dts >= start.saturating_add(l.target)
+                || pts(&frame) >= open.start_pts_ms + i128::from(l.target));
         let forced = dts >= start.saturating_add(l.max)
             || (open.bytes + frame.data.len() > l.max_bytes && dts > start);
         if due || forced {
@@ -549,6 +573,7 @@ impl Segmenter {
         let mut seg = Open {
             seq,
             start_ms: dts,
+            start_pts_ms: pts(&first),
             frames: Vec::with_capacity(carried.len() + 64),
             bytes: 0,
             discontinuity: std::mem::take(&mut self.discontinuity_pending),
@@ -618,6 +643,12 @@ impl Segmenter {
             let end = self.estimated_end(seg.start_ms);
             self.emit(seg, end);
         }
+        self.end_timeline();
+    }
+
+    /// Forgets the timeline: what follows starts a new run, after a
+    /// discontinuity once any segment was emitted.
+    fn end_timeline(&mut self) {
         self.dropped += self.preroll.len() as u64;
         self.preroll.clear();
         self.preroll_bytes = 0;
@@ -651,6 +682,11 @@ impl Segmenter {
             program_date_time_ms: seg.program_date_time_ms,
         });
     }
+}
+
+/// A frame's presentation time in milliseconds.
+fn pts(frame: &Frame) -> i128 {
+    i128::from(frame.dts_ms) + i128::from(frame.composition_ms)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -14,6 +14,9 @@
 //!                         -> accept_publish; from here on the task owns a
 //!                            bounded Sender<IngestEvent>
 //!     Metadata, Media     -> Demux (media::flv) -> Tracks, Frame -> Sender
+//!                            (new Tracks: Publishers::check_tracks)
+//!       codec we cannot carry -> fail_publish: onStatus(error, NetStream.Failed,
+//!                                what to publish instead) -> End(Refused) -> close
 //!     Unpublish / EOF / idle_timeout / error  -> End(reason) -> close
 //! ```
 //!
@@ -82,8 +85,13 @@ pub enum EndReason {
     Disconnected,
     /// No media arrived for `idle_timeout`.
     IdleTimeout,
-    /// A protocol error, unsupported media, or the server shutting down.
+    /// A protocol error or the server shutting down.
     Error(String),
+    /// The publisher's media was refused (a codec the stream cannot carry,
+    /// or media that does not parse) and the publisher was told why with an
+    /// error status. What this publish sent that is not in a finished
+    /// segment yet is not to be kept.
+    Refused(String),
 }
 
 /// Why the manager refused a publish (e.g. the stream already has a
@@ -109,6 +117,15 @@ pub trait Publishers: Send + Sync + 'static {
         stream: &str,
         peer: SocketAddr,
     ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused>;
+
+    /// Whether `stream` can carry `tracks`: the codecs we parse are not all
+    /// carried by every segment format. Asked before each
+    /// [`IngestEvent::Tracks`] of a publish; Err is said to the publisher
+    /// (and logged), so it names the codec and what to publish instead.
+    fn check_tracks(&self, stream: &str, tracks: &Tracks) -> Result<(), String> {
+        let _ = (stream, tracks);
+        Ok(())
+    }
 }
 
 /// Stream keys and the public names they publish to.
@@ -332,6 +349,8 @@ pub async fn serve(
 
 /// The publish a connection is feeding.
 struct Live {
+    /// The stream's public name.
+    name: String,
     tx: mpsc::Sender<IngestEvent>,
     demux: Demux,
 }
@@ -341,8 +360,9 @@ enum Flow {
     Continue,
     /// Close the connection; for a live publish, send `End(reason)`.
     Close(EndReason),
-    /// A publish was refused: let the client read our answer, then close.
-    Refused,
+    /// A publish or its media was refused: let the client read our
+    /// answer, then close with `reason`.
+    Refused(EndReason),
 }
 
 /// One publisher connection, from accept to close.
@@ -375,7 +395,9 @@ async fn connection(
     };
     let reason = conn.run(cancel).await;
     match &reason {
-        EndReason::Error(e) => tracing::warn!(error = %e, "RTMP connection closed"),
+        EndReason::Error(e) | EndReason::Refused(e) => {
+            tracing::warn!(error = %e, "RTMP connection closed")
+        }
         reason => tracing::info!(?reason, "RTMP connection closed"),
     }
     if let Some(live) = conn.live.take() {
@@ -425,12 +447,14 @@ impl Connection<'_> {
                     return EndReason::Unpublished;
                 }
                 (Flow::Close(reason), _) => return reason,
+                (Flow::Refused(reason), flushed) => {
+                    if flushed.is_ok() {
+                        self.linger().await;
+                    }
+                    return reason;
+                }
                 (_, Err(e)) if is_disconnect(&e) => return EndReason::Disconnected,
                 (_, Err(e)) => return EndReason::Error(format!("writing to the publisher: {e}")),
-                (Flow::Refused, Ok(())) => {
-                    self.linger().await;
-                    return EndReason::Error("publish refused".into());
-                }
                 (Flow::Continue, Ok(())) => {}
             }
         }
@@ -516,10 +540,15 @@ impl Connection<'_> {
                 };
                 let out = match live.demux.media(kind, timestamp, payload) {
                     Ok(out) => out,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unusable media from the publisher; closing");
-                        return Flow::Close(EndReason::Error(e.to_string()));
+                    Err(e) => return self.refuse_media(e.to_string()),
+                };
+                if let Some(tracks) = &out.tracks {
+                    if let Err(why) = self.shared.publishers.check_tracks(&live.name, tracks) {
+                        return self.refuse_media(why);
                     }
+                }
+                let Some(live) = &mut self.live else {
+                    return Flow::Continue;
                 };
                 let events = out.tracks.map(IngestEvent::Tracks).into_iter();
                 for event in events.chain(out.frame.map(IngestEvent::Frame)) {
@@ -568,6 +597,7 @@ impl Connection<'_> {
         // From here the manager expects an End, which `connection` sends
         // whatever happens next.
         self.live = Some(Live {
+            name: name.to_owned(),
             tx,
             demux: Demux::default(),
         });
@@ -581,7 +611,19 @@ impl Connection<'_> {
 
     fn reject(&mut self, code: &str, description: &str) -> Flow {
         match self.session.reject_publish(code, description) {
-            Ok(()) => Flow::Refused,
+            Ok(()) => Flow::Refused(EndReason::Error("publish refused".into())),
+            Err(e) => Flow::Close(EndReason::Error(e.to_string())),
+        }
+    }
+
+    /// Ends an accepted publish whose media we cannot use, telling the
+    /// publisher `why` (which names the codec and what to publish instead)
+    /// with `NetStream.Failed`: ffmpeg prints the description, and
+    /// librtmp-based encoders close on that code.
+    fn refuse_media(&mut self, why: String) -> Flow {
+        tracing::warn!(reason = %why, "refusing the publish: media this stream cannot carry");
+        match self.session.fail_publish("NetStream.Failed", &why) {
+            Ok(()) => Flow::Refused(EndReason::Refused(why)),
             Err(e) => Flow::Close(EndReason::Error(e.to_string())),
         }
     }

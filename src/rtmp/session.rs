@@ -4,8 +4,10 @@
 //! [`Session::handle_input`], then drains [`Session::poll_transmit`] (bytes to
 //! write) and [`Session::poll_event`] (what happened). A
 //! [`Event::PublishRequest`] waits for the caller's verdict:
-//! [`Session::accept_publish`] or [`Session::reject_publish`]. The session
-//! never reads a clock or a socket; the only outside input besides bytes is
+//! [`Session::accept_publish`] or [`Session::reject_publish`]. An accepted
+//! publish whose media turns out unusable (a codec the caller cannot
+//! carry, which only the media shows) is ended with an error status by
+//! [`Session::fail_publish`]. The session never reads a clock or a socket; the only outside input besides bytes is
 //! the randomness for the handshake, given to [`Session::new`].
 //!
 //! The command exchange we answer is the one OBS, ffmpeg and hardware
@@ -113,6 +115,9 @@ pub enum SessionError {
     /// `accept_publish` or `reject_publish` without a pending request.
     #[error("no publish request is waiting for an answer")]
     NoPendingPublish,
+    /// `fail_publish` without an accepted publish.
+    #[error("no accepted publish to fail")]
+    NotPublishing,
 }
 
 /// Which kind of media a [`Event::Media`] carries.
@@ -312,6 +317,22 @@ impl Session {
     pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
         let Publish::Pending { stream_id, .. } = self.publish else {
             return Err(SessionError::NoPendingPublish);
+        };
+        self.publish = Publish::Idle;
+        self.on_status(stream_id, "error", code, description, None)
+    }
+
+    /// Ends the accepted publish with an `onStatus` error, after
+    /// `NetStream.Publish.Start`: for media the caller cannot use (a codec
+    /// it cannot carry). `description` is what encoders show their user
+    /// (ffmpeg prints it as `Server error: ...`); `code` is e.g.
+    /// `NetStream.Failed`, on which librtmp-based encoders close. Media that
+    /// follows is dropped and no [`Event::Unpublish`] is reported for this
+    /// publish; the caller should close the connection once the status is
+    /// written.
+    pub fn fail_publish(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
+        let Publish::Live { stream_id, .. } = self.publish else {
+            return Err(SessionError::NotPublishing);
         };
         self.publish = Publish::Idle;
         self.on_status(stream_id, "error", code, description, None)

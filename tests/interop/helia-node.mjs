@@ -2,8 +2,8 @@
 // A running Helia node for the meshcast tests, driven by JSON lines on
 // stdin, with the same protocol as `kubo.py daemon`.
 //
-// The node listens on 127.0.0.1 only (TCP + Noise + Yamux), with identify
-// and gossipsub (as service `pubsub`, for IPNS over pubsub) and nothing that
+// The node listens on 127.0.0.1 only (TCP + Noise + Yamux), with identify,
+// ping and gossipsub (as service `pubsub`, for IPNS over pubsub) and nothing that
 // reaches out: no bootstrap list, no mDNS, no DHT, no delegated routers, no
 // HTTP gateways. Blocks come and go with Bitswap over the connections it is
 // told to make; the blockstore is in memory.
@@ -37,6 +37,7 @@ import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { fetch } from '@libp2p/fetch'
 import { ipns, pubSubIPNSRouting } from '@helia/ipns'
@@ -54,6 +55,10 @@ const helia = await createHelia({
     peerDiscovery: [],
     services: {
       identify: identify(),
+      // As in Helia's default libp2p setup. Without it, rust-libp2p's ping
+      // (0.47) stops answering the pings js-libp2p's connection monitor
+      // sends, and the monitor drops the connection after 10-15 s.
+      ping: ping(),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
       fetch: fetch()
     }

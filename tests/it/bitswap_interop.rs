@@ -149,6 +149,14 @@ fn meshcast_serves_what_only_kubo_has() -> Result<()> {
     let s = stats(&gw)?;
     ensure!(s["blocks_received"] == 10, "{s}");
     ensure!(s["rejected_blocks"] == 0, "{s}");
+
+    // `meshcast cat` on the node's data directory fetches through the
+    // running node what the repo lacks (here: a second kubo-only file).
+    let other = random_file(work.path(), "kubo2.bin", 22, MIB as u64 + 5)?;
+    let cid2 = kubo.add(&other)?;
+    let out = repo.cmd(["cat", &cid2]).output()?;
+    check(&out, "meshcast cat of a block only kubo has")?;
+    ensure!(out.stdout == std::fs::read(&other)?, "cat gave other bytes");
     Ok(())
 }
 

@@ -15,6 +15,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// libfaketime (Debian package faketime), to preload.
+fn libfaketime() -> Result<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("libfaketime.so.1"))
+    .find(|p| p.exists())
+    .context("libfaketime.so.1 is missing: install the Debian package faketime (scripts/test does)")
+}
+
 /// The `[p2p]` section tests with their own config file use: a free
 /// loopback port, no mDNS.
 pub const LOOPBACK_P2P: &str = "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n";
@@ -83,22 +96,31 @@ fn spawn_serve(
         ]);
     }
     let mut cmd = repo.cmd(["serve"]);
-    if let Some((prog, wargs)) = wrapper.split_first() {
-        // The same command, run by a wrapper (e.g. faketime).
-        let inner = cmd;
-        cmd = std::process::Command::new(prog);
-        cmd.args(wargs)
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
+    match wrapper {
+        // `faketime OFFSET`: libfaketime preloaded into the server itself
+        // (the faketime program forks, and killing it would leave the
+        // server running). Monotonic time is left alone so timers behave.
+        ["faketime", "-f", offset] => {
+            cmd.env("LD_PRELOAD", libfaketime()?)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        if std::env::var_os("FAKETIME_DONT_FAKE_MONOTONIC").is_none() {
-            cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        [prog, wargs @ ..] => {
+            // The same command, run by a wrapper that execs it (e.g. `ip
+            // netns exec`), so killing the child kills the server.
+            let inner = cmd;
+            cmd = std::process::Command::new(prog);
+            cmd.args(wargs)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
         }
+        [] => {}
     }
     let child = cmd
         .args(rtmp)
@@ -446,17 +468,25 @@ fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
     let start = std::time::Instant::now();
     let addr = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let found = text.match_indices("127.0.0.1:").find_map(|(i, m)| {
-            let digits: String = text[i + m.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-        });
+        // Only whole lines: a line caught half written could end in a
+        // truncated port number that belongs to some other listener.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        // The gateway's own line: the RTMP listener may log first.
+        let found = text
+            .lines()
+            .filter(|l| l.contains("HTTP gateway listening"))
+            .flat_map(|l| l.match_indices("127.0.0.1:").map(move |(i, m)| (l, i, m)))
+            .find_map(|(text, i, m)| {
+                let digits: String = text[i + m.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            });
         if let Some(addr) = found {
             break addr;
         }

@@ -3,7 +3,9 @@
 //! - kubo 0.22 (gossipsub, IPNS over pubsub on) subscribes to a stream's
 //!   topic and receives its records from meshcast; the JS `ipns` validator
 //!   (Helia's) accepts each one for the name, and it points at the stream's
-//!   site. The origin then restarts with its clock a day behind: kubo still
+//!   site; kubo then downloads one of the stream's segments from meshcast
+//!   with Bitswap, and reads `/ipns/<name>/stream.json` itself (its own
+//!   name resolution over pubsub, its own path resolution through the site). The origin then restarts with its clock a day behind: kubo still
 //!   receives its records, and the pubsub sequence numbers kubo sees never
 //!   go backwards for one signer (peers that track them drop older ones;
 //!   without the signer rotation in `p2p::pubsub_author` this test fails).
@@ -77,6 +79,22 @@ fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> 
     kubo.connect(&tcp_addr(&origin)?)?;
     // Joining the topic, kubo is sent the current record.
     let first = wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
+    // And kubo fetches a segment of the stream from meshcast with Bitswap.
+    let archive = crate::live::get_text(&origin, "/live/cam/archive.m3u8")?;
+    let (_, segments) = crate::live::uris(&archive);
+    let segment = segments[0]
+        .trim_start_matches("/ipfs/")
+        .split('?')
+        .next()
+        .context("uri")?;
+    let dir = tempdir()?;
+    let dest = dir.path().join("segment.m4s");
+    kubo.download(segment, &dest, Duration::from_secs(30))?;
+    let want = origin.get(&format!("/ipfs/{segment}"), &[])?.body;
+    ensure!(
+        std::fs::read(&dest)? == want,
+        "kubo downloaded other bytes for {segment}"
+    );
 
     // The origin comes back with its clock a day behind and publishes again.
     drop(origin);

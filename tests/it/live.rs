@@ -50,6 +50,8 @@ pub(crate) fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&gw.log).unwrap_or_default();
+        // Whole lines only: a half-written line may hold a truncated port.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         if let Some(line) = text.lines().find(|l| l.contains("RTMP ingest listening")) {
             if let Some(i) = line.find("127.0.0.1:") {
                 let digits: String = line[i + 10..]
@@ -87,7 +89,7 @@ pub(crate) fn get_text(gw: &Gateway, path: &str) -> Result<String> {
     Ok(String::from_utf8(r.body)?)
 }
 
-fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
+pub(crate) fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&get_text(gw, "/api/v1/streams")?)?)
 }
 
@@ -148,7 +150,7 @@ pub(crate) fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
     Ok(r.body)
 }
 
-fn ffprobe_ok(path: &Path) -> Result<String> {
+pub(crate) fn ffprobe_ok(path: &Path) -> Result<String> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -197,13 +199,24 @@ pub(crate) fn decode_clean(url: &str) -> Result<f64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// Checks every segment of `name`'s archive and decodes it; returns the
-/// archive text.
+/// Checks every segment of `name`'s archive (H.264 and AAC) and decodes
+/// it; returns the archive text.
 pub(crate) fn check_archive(
     gw: &Gateway,
     name: &str,
     want_secs: f64,
     fmp4: bool,
+) -> Result<String> {
+    check_archive_of(gw, name, want_secs, fmp4, "h264")
+}
+
+/// [`check_archive`] for video in `video_codec` (as ffprobe names it).
+pub(crate) fn check_archive_of(
+    gw: &Gateway,
+    name: &str,
+    want_secs: f64,
+    fmp4: bool,
+    video_codec: &str,
 ) -> Result<String> {
     let archive = get_text(gw, &format!("/live/{name}/archive.m3u8"))?;
     ensure!(archive.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{archive}");
@@ -245,10 +258,13 @@ pub(crate) fn check_archive(
         bytes.extend_from_slice(&body);
         std::fs::write(&file, bytes)?;
         let streams = ffprobe_ok(&file)?;
-        ensure!(
-            streams.contains("h264") && streams.contains("aac"),
-            "{uri}: {streams}"
-        );
+        // A transport stream lists its streams under its program too.
+        let mut codecs: Vec<&str> = streams.lines().filter(|l| !l.is_empty()).collect();
+        codecs.sort_unstable();
+        codecs.dedup();
+        let mut want = [video_codec, "aac"];
+        want.sort_unstable();
+        ensure!(codecs == want, "{uri}: {streams}");
     }
     let secs = decode_clean(&format!("{}/live/{name}/archive.m3u8", gw.base))?;
     ensure!(
@@ -377,8 +393,9 @@ fn a_returning_publisher_continues_the_session() -> Result<()> {
         fetch_verified(&gw, uri)?;
     }
     let secs = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
-    // About 4-5.5 s before the drop, then the whole 8 s clip.
-    ensure!((11.0..=14.0).contains(&secs), "archive lasts {secs} s");
+    // About 4-5.5 s before the drop (less on a loaded machine, where ffmpeg
+    // starts late), then the whole 8 s clip.
+    ensure!((10.0..=14.0).contains(&secs), "archive lasts {secs} s");
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! Integration tests: one binary, a module per area. They run the `meshcast`
 //! binary as a user would, and compare it with the reference implementations
-//! in `tests/interop/` (kubo, Helia, the JS `ipns` package, Chromium), which `scripts/test`
-//! installs: a missing reference tool fails the tests rather than skipping
-//! them.
+//! in `tests/interop/` (kubo, Helia, the JS `ipns` package, Chromium) and
+//! the publishers (Debian's ffmpeg, and ffmpeg 9 from the `imageio-ffmpeg`
+//! wheel for Enhanced RTMP), which `scripts/test` installs: a missing
+//! reference tool fails the tests rather than skipping them.
 
 mod add_interop;
 mod badlink;
@@ -10,6 +11,7 @@ mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
 mod harness;
+mod ingest_codecs;
 mod ipns_interop;
 mod ipns_peers;
 mod live;

@@ -212,6 +212,34 @@ pub fn kubo_cmd() -> Command {
     c
 }
 
+/// The ffmpeg 9 that the PyPI wheel `imageio-ffmpeg` ships (static, with
+/// libx265, libsvtav1 and libaom), which `scripts/test` installs: the only
+/// ffmpeg here that publishes Enhanced RTMP (HEVC and AV1 with FourCCs, as
+/// OBS 29.1+ does); Debian's 5.1 cannot. Found through `MESHCAST_PYTHON`'s
+/// module path; missing, it panics, so the tests that need it fail.
+pub fn ffmpeg9() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let python = std::env::var("MESHCAST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = "import importlib.util, os\n\
+             spec = importlib.util.find_spec('imageio_ffmpeg')\n\
+             print(os.path.join(list(spec.submodule_search_locations)[0], 'binaries', \
+             'ffmpeg-linux-x86_64-v9.0.2') if spec else '')";
+        let out = Command::new(&python)
+            .args(["-c", script])
+            .output()
+            .unwrap_or_else(|e| panic!("running {python} to find imageio-ffmpeg: {e}"));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(
+            out.status.success() && path.is_file(),
+            "ffmpeg 9 from the PyPI package imageio-ffmpeg is missing \
+             (scripts/test installs it: pip install --no-deps imageio-ffmpeg); {python} said: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    })
+}
+
 /// kubo's root CID for each path with `ipfs add`'s defaults (one kubo
 /// process for all of them). Directories are added recursively, unwrapped,
 /// with hidden files.
@@ -882,7 +910,7 @@ impl Kubo {
 }
 
 /// A Helia node (`helia-node.mjs`, on Node 22): loopback TCP, Noise,
-/// Yamux, identify, gossipsub; no discovery or routing. Killed on drop.
+/// Yamux, identify, ping, gossipsub; no discovery or routing. Killed on drop.
 pub struct Helia(pub LinePeer);
 
 impl std::ops::Deref for Helia {

@@ -231,7 +231,8 @@ pub(crate) fn playlist(map: Option<&str>, segments: &[(String, f64)]) -> String 
 /// B-frames), video only. ffmpeg 5's FLV muxer cannot write HEVC, so the
 /// clip is an Annex B stream from libx265, cut into access units at its
 /// delimiters, with an HEVCDecoderConfigurationRecord built from its
-/// parameter sets.
+/// parameter sets as ffmpeg 9's FLV muxer writes it (arrays not marked
+/// complete).
 pub(crate) fn hevc_clip() -> &'static Clip {
     static CLIP: OnceLock<Clip> = OnceLock::new();
     CLIP.get_or_init(|| {
@@ -348,8 +349,9 @@ fn hevc_frames(stream: &[u8]) -> (Tracks, Vec<Frame>) {
     record.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0x00, 0x00, 0x0F]);
     record.push(sets.len() as u8);
     sets.sort_by_key(|(t, _)| *t);
+    // array_completeness 0, as ffmpeg's FLV muxer writes it.
     for (nal_type, nal) in &sets {
-        record.push(0x80 | nal_type);
+        record.push(*nal_type);
         record.extend_from_slice(&1u16.to_be_bytes());
         record.extend_from_slice(&(nal.len() as u16).to_be_bytes());
         record.extend_from_slice(nal);
@@ -363,10 +365,10 @@ fn hevc_frames(stream: &[u8]) -> (Tracks, Vec<Frame>) {
 }
 
 /// A 2 s AV1 clip (320x240, 25 fps, a keyframe every second), video only:
-/// libaom's low-overhead OBU stream cut into temporal units at the
-/// temporal delimiters (which MP4 samples leave out), with an av1C record
-/// around the sequence header. A temporal unit that repeats the sequence
-/// header is a keyframe.
+/// libaom's low-overhead OBU stream cut into temporal units, each opening
+/// with its temporal delimiter as in Enhanced RTMP from ffmpeg 9 (MP4
+/// samples leave it out), with an av1C record around the sequence header.
+/// A temporal unit that repeats the sequence header is a keyframe.
 pub(crate) fn av1_clip() -> &'static Clip {
     static CLIP: OnceLock<Clip> = OnceLock::new();
     CLIP.get_or_init(|| {
@@ -415,7 +417,7 @@ pub(crate) fn av1_clip() -> &'static Clip {
             let obu = &stream[pos..at + size];
             pos = at + size;
             match obu_type {
-                2 => units.push((Vec::new(), false)),
+                2 => units.push((obu.to_vec(), false)),
                 _ => {
                     let unit = units.last_mut().expect("a temporal delimiter first");
                     if obu_type == 1 {

@@ -515,6 +515,33 @@ fn ffmpeg_reads_hevc_and_av1_fmp4() {
             };
             whole.extend_from_slice(&muxer.segment(cut.frames, next).unwrap());
         }
+        // What RTMP carries and MP4 wants differently: hvcC parameter set
+        // arrays marked complete; AV1 samples without temporal delimiters,
+        // so the first opens with the sequence header.
+        let boxes = walk(&whole);
+        let entry = &find(&boxes, "moov/trak/mdia/minf/stbl/stsd")[0].children[0];
+        let record = entry.children[0].payload;
+        if codec == "hevc" {
+            assert_eq!(&entry.children[0].kind, b"hvcC");
+            assert_eq!(
+                (record[23], record[23 + 3 + 2 + usize::from(record[27])]),
+                (0x80 | 32, 0x80 | 33),
+                "VPS and SPS arrays complete"
+            );
+        }
+        let mdat = find(&boxes, "mdat")[0].payload;
+        if codec == "av1" {
+            assert_eq!(
+                clip.frames[0].data[0] >> 3 & 0x0F,
+                2,
+                "the clip has delimiters"
+            );
+            assert_eq!(
+                mdat[0] >> 3 & 0x0F,
+                1,
+                "the sample opens with the sequence header"
+            );
+        }
         let path = dir.path().join("video.mp4");
         std::fs::write(&path, &whole).unwrap();
         let errors = testclip::run(
@@ -538,5 +565,76 @@ fn ffmpeg_reads_hevc_and_av1_fmp4() {
             .parse()
             .unwrap();
         assert!((duration - 2.0).abs() <= 0.1, "{codec} duration {duration}");
+    }
+}
+
+#[test]
+fn av1_samples_leave_out_delimiters_and_padding() {
+    // Temporal delimiter, sequence header (2 bytes), frame (3 bytes): the
+    // sample is the rest, without a copy.
+    let data = Bytes::from_static(&[0x12, 0x00, 0x0A, 0x02, 0xAA, 0xBB, 0x32, 0x03, 1, 2, 3]);
+    let sample = av1_sample(&data);
+    assert_eq!(&sample[..], &data[2..]);
+    assert_eq!(sample.as_ptr(), data[2..].as_ptr());
+    // Padding (type 15) and a redundant frame header (type 7) in between;
+    // a delimiter with an extension byte; a last OBU without a size field.
+    let data = Bytes::from_static(&[
+        0x16, 0x08, 0x00, // delimiter, extension byte, size 0
+        0x0A, 0x01, 0xAA, // sequence header
+        0x7A, 0x02, 0x00, 0x00, // padding
+        0x3A, 0x01, 0xBB, // redundant frame header
+        0x30, 0xCC, 0xDD, // frame, no size field: to the end
+    ]);
+    assert_eq!(
+        &av1_sample(&data)[..],
+        &[0x0A, 0x01, 0xAA, 0x30, 0xCC, 0xDD]
+    );
+    // Nothing to leave out: the same bytes.
+    let data = Bytes::from_static(&[0x32, 0x01, 0xCC]);
+    assert_eq!(av1_sample(&data).as_ptr(), data.as_ptr());
+    // What does not parse is left alone: a size past the end, an
+    // unterminated size.
+    for bad in [
+        &[0x12, 0x00, 0x32, 0x05, 0xCC][..],
+        &[0x12, 0x00, 0x32, 0x80],
+    ] {
+        let data = Bytes::from_static(bad);
+        assert_eq!(av1_sample(&data), data);
+    }
+}
+
+#[test]
+fn hvc1_records_mark_parameter_sets_complete() {
+    let mut raw = vec![1, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 93];
+    raw.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0, 0, 0x0F]);
+    raw.push(4);
+    for (kind, unit) in [
+        (32u8, &[0x40, 0x01][..]),
+        (33, &[0x42, 0x01, 0x01]),
+        (34, &[0x44, 0x01]),
+        (39, &[0x4E, 0x01, 0x05]),
+    ] {
+        raw.push(kind);
+        raw.extend_from_slice(&1u16.to_be_bytes());
+        raw.extend_from_slice(&(unit.len() as u16).to_be_bytes());
+        raw.extend_from_slice(unit);
+    }
+    let record = hvc1_record(&raw);
+    let kinds: Vec<u8> = [23, 30, 38, 45].iter().map(|&i| record[i]).collect();
+    assert_eq!(kinds, [0xA0, 0xA1, 0xA2, 39], "SEI keeps its flag");
+    let mut expected = raw.clone();
+    for i in [23, 30, 38] {
+        expected[i] |= 0x80;
+    }
+    assert_eq!(&record[..], &expected[..]);
+    // A truncated record is copied as far as it goes.
+    assert_eq!(&hvc1_record(&raw[..25])[..], &expected[..25]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn av1_sample_never_panics(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..64)) {
+        let data = Bytes::from(bytes);
+        proptest::prop_assert!(av1_sample(&data).len() <= data.len());
     }
 }

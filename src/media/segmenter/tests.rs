@@ -132,6 +132,35 @@ fn cuts_at_first_keyframe_after_target() {
 }
 
 #[test]
+fn cuts_where_presentation_reaches_the_target() {
+    // As x265 in ffmpeg 9's FLV: 25 fps with B-frames, 2 s GOPs; the
+    // first keyframe's composition offset is 80 ms, later ones' 120 ms, so
+    // the second decodes at 1960 but shows at 2080, two seconds after the
+    // first (shown at 80).
+    let mut s = segmenter(video_tracks());
+    let frames = (0..150u64).map(|i| {
+        let mut f = v(i * 40, [0, 49, 99].contains(&i));
+        f.composition_ms = if i == 0 { 80 } else { 120 };
+        f
+    });
+    let mut segs = feed(&mut s, frames);
+    s.finish();
+    segs.extend(drain(&mut s));
+    let starts: Vec<_> = segs.iter().map(|s| s.start_dts_ms).collect();
+    assert_eq!(starts, [0, 1960, 3960], "cut at every keyframe");
+    // A keyframe short of the target in both clocks does not cut.
+    let mut s = segmenter(video_tracks());
+    let frames = (0..100u64).map(|i| {
+        let mut f = v(i * 40, i % 49 == 0);
+        f.composition_ms = 80;
+        f
+    });
+    let segs = feed(&mut s, frames);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].duration_ms, 98 * 40);
+}
+
+#[test]
 fn finish_flushes_with_one_frame_duration() {
     let mut s = segmenter(video_tracks());
     let mut segs = feed(&mut s, video(100, 30));
@@ -358,6 +387,48 @@ fn reconnect_marks_the_next_segment() {
     assert!(new.discontinuity);
     assert_eq!(new.seq, 1);
     assert_eq!(new.frames.len(), 2);
+}
+
+#[test]
+fn discard_drops_the_open_segment_and_reuses_its_number() {
+    let mut s = segmenter(video_tracks());
+    let mut segs = feed(&mut s, video(100, 30));
+    assert_eq!(segs.len(), 1, "one segment cut at 2970, frames 90-99 open");
+    s.discard();
+    assert!(s.poll_segment().is_none(), "the open segment is dropped");
+    assert_eq!(s.dropped_frames(), 10);
+    // The next run takes the dropped segment's number, after a
+    // discontinuity.
+    segs.extend(feed(&mut s, [v(20_000, true), v(20_033, false)]));
+    s.finish();
+    segs.extend(drain(&mut s));
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].seq, 1);
+    assert!(segs[1].discontinuity);
+    assert_eq!(segs[1].start_dts_ms, 20_000);
+
+    // Audio held before the first keyframe goes too; before any segment
+    // nothing is marked a discontinuity.
+    let mut s = segmenter(av_tracks());
+    feed(&mut s, [a(0), a(21), v(40, true), v(73, false)]);
+    s.discard();
+    assert!(s.poll_segment().is_none());
+    feed(&mut s, [a(5000), a(5021)]);
+    s.discard();
+    assert_eq!(s.dropped_frames(), 6);
+    feed(&mut s, [v(9000, true)]);
+    s.finish();
+    let seg = s.poll_segment().unwrap();
+    assert_eq!((seg.seq, seg.discontinuity), (0, false));
+
+    // A closed segment waiting for late audio is complete: it stays.
+    let mut s = segmenter(av_tracks());
+    let early = feed(&mut s, [v(0, true), a(0), v(2000, true)]);
+    assert!(early.is_empty(), "the first segment waits for late audio");
+    s.discard();
+    let kept = drain(&mut s);
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].seq, kept[0].frames.len()), (0, 2));
 }
 
 #[test]

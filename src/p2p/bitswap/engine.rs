@@ -9,9 +9,10 @@
 //! - client: our own wants, each sent to every peer: want-block to the first
 //!   [`Limits::want_block_peers`] peers, want-have to the rest; a HAVE gets a
 //!   want-block when fewer are outstanding, a DONT_HAVE or a stale
-//!   want-block moves the want-block on to the next peer that said HAVE;
-//!   received blocks that we want are handed out to be stored, others count
-//!   as duplicates (recently wanted) or strikes against the sender.
+//!   want-block moves the want-block on to the next peer that said HAVE, and
+//!   a want nobody answered is sent again (messages get lost); received
+//!   blocks that we want are handed out to be stored, others count as
+//!   duplicates (recently wanted) or strikes against the sender.
 //!
 //! What to send each peer collects in its [`Outbox`], coalesced (a cancel
 //! replaces the want it cancels); the I/O side takes one [`Batch`] at a time
@@ -44,9 +45,20 @@ pub struct Limits {
     /// Peers sent a want-block at once for one of our wants; the others are
     /// sent want-have.
     pub want_block_peers: usize,
-    /// A want-block unanswered for this long moves on to the next peer that
-    /// said HAVE.
+    /// The longest a want waits unanswered before it moves on to the next
+    /// peer that said HAVE, or is sent again. The wait is four times the
+    /// slowest answer time seen from the peers asked, within
+    /// [`Limits::retry_min`] and this.
     pub retry_after: Duration,
+    /// The shortest such wait.
+    pub retry_min: Duration,
+    /// Ask peers to say DONT_HAVE when they lack a block. Off by default:
+    /// kubo and Helia send every answer on a stream of its own, and
+    /// libp2p-stream drops an inbound stream that arrives while it still
+    /// holds the previous one, so the fewer peers answer at the same moment
+    /// the fewer answers are lost. Without DONT_HAVE a want-block moves on
+    /// when it goes unanswered.
+    pub ask_dont_have: bool,
     /// Unwanted blocks a peer may send before its messages are ignored.
     pub max_strikes: u32,
     /// Block bytes per message (at least one block is always sent).
@@ -63,6 +75,8 @@ impl Default for Limits {
             max_inline_have: 1024,
             want_block_peers: 3,
             retry_after: Duration::from_secs(5),
+            retry_min: Duration::from_secs(1),
+            ask_dont_have: false,
             max_strikes: 16,
             batch_bytes: 1 << 20,
         }
@@ -250,6 +264,20 @@ struct Peer {
     busy: bool,
     strikes: u32,
     ignored: bool,
+    /// How long the peer takes to answer a want (moving average).
+    answer_time: Option<Duration>,
+}
+
+/// The answer time assumed for a peer not measured yet.
+const FIRST_ANSWER_TIME: Duration = Duration::from_millis(500);
+
+impl Peer {
+    fn answered_after(&mut self, took: Duration) {
+        self.answer_time = Some(match self.answer_time {
+            Some(t) => (t * 3 + took) / 4,
+            None => took,
+        });
+    }
 }
 
 /// One of our wants.
@@ -263,6 +291,8 @@ struct Want {
     asked_block: HashSet<PeerId>,
     /// Said HAVE and not yet asked for the block, oldest first.
     haves: VecDeque<PeerId>,
+    /// Said DONT_HAVE (and have not said HAVE since).
+    dont_haves: HashSet<PeerId>,
     /// Being stored.
     storing: bool,
     /// When a want-block was last sent.
@@ -364,6 +394,7 @@ impl Engine {
     /// Sends our want `mh` to `peer`: want-block while fewer than
     /// `want_block_peers` are outstanding, want-have otherwise.
     fn send_want(&mut self, mh: &Multihash, peer: PeerId, now: Instant) {
+        let sdh = self.limits.ask_dont_have;
         let max = self.limits.want_block_peers;
         let Some(w) = self.wants.get_mut(mh) else {
             return;
@@ -376,7 +407,7 @@ impl Engine {
             WantType::Have
         };
         w.sent_to.insert(peer);
-        let entry = Entry::want(w.cid, w.priority, want_type, true);
+        let entry = Entry::want(w.cid, w.priority, want_type, sdh);
         if let Some(o) = self.outbox(&peer) {
             o.want(entry);
         }
@@ -397,6 +428,7 @@ impl Engine {
 
     /// Queues our whole wantlist for `peer`, as a full list.
     fn resync(&mut self, peer: &PeerId) {
+        let sdh = self.limits.ask_dont_have;
         let entries: Vec<Entry> = self
             .wants
             .values()
@@ -407,7 +439,7 @@ impl Engine {
                 } else {
                     WantType::Have
                 };
-                Entry::want(w.cid, w.priority, t, true)
+                Entry::want(w.cid, w.priority, t, sdh)
             })
             .collect();
         if let Some(o) = self.outbox(peer) {
@@ -452,6 +484,7 @@ impl Engine {
         let mut orphaned = Vec::new();
         for (mh, w) in &mut self.wants {
             w.sent_to.remove(peer);
+            w.dont_haves.remove(peer);
             w.haves.retain(|h| h != peer);
             if w.asked_block.remove(peer) {
                 orphaned.push(*mh);
@@ -464,6 +497,7 @@ impl Engine {
 
     /// Sends want-block for `mh` to the longest-waiting peer that said HAVE.
     fn ask_next_have(&mut self, mh: &Multihash, now: Instant) {
+        let sdh = self.limits.ask_dont_have;
         let Some(w) = self.wants.get_mut(mh) else {
             return;
         };
@@ -472,7 +506,7 @@ impl Engine {
         };
         w.asked_block.insert(peer);
         w.last_ask = now;
-        let entry = Entry::want(w.cid, w.priority, WantType::Block, true);
+        let entry = Entry::want(w.cid, w.priority, WantType::Block, sdh);
         if let Some(o) = self.outbox(&peer) {
             o.want(entry);
         }
@@ -501,6 +535,7 @@ impl Engine {
                 sent_to: HashSet::new(),
                 asked_block: HashSet::new(),
                 haves: VecDeque::new(),
+                dont_haves: HashSet::new(),
                 storing: false,
                 last_ask: now,
             },
@@ -627,6 +662,10 @@ impl Engine {
             match self.wants.get_mut(&mh) {
                 Some(w) if !w.storing => {
                     w.storing = true;
+                    let took = now.saturating_duration_since(w.last_ask);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.answered_after(took);
+                    }
                     actions.push(Action::Store(block));
                 }
                 Some(_) => self.counters.duplicate_blocks += 1,
@@ -740,19 +779,25 @@ impl Engine {
     }
 
     fn receive_presence(&mut self, peer: &PeerId, p: Presence, now: Instant) {
+        let sdh = self.limits.ask_dont_have;
         let max = self.limits.want_block_peers;
         let mh = *p.cid.hash();
         let Some(w) = self.wants.get_mut(&mh) else {
             return;
         };
+        let took = now.saturating_duration_since(w.last_ask);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.answered_after(took);
+        }
         if p.have {
+            w.dont_haves.remove(peer);
             if w.asked_block.contains(peer) || w.haves.contains(peer) {
                 return;
             }
             if w.asked_block.len() < max {
                 w.asked_block.insert(*peer);
                 w.last_ask = now;
-                let entry = Entry::want(w.cid, w.priority, WantType::Block, true);
+                let entry = Entry::want(w.cid, w.priority, WantType::Block, sdh);
                 if let Some(o) = self.outbox(peer) {
                     o.want(entry);
                 }
@@ -760,6 +805,7 @@ impl Engine {
                 w.haves.push_back(*peer);
             }
         } else {
+            w.dont_haves.insert(*peer);
             w.haves.retain(|h| h != peer);
             if w.asked_block.remove(peer) {
                 self.ask_next_have(&mh, now);
@@ -767,20 +813,68 @@ impl Engine {
         }
     }
 
-    /// Moves want-blocks that went unanswered for
-    /// [`Limits::retry_after`] on to another peer that said HAVE.
+    /// Wants unanswered for [`Limits::retry_after`]: the want-block moves
+    /// on to another peer that said HAVE; with none, the want goes again to
+    /// every peer that has not answered it. A message can be lost on the way
+    /// (libp2p-stream drops inbound streams it cannot hand over at once, and
+    /// kubo answers on a new stream each time), and a server forgets a
+    /// want once it has answered.
     pub fn tick(&mut self, now: Instant) {
-        let retry = self.limits.retry_after;
         let stale: Vec<Multihash> = self
             .wants
             .iter()
             .filter(|(_, w)| {
-                !w.storing && !w.haves.is_empty() && now.duration_since(w.last_ask) >= retry
+                !w.storing && now.saturating_duration_since(w.last_ask) >= self.patience(w)
             })
             .map(|(mh, _)| *mh)
             .collect();
         for mh in stale {
-            self.ask_next_have(&mh, now);
+            if self.wants.get(&mh).is_some_and(|w| !w.haves.is_empty()) {
+                self.ask_next_have(&mh, now);
+            } else {
+                self.ask_again(&mh, now);
+            }
+        }
+    }
+
+    /// How long `w` may go unanswered: four times the slowest answer time
+    /// of the peers still expected to answer, within the limits.
+    fn patience(&self, w: &Want) -> Duration {
+        let slowest = w
+            .sent_to
+            .iter()
+            .filter(|p| !w.dont_haves.contains(*p))
+            .filter_map(|p| self.peers.get(p))
+            .map(|p| p.answer_time.unwrap_or(FIRST_ANSWER_TIME))
+            .max()
+            .unwrap_or(FIRST_ANSWER_TIME);
+        (slowest * 4).clamp(self.limits.retry_min, self.limits.retry_after)
+    }
+
+    /// Sends want `mh` again to the peers that have not answered it.
+    fn ask_again(&mut self, mh: &Multihash, now: Instant) {
+        let sdh = self.limits.ask_dont_have;
+        let Some(w) = self.wants.get_mut(mh) else {
+            return;
+        };
+        w.last_ask = now;
+        let entries: Vec<(PeerId, Entry)> = w
+            .sent_to
+            .iter()
+            .filter(|p| !w.dont_haves.contains(*p))
+            .map(|p| {
+                let t = if w.asked_block.contains(p) {
+                    WantType::Block
+                } else {
+                    WantType::Have
+                };
+                (*p, Entry::want(w.cid, w.priority, t, sdh))
+            })
+            .collect();
+        for (p, e) in entries {
+            if let Some(o) = self.outbox(&p) {
+                o.want(e);
+            }
         }
     }
 
@@ -1043,7 +1137,7 @@ mod tests {
         for p in &peers {
             let b = all.remove(p).unwrap();
             assert_eq!(b.wantlist.len(), 1);
-            assert!(b.wantlist[0].send_dont_have);
+            assert!(!b.wantlist[0].send_dont_have, "see Limits::ask_dont_have");
             if b.wantlist[0].want_type == WantType::Block {
                 blocks += 1;
             }
@@ -1108,10 +1202,11 @@ mod tests {
         e.receive(block_peer, msg, now);
         let b = batch(&mut e, &others[0]);
         assert_eq!(b.wantlist[0].want_type, WantType::Block);
-        // It does not answer: after retry_after the next HAVE is asked.
-        e.tick(now + Duration::from_secs(1));
+        // It does not answer: after a while (here the floor: every peer
+        // answered at once so far) the next HAVE is asked.
+        e.tick(now + Duration::from_millis(900));
         assert!(e.take_batches().is_empty());
-        e.tick(now + Duration::from_secs(6));
+        e.tick(now + Duration::from_secs(1));
         let b = batch(&mut e, &others[1]);
         assert_eq!(b.wantlist[0].want_type, WantType::Block);
     }
@@ -1182,6 +1277,97 @@ mod tests {
         assert!(e.receive(p, msg, now).is_empty());
         assert_eq!(e.remembered_len(), 0);
         assert_eq!(e.peers().count(), 0);
+    }
+
+    #[test]
+    fn unanswered_wants_are_sent_again() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits {
+            want_block_peers: 1,
+            ..Limits::default()
+        });
+        let (a, b, c) = (peer(), peer(), peer());
+        for p in [a, b, c] {
+            e.peer_connected(p, now);
+        }
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        let first = batches(&mut e);
+        let kind = |p: &PeerId| first[p].wantlist[0].want_type;
+        let blk = *[a, b, c]
+            .iter()
+            .find(|p| kind(p) == WantType::Block)
+            .unwrap();
+        let others: Vec<PeerId> = [a, b, c].into_iter().filter(|p| *p != blk).collect();
+        // One of the others lacks it; the rest stay silent (their answers
+        // lost, say).
+        let msg = Incoming {
+            presences: vec![Presence {
+                cid: x.cid,
+                have: false,
+            }],
+            ..Incoming::default()
+        };
+        // It answered at once, but the others are not measured yet: they get
+        // the first guess (4 x 500 ms).
+        e.receive(others[0], msg, now);
+        e.tick(now + Duration::from_millis(1900));
+        assert!(e.take_batches().is_empty());
+        e.tick(now + Duration::from_secs(2));
+        let again = batches(&mut e);
+        assert_eq!(again.len(), 2, "not the peer that said DONT_HAVE");
+        assert_eq!(again[&blk].wantlist[0].want_type, WantType::Block);
+        assert_eq!(again[&others[1]].wantlist[0].want_type, WantType::Have);
+        // And again after another while, not before.
+        e.tick(now + Duration::from_millis(3900));
+        assert!(e.take_batches().is_empty());
+        e.tick(now + Duration::from_secs(4));
+        assert_eq!(batches(&mut e).len(), 2);
+    }
+
+    #[test]
+    fn patience_follows_how_fast_peers_answer() {
+        let now = Instant::now();
+        let mut e = Engine::new(Limits::default());
+        let (fast, slow) = (peer(), peer());
+        e.peer_connected(fast, now);
+        e.peer_connected(slow, now);
+        let answer = |e: &mut Engine, p: PeerId, b: &Block, after: u64| {
+            let msg = Incoming {
+                presences: vec![Presence {
+                    cid: b.cid,
+                    have: false,
+                }],
+                ..Incoming::default()
+            };
+            e.receive(p, msg, now + Duration::from_millis(after));
+        };
+        // The fast peer answers in 50 ms, the slow one in 3 s.
+        let (x, y) = (block(1), block(2));
+        e.want(x.cid, now).unwrap();
+        answer(&mut e, fast, &x, 50);
+        answer(&mut e, slow, &x, 3000);
+        e.unwant(&x.cid);
+        batches(&mut e);
+        // A want only the fast peer has left to answer is re-sent after the
+        // floor (1 s); one the slow peer has to answer waits the cap (5 s).
+        e.want(y.cid, now).unwrap();
+        batches(&mut e);
+        answer(&mut e, slow, &y, 10);
+        e.tick(now + Duration::from_millis(900));
+        assert!(e.take_batches().is_empty());
+        e.tick(now + Duration::from_millis(1100));
+        assert_eq!(batches(&mut e).keys().collect::<Vec<_>>(), vec![&fast]);
+        e.unwant(&y.cid);
+        batches(&mut e);
+        let z = block(3);
+        e.want(z.cid, now).unwrap();
+        batches(&mut e);
+        answer(&mut e, fast, &z, 10);
+        e.tick(now + Duration::from_millis(4900));
+        assert!(e.take_batches().is_empty());
+        e.tick(now + Duration::from_secs(5));
+        assert_eq!(batches(&mut e).keys().collect::<Vec<_>>(), vec![&slow]);
     }
 
     #[test]

@@ -34,8 +34,9 @@ use tracing::Instrument;
 
 /// Commands queued for the actor.
 const COMMANDS: usize = 256;
-/// Inbound streams read at once from one peer (kubo opens one per reply).
-const STREAMS_PER_PEER: usize = 8;
+/// Inbound streams read at once from one peer (kubo and Helia open one per
+/// message they send).
+const STREAMS_PER_PEER: usize = 32;
 /// Inbound streams read at once in total.
 const STREAMS_TOTAL: usize = 1024;
 /// Callers waiting for blocks, per allowed want.

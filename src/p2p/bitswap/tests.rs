@@ -365,7 +365,7 @@ async fn forged_blocks_are_dropped_and_counted() {
     assert_eq!(want.wantlist.len(), 1);
     assert_eq!(want.wantlist[0].cid, x.cid);
     assert_eq!(want.wantlist[0].want_type, WantType::Block);
-    assert!(want.wantlist[0].send_dont_have);
+    assert!(!want.wantlist[0].send_dont_have);
     // It answers with other bytes under the block's prefix.
     let forged = BlockData::new(&x.cid, bytes::Bytes::from_static(b"forged bytes"));
     let msg = Message {

@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Collects what the server hands the stream manager.
 struct Fake {
     busy: bool,
+    /// What `check_tracks` says of every track configuration, if not Ok.
+    refuse_tracks: Option<String>,
     begins: Mutex<Vec<String>>,
     publishes: mpsc::Sender<mpsc::Receiver<IngestEvent>>,
 }
@@ -42,6 +44,11 @@ impl Publishers for Fake {
             .map_err(|e| PublishRefused::Other(e.to_string()))?;
         Ok(tx)
     }
+
+    fn check_tracks(&self, stream: &str, _tracks: &Tracks) -> Result<(), String> {
+        assert_eq!(stream, NAME);
+        self.refuse_tracks.clone().map_or(Ok(()), Err)
+    }
 }
 
 struct Server {
@@ -54,11 +61,16 @@ struct Server {
 
 impl Server {
     async fn start(config: RtmpConfig, busy: bool) -> Self {
+        Self::start_with(config, busy, None).await
+    }
+
+    async fn start_with(config: RtmpConfig, busy: bool, refuse_tracks: Option<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, publishes) = mpsc::channel(8);
         let fake = Arc::new(Fake {
             busy,
+            refuse_tracks,
             begins: Mutex::default(),
             publishes: tx,
         });
@@ -351,6 +363,7 @@ async fn invalid_allow_entry_fails_serve() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = Arc::new(Fake {
         busy: false,
+        refuse_tracks: None,
         begins: Mutex::default(),
         publishes: mpsc::channel(1).0,
     });
@@ -443,20 +456,109 @@ async fn max_connections_refuses_extra_connections() {
     server.stop().await;
 }
 
-/// Unsupported video (Sorenson H.263 via ffmpeg's `flv` encoder) ends the
-/// publish with an error naming the codec.
+/// ffmpeg publishing in real time (as an encoder does, so it is still
+/// sending when our answer comes) with `args` for its codecs; returns its
+/// exit status and what it printed.
+async fn ffmpeg_realtime(addr: SocketAddr, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let url = format!("rtmp://{addr}/live/{KEY}");
+    let child = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", "5"])
+        .args(args)
+        .args(["-f", "flv", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg on PATH");
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("ffmpeg exits in time")
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Unsupported video (Sorenson H.263 via ffmpeg's `flv` encoder) or audio
+/// (MP3) is refused after Publish.Start: ffmpeg is told why with an
+/// `onStatus` error and fails, the log names the codec, and the manager
+/// gets a Refused end (and no frame of that codec).
 #[tokio::test]
-async fn unsupported_codec_ends_with_error() {
+async fn unsupported_codec_is_refused_with_an_error_status() {
+    let (logs, _guard) = capture_logs();
     let mut server = Server::start(config(), false).await;
-    let child = ffmpeg(server.addr, KEY, &["-c:v", "flv"]);
-    let events = server.next_publish().await;
-    let _ = ffmpeg_status(child).await;
-    let [IngestEvent::End(EndReason::Error(e))] = events.as_slice() else {
-        panic!("{events:?}");
-    };
-    assert!(e.contains("Sorenson") || e.contains("H.263"), "{e}");
-    assert!(e.contains("not supported"), "{e}");
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["-c:v", "flv", "-c:a", "aac"],
+            "video codec Sorenson H.263 (FLV codec id 2) is not supported; \
+             publish H.264, HEVC or AV1",
+        ),
+        (
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "libmp3lame",
+            ],
+            "audio codec MP3 (FLV sound format 2) is not supported; publish AAC",
+        ),
+    ];
+    for (args, why) in cases {
+        let addr = server.addr;
+        let (events, (status, stderr)) =
+            tokio::join!(server.next_publish(), ffmpeg_realtime(addr, args));
+        assert!(!status.success(), "ffmpeg succeeded");
+        assert!(
+            stderr.contains(&format!("Server error: {why}")),
+            "ffmpeg said: {stderr}"
+        );
+        assert_eq!(
+            events.last(),
+            Some(&IngestEvent::End(EndReason::Refused(why.into()))),
+            "{events:?}"
+        );
+        let frames = events
+            .iter()
+            .filter(|e| matches!(e, IngestEvent::Frame(_)))
+            .count();
+        assert!(frames <= 1, "{frames} frames before the refusal");
+        let logs = text(&logs);
+        assert!(
+            logs.contains("refusing the publish") && logs.contains(why),
+            "{logs}"
+        );
+    }
     server.stop().await;
+}
+
+/// Tracks the stream cannot carry (the manager says so) are refused before
+/// the manager gets them.
+#[tokio::test]
+async fn tracks_the_stream_cannot_carry_are_refused() {
+    // Captured here too: tracing caches whether a log line is wanted when
+    // a thread first reaches it, and tests run on several threads.
+    let (logs, _guard) = capture_logs();
+    let why = "AV1 cannot be carried in MPEG-TS segments; use fMP4 segments or publish H.264/HEVC";
+    let mut server = Server::start_with(config(), false, Some(why.into())).await;
+    let args = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"];
+    let addr = server.addr;
+    let (events, (status, stderr)) =
+        tokio::join!(server.next_publish(), ffmpeg_realtime(addr, &args));
+    assert!(!status.success());
+    assert!(stderr.contains(why), "ffmpeg said: {stderr}");
+    assert_eq!(events, [IngestEvent::End(EndReason::Refused(why.into()))]);
+    server.stop().await;
+    let logs = text(&logs);
+    assert!(
+        logs.contains("refusing the publish") && logs.contains(why),
+        "{logs}"
+    );
 }
 
 /// Shutdown ends a live publish with an error End.

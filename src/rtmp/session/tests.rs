@@ -311,6 +311,102 @@ fn reject_publish_sends_error_status() {
     ));
 }
 
+/// The AMF0 body of `onStatus(0, null, {level: "error", code, description})`,
+/// written out by hand.
+fn error_status_body(code: &str, description: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut b = vec![0x02];
+    string(&mut b, "onStatus");
+    b.push(0x00);
+    b.extend_from_slice(&0f64.to_be_bytes());
+    b.push(0x05); // null command object
+    b.push(0x03); // info object
+    for (key, value) in [
+        ("level", "error"),
+        ("code", code),
+        ("description", description),
+    ] {
+        string(&mut b, key);
+        b.push(0x02);
+        string(&mut b, value);
+    }
+    b.extend_from_slice(&[0x00, 0x00, 0x09]);
+    b
+}
+
+#[test]
+fn fail_publish_sends_error_status_and_drops_what_follows() {
+    let mut c = Client::new(SessionConfig::default(), None);
+    c.publish("key");
+    c.session.accept_publish().unwrap();
+    c.received();
+    c.events();
+    c.send(6, 1, 0, &Message::Video(Bytes::from_static(&[0x12, 0, 0])));
+    assert_eq!(c.events().len(), 1, "media of the accepted publish");
+
+    let why = "video codec Sorenson H.263 (FLV codec id 2) is not supported; \
+               publish H.264, HEVC or AV1";
+    c.session.fail_publish("NetStream.Failed", why).unwrap();
+    let mut wire = BytesMut::new();
+    while let Some(b) = c.session.poll_transmit() {
+        wire.extend_from_slice(&b);
+    }
+    // One message on chunk stream 5 of message stream 1, whose header
+    // repeats only what changed since Publish.Start on the same chunk
+    // stream: type 1, timestamp delta 0, the new length, type 20.
+    let body = error_status_body("NetStream.Failed", why);
+    assert!(body.len() < 4096, "fits one chunk");
+    let len = (body.len() as u32).to_be_bytes();
+    let mut want = vec![0x45, 0, 0, 0, len[1], len[2], len[3], 20];
+    want.extend_from_slice(&body);
+    assert_eq!(&wire[..], &want[..]);
+    c.inbox.extend_from_slice(&wire);
+    let out = c.received();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1, "on the publish's message stream");
+    assert_eq!(status_code(&out[0].1), "NetStream.Failed");
+
+    // What the publisher sends before it reads the status goes nowhere,
+    // and its goodbye is not an Unpublish of a live publish.
+    c.send(6, 1, 40, &Message::Video(Bytes::from_static(&[0x12, 0, 0])));
+    c.command(
+        0,
+        "FCUnpublish",
+        6.0,
+        Amf0Value::Null,
+        vec![Amf0Value::string("key")],
+    );
+    c.command(
+        0,
+        "deleteStream",
+        7.0,
+        Amf0Value::Null,
+        vec![Amf0Value::Number(1.0)],
+    );
+    assert!(c.events().is_empty());
+    assert_eq!(c.session.published_key(), None);
+    assert!(matches!(
+        c.session.fail_publish("NetStream.Failed", why),
+        Err(SessionError::NotPublishing)
+    ));
+}
+
+#[test]
+fn fail_publish_needs_an_accepted_publish() {
+    let mut c = Client::new(SessionConfig::default(), None);
+    c.publish("key");
+    // Pending, not accepted: refuse it with reject_publish instead.
+    assert!(matches!(
+        c.session.fail_publish("NetStream.Failed", "no"),
+        Err(SessionError::NotPublishing)
+    ));
+    c.session.accept_publish().unwrap();
+    c.session.fail_publish("NetStream.Failed", "no").unwrap();
+}
+
 #[test]
 fn unknown_commands_and_ping() {
     let mut c = Client::new(SessionConfig::default(), None);

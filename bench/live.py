@@ -23,10 +23,13 @@ Three measurements, all on loopback, each bounded in time:
 3. HLS bytes served per CPU-second with 200 clients: the media segments of
    phase 1's archive (fetched from meshcast's archive playlist) are served by
    meshcast as `/ipfs/<cid>?filename=...` and by nginx as static files (same
-   bytes); wrk (200 keep-alive connections, 2 threads, 15 s, a Lua script
-   rotating over the segment URLs) drives each; bytes are wrk's count,
+   bytes); wrk (200 keep-alive connections, 2 threads, 10 s, a Lua script
+   rotating over the segment URLs) drives each, in 3 rounds where the
+   servers take turns (the first place rotating), because one run of each
+   varies by several percent with the machine; bytes are wrk's count,
    CPU-seconds the server's utime+stime from /proc (nginx: master + its 2
-   workers).  wrk runs on the same 2 cores.  Goal: meshcast/nginx >= 1.
+   workers), both summed over the rounds; each round's ratio is printed too.
+   wrk runs on the same 2 cores.  Goal: meshcast/nginx >= 1.
    nginx serves them with sendfile (Debian's default); the same files
    served by nginx with `sendfile off` are a second, reference anchor.
 
@@ -709,7 +712,8 @@ def main():
     ap.add_argument("--clip", help="use (or create and keep) this FLV clip")
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--rss-secs", type=int, default=45)
-    ap.add_argument("--wrk-secs", type=int, default=15)
+    ap.add_argument("--wrk-secs", type=int, default=10)
+    ap.add_argument("--wrk-rounds", type=int, default=3)
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, conf)")
     args = ap.parse_args()
 
@@ -858,19 +862,34 @@ def main():
         # ---- phase 3: bytes per CPU-second
         time.sleep(2)
         wrk_res = {}
+        rounds = {}
         seg_paths_nsf = [p.replace("/seg/", "/seg-nosendfile/", 1) for p in seg_paths_n]
-        for label, port, paths, pids_fn in (("meshcast", m_http, seg_paths_m, meshcast_pids),
-                                            ("nginx", n_http, seg_paths_n, nginx_pids),
-                                            ("nginx-nosendfile", n_http, seg_paths_nsf, nginx_pids)):
-            log(f"phase 3 ({label}): wrk -t2 -c{args.clients} -d{args.wrk_secs}s over "
-                f"{len(paths)} segments ...")
-            r = run_wrk(tmp, label, port, paths, pids_fn, args.wrk_secs, args.clients)
-            wrk_res[label] = r
-            errs = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
-            log(f"  {label}: {r['bytes'] / 1e9:.2f} GB in {r['requests']} requests, server CPU "
-                f"{r['server_cpu']:.1f} s, wrk CPU {r['wrk_cpu']:.1f} s, wall {r['wall']:.1f} s"
-                f"{', errors ' + str(errs) if errs else ''}")
-            time.sleep(2)
+        targets = [("meshcast", m_http, seg_paths_m, meshcast_pids),
+                   ("nginx", n_http, seg_paths_n, nginx_pids),
+                   ("nginx-nosendfile", n_http, seg_paths_nsf, nginx_pids)]
+        # Several short rounds, the servers taking turns (first place
+        # rotating), so a drift in the machine's speed hits all alike.
+        for rnd in range(args.wrk_rounds):
+            k = rnd % len(targets)
+            for label, port, paths, pids_fn in targets[k:] + targets[:k]:
+                log(f"phase 3 round {rnd + 1}/{args.wrk_rounds} ({label}): wrk -t2 "
+                    f"-c{args.clients} -d{args.wrk_secs}s over {len(paths)} segments ...")
+                r = run_wrk(tmp, f"{label}-{rnd}", port, paths, pids_fn, args.wrk_secs, args.clients)
+                rounds.setdefault(label, []).append(r)
+                errs = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
+                log(f"  {label}: {r['bytes'] / 1e9:.2f} GB in {r['requests']} requests, server CPU "
+                    f"{r['server_cpu']:.1f} s, wrk CPU {r['wrk_cpu']:.1f} s, wall {r['wall']:.1f} s"
+                    f"{', errors ' + str(errs) if errs else ''}")
+                time.sleep(2)
+        # Totals over the rounds.
+        for label, rs in rounds.items():
+            wrk_res[label] = {key: sum(r[key] for r in rs)
+                              for key in ("bytes", "requests", "server_cpu", "wrk_cpu", "duration_us")}
+        round_ratios = [
+            (m["bytes"] / m["server_cpu"]) / (n["bytes"] / n["server_cpu"])
+            for m, n in zip(rounds["meshcast"], rounds["nginx"])
+            if m["server_cpu"] > 0 and n["server_cpu"] > 0
+        ]
 
         # ---- log check
         m_log.flush()
@@ -915,6 +934,8 @@ def main():
              f"{bpc['meshcast'] / 1e6:.0f}", f"{bpc['nginx'] / 1e6:.0f}",
              f"x{bpc['meshcast'] / bpc['nginx']:.2f}",
              f">= x1: {verdict(bpc['meshcast'] / bpc['nginx'] >= 1)}"),
+            ("  per round (meshcast:nginx)", "", "", "",
+             " ".join(f"x{x:.2f}" for x in round_ratios)),
             ("  vs nginx with sendfile off (MB/cpu-s)", f"{bpc['meshcast'] / 1e6:.0f}",
              f"{bpc['nginx-nosendfile'] / 1e6:.0f}", f"x{bpc['meshcast'] / bpc['nginx-nosendfile']:.2f}",
              "(second anchor, for reference)"),

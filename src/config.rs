@@ -226,10 +226,6 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests handled at once across all connections; more get 503.
     pub max_concurrent_requests: usize,
-    /// Bytes of blocks kept in memory for serving: each block as it is
-    /// stored (live segments are hot before the first viewer asks) or read,
-    /// the least recently used dropped first. 0 turns the cache off.
-    pub block_cache: usize,
 }
 
 /// The longest stream name (bytes).
@@ -341,7 +337,6 @@ impl Default for HttpConfig {
             fetch_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_concurrent_requests: 512,
-            block_cache: 8 << 20,
         }
     }
 }

@@ -127,8 +127,15 @@ impl Blockstore for Recording {
     fn get_by_hash(&self, mh: &crate::store::Multihash) -> Result<Option<Bytes>, StoreError> {
         self.store.get_by_hash(mh)
     }
-    fn block_cache(&self) -> Option<&Arc<crate::store::cache::BlockCache>> {
-        self.store.block_cache()
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        let r = self.store.get_for_send(cid)?;
+        if r.is_none() {
+            self.note(cid);
+        }
+        Ok(r)
+    }
+    fn mapped_files(&self) -> Option<&Arc<crate::store::mapped::MappedFiles>> {
+        self.store.mapped_files()
     }
 }
 
@@ -256,10 +263,10 @@ impl AppState {
             .map_err(|e| GatewayError::internal("block read task", e))
     }
 
-    /// The block's bytes if the store holds them in memory (no I/O, no
-    /// blocking: handlers call it before [`AppState::read`]).
-    pub fn cached(&self, cid: &Cid) -> Option<Bytes> {
-        self.store.block_cache()?.get(cid.hash())
+    /// A block's bytes for sending, when the store has them at hand (a
+    /// recently sent mapping): no I/O, so no trip to the blocking pool.
+    pub fn at_hand(&self, cid: &Cid) -> Option<Bytes> {
+        self.store.mapped_files()?.recent(cid.hash())
     }
 
     /// Whether missing blocks are fetched.
@@ -374,6 +381,32 @@ impl http_body::Body for Permitted {
     }
 }
 
+/// What hyper calls for each request: the gateway's hot path
+/// ([`gateway::hot_block`]), else the router.
+#[derive(Clone)]
+struct Front {
+    state: AppState,
+    app: TowerToHyperService<Router>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Response, Self::Error>>,
+        <TowerToHyperService<Router> as hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+        >>::Future,
+    >;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        match gateway::hot_block(&self.state, &req) {
+            Some(resp) => futures::future::Either::Left(std::future::ready(Ok(resp))),
+            None => futures::future::Either::Right(self.app.call(req)),
+        }
+    }
+}
+
 /// Serves [`router`] on `listener` until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish (for at most `request_timeout`)
 /// and returns.
@@ -383,7 +416,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let header_timeout = state.config.request_timeout;
-    let cache = state.store.block_cache().cloned();
+    let mapped = state.store.mapped_files().cloned();
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
@@ -412,14 +445,17 @@ pub async fn serve(
         // The header timeout also runs while a kept-alive connection waits
         // for its next request, so idle clients give their slot back.
         // Vectored writes hand each body's `Bytes` to the stream as it is,
-        // which is what lets `Conn` send cached blocks from their files.
+        // which is what lets `Conn` send mapped blocks from their files.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .writev(true)
             .serve_connection(
-                TokioIo::new(conn::Conn::new(stream, cache.clone())),
-                TowerToHyperService::new(app.clone()),
+                TokioIo::new(conn::Conn::new(stream, mapped.clone())),
+                Front {
+                    state: state.clone(),
+                    app: TowerToHyperService::new(app.clone()),
+                },
             );
         let conn = graceful.watch(conn);
         tokio::spawn(

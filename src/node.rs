@@ -134,7 +134,7 @@ fn streams_or_default(
 impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
-        let repo = Repo::open_cached(&config.data_dir, config.http.block_cache)?;
+        let repo = Repo::open(&config.data_dir)?;
         let (stream_configs, created_stream) = streams_or_default(&config)?;
         let streams =
             Streams::open(repo.clone(), config.live.clone(), &stream_configs).map_err(Box::new)?;

@@ -8,10 +8,10 @@
 //! Blocks are keyed by multihash, as in kubo, so the same bytes under a CIDv0
 //! and a CIDv1 are stored once.
 
-pub mod cache;
 pub mod car;
 pub mod fetch;
 pub mod fs;
+pub mod mapped;
 pub mod mem;
 pub mod notify;
 pub mod pins;
@@ -176,9 +176,15 @@ pub trait Blockstore: Send + Sync + 'static {
     fn keys(&self) -> Result<Vec<Multihash>, StoreError>;
     /// The raw bytes stored under a multihash (for verification).
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError>;
-    /// The store's in-memory cache, if it has one. Async code may look
-    /// blocks up in it directly: that never blocks.
-    fn block_cache(&self) -> Option<&std::sync::Arc<cache::BlockCache>> {
+    /// A block's bytes for sending as they are (an HTTP body): the same
+    /// bytes as [`Blockstore::get`], which stores with one file per block
+    /// give as a memory map registered in [`Blockstore::mapped_files`].
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.get(cid)
+    }
+    /// Where the mappings [`Blockstore::get_for_send`] hands out are
+    /// registered, if it maps.
+    fn mapped_files(&self) -> Option<&std::sync::Arc<mapped::MappedFiles>> {
         None
     }
 }
@@ -205,8 +211,11 @@ impl<T: Blockstore + ?Sized> Blockstore for std::sync::Arc<T> {
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
         (**self).get_by_hash(mh)
     }
-    fn block_cache(&self) -> Option<&std::sync::Arc<cache::BlockCache>> {
-        (**self).block_cache()
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        (**self).get_for_send(cid)
+    }
+    fn mapped_files(&self) -> Option<&std::sync::Arc<mapped::MappedFiles>> {
+        (**self).mapped_files()
     }
 }
 
@@ -440,6 +449,18 @@ mod tests {
         // Identity CIDs hold their own bytes.
         let id = Cid::new_v1(RAW, Multihash::wrap(IDENTITY, b"hi").unwrap());
         assert_eq!(store.get(&id).unwrap().as_deref(), Some(&b"hi"[..]));
+        assert_eq!(
+            store.get_for_send(&id).unwrap().as_deref(),
+            Some(&b"hi"[..])
+        );
+        // Bytes for sending are the stored bytes, small or large (mapped).
+        let big: Vec<u8> = (0..mapped::MAP_MIN as u32 * 3).map(|i| i as u8).collect();
+        let big = Block::new(cid::Version::V1, RAW, big);
+        store.put(&big).unwrap();
+        assert!(store.get_for_send(&big.cid).unwrap() == Some(big.data.clone()));
+        assert_eq!(store.get_for_send(&b.cid).unwrap(), Some(b.data.clone()));
+        assert_eq!(store.get_for_send(&a.cid).unwrap(), None);
+        assert!(store.delete(big.cid.hash()).unwrap());
     }
 
     #[test]
@@ -555,7 +576,7 @@ mod tests {
         let good = Block::new(cid::Version::V1, RAW, b"good".to_vec());
         let bad = Block::new(cid::Version::V1, RAW, b"bad".to_vec());
         repo.blocks.put_many(&[good, bad.clone()]).unwrap();
-        std::fs::write(repo.files().path_of(bad.cid.hash()), b"BAD").unwrap();
+        std::fs::write(repo.blocks.inner().path_of(bad.cid.hash()), b"BAD").unwrap();
         let report = repo.verify().unwrap();
         assert_eq!(report.checked, 2);
         assert_eq!(report.corrupt.len(), 1);

@@ -1,20 +1,20 @@
 //! The stream hyper reads requests from and writes responses to: a TCP
-//! connection whose writes of cached block bytes go out with sendfile(2).
+//! connection whose writes of mapped block bytes go out with sendfile(2).
 //!
 //! hyper writes a response as a list of buffers, the head and then the
 //! body's `Bytes` as they are (it queues them rather than copying them,
-//! since the stream takes vectored writes). A segment's body is the block
-//! cache's own `Bytes`, so on each write [`Conn`] asks the cache whether
-//! the first buffers lie in the memory of a cached block: the buffers
-//! before it are written first (marked as having more to follow, so the
-//! head and the body leave in the same packets), then the block's bytes are
-//! sent from its file, which the kernel hands to the socket from the page
-//! cache instead of copying them out of our memory (the copy is most of the
-//! CPU a segment costs otherwise). The file holds the same bytes as the memory,
-//! so whatever sendfile cannot do (an error, a short file) is written from
-//! memory: the client gets the same bytes either way.
+//! since the stream takes vectored writes). A segment's body is a memory
+//! map of its block file ([`crate::store::mapped`]), so on each write
+//! [`Conn`] asks the registry whether the buffers lie in a live mapping:
+//! the buffers before it are written first (marked as having more to
+//! follow, so the head and the body leave in the same packets), then the
+//! block's bytes are sent from its file, which the kernel hands to the
+//! socket from the page cache; our process never reads them (the copy is
+//! most of the CPU a segment costs otherwise). The file holds the same
+//! bytes as the memory, so whatever sendfile cannot do (an error, a short
+//! file) is written from memory: the client gets the same bytes either way.
 
-use crate::store::cache::{BlockCache, FileSpan};
+use crate::store::mapped::{FileSpan, MappedFiles};
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -27,13 +27,14 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub(super) struct Conn {
     stream: TcpStream,
-    cache: Option<Arc<BlockCache>>,
+    mapped: Option<Arc<MappedFiles>>,
 }
 
 impl Conn {
-    /// `stream`, sending the bytes of blocks in `cache` from their files.
-    pub(super) fn new(stream: TcpStream, cache: Option<Arc<BlockCache>>) -> Self {
-        Self { stream, cache }
+    /// `stream`, sending the bytes of blocks mapped in `mapped` from their
+    /// files.
+    pub(super) fn new(stream: TcpStream, mapped: Option<Arc<MappedFiles>>) -> Self {
+        Self { stream, mapped }
     }
 
     /// Runs `send` once the socket can take more.
@@ -99,13 +100,18 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let span = self.cache.as_ref().and_then(|c| c.file_span(bufs));
+        let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
         match span {
             None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
             // What comes before the block first (the head).
             Some((i, _)) if i > 0 => self.poll_write_more(cx, &bufs[..i]),
             Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
-                Ok(n) if n > 0 => Poll::Ready(Ok(n)),
+                Ok(n) if n > 0 => {
+                    if let Some(m) = &self.mapped {
+                        m.note_sent(n);
+                    }
+                    Poll::Ready(Ok(n))
+                }
                 // Nothing sent (the file is shorter than the block, or
                 // sendfile refused): the memory holds the same bytes. A
                 // broken connection fails this write too.

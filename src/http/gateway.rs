@@ -38,8 +38,22 @@ const CAR_TYPE: &str = "application/vnd.ipld.car";
 /// Chunks buffered between the block reader and the connection.
 const BODY_CHANNEL: usize = 4;
 
+mod hot;
+pub(super) use hot::hot_block;
+
 static X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
 static X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
+
+/// Response headers a page from another origin may read.
+const EXPOSED: [HeaderName; 7] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::ETAG,
+    HeaderName::from_static("x-ipfs-path"),
+    HeaderName::from_static("x-ipfs-roots"),
+    HeaderName::from_static("x-chunked-output"),
+    HeaderName::from_static("x-stream-output"),
+];
 
 /// The `/ipfs` routes with their CORS policy: anyone may read.
 pub(super) fn routes() -> Router<AppState> {
@@ -52,15 +66,7 @@ pub(super) fn routes() -> Router<AppState> {
             header::USER_AGENT,
             HeaderName::from_static("x-requested-with"),
         ])
-        .expose_headers([
-            header::CONTENT_LENGTH,
-            header::CONTENT_RANGE,
-            header::ETAG,
-            X_IPFS_PATH.clone(),
-            X_IPFS_ROOTS.clone(),
-            HeaderName::from_static("x-chunked-output"),
-            HeaderName::from_static("x-stream-output"),
-        ]);
+        .expose_headers(EXPOSED);
     Router::new()
         .route(
             "/ipfs/{*path}",
@@ -366,10 +372,7 @@ pub(super) async fn ipfs(
     // Only what this node holds: the root must be here, and nothing below
     // it is fetched either.
     let state = if only_if_cached(&headers) {
-        if path.cid.hash().code() != IDENTITY
-            && state.cached(&path.cid).is_none()
-            && !state.has_local(path.cid).await?
-        {
+        if path.cid.hash().code() != IDENTITY && !state.has_local(path.cid).await? {
             return Err(GatewayError::NotCached { cid: path.cid });
         }
         state.local_only()
@@ -439,10 +442,14 @@ async fn raw_block(
     if not_modified(headers, &etag) {
         return Ok(not_modified_response(&etag));
     }
-    let data = match state.cached(&cid) {
+    // As it is on disk: sent from its file when the store maps it.
+    let data = match state.at_hand(&cid) {
         Some(data) => data,
         None => state
-            .read(move |s| export::load(s, &cid))
+            .read(move |s| match s.get_for_send(&cid) {
+                Ok(Some(data)) => Ok(data),
+                Ok(None) | Err(_) => export::load(s, &cid),
+            })
             .await?
             .map_err(|e| path.error(e))?,
     };
@@ -571,18 +578,20 @@ async fn deserialized(
     let name = path.segments.last().map(String::as_str);
     if cid.codec() == RAW && cid.hash().code() != IDENTITY {
         // A raw block is its own content (every live segment is one): when
-        // it is in memory, serve it from there; when its bytes are wanted,
-        // read it once. (A HEAD or a revalidation only needs its size.)
-        let data = match state.cached(&cid) {
-            Some(data) => Some(data),
-            None if head || not_modified(headers, &format!("\"{cid}\"")) => None,
-            None => Some(
+        // its bytes are wanted, get them once, as they go out (mapped, sent
+        // from the file). A HEAD or a revalidation only needs its size.
+        let data = if head || not_modified(headers, &format!("\"{cid}\"")) {
+            None
+        } else if let Some(data) = state.at_hand(&cid) {
+            Some(data)
+        } else {
+            Some(
                 state
-                    .read(move |s| s.get(&cid))
+                    .read(move |s| s.get_for_send(&cid))
                     .await?
                     .map_err(|e| GatewayError::internal("block store", e))?
                     .ok_or(GatewayError::BlockNotFound { cid })?,
-            ),
+            )
         };
         if let Some(data) = data {
             let size = data.len() as u64;
@@ -776,7 +785,7 @@ async fn file(
         let data = match block {
             Some(data) => data,
             None => state
-                .read(move |s| s.get(&cid))
+                .read(move |s| s.get_for_send(&cid))
                 .await?
                 .map_err(|e| GatewayError::internal("block store", e))?
                 .ok_or(GatewayError::BlockNotFound { cid })?,

@@ -9,6 +9,7 @@
 //! large, the gateway can stream them straight from the page cache, and any
 //! number of meshcast processes (a server and the CLI) can share one repo.
 
+use super::mapped::{MappedFiles, MAP_MIN};
 use super::{Block, Blockstore, Multihash, StoreError};
 use bytes::Bytes;
 use cid::Cid;
@@ -16,6 +17,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Block files under a directory.
 #[derive(Debug)]
@@ -23,6 +25,7 @@ pub struct FsStore {
     blocks: PathBuf,
     tmp: PathBuf,
     counter: AtomicU64,
+    mapped: Arc<MappedFiles>,
 }
 
 impl FsStore {
@@ -36,6 +39,7 @@ impl FsStore {
             blocks,
             tmp,
             counter: AtomicU64::new(0),
+            mapped: Arc::default(),
         })
     }
 
@@ -82,6 +86,37 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Blockstore for FsStore {
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        if cid.hash().code() == super::IDENTITY {
+            return self.get(cid);
+        }
+        if let Some(bytes) = self.mapped.recent(cid.hash()) {
+            return Ok(Some(bytes));
+        }
+        let p = self.path_of(cid.hash());
+        let file = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("open", p)(e)),
+        };
+        let len = file.metadata().map_err(StoreError::io("stat", &p))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| StoreError::io("map", &p)(ErrorKind::FileTooLarge.into()))?;
+        if len < MAP_MIN {
+            return self.get(cid);
+        }
+        let bytes = self
+            .mapped
+            .map(file, len)
+            .map_err(StoreError::io("map", p))?;
+        self.mapped.remember(*cid.hash(), bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    fn mapped_files(&self) -> Option<&Arc<MappedFiles>> {
+        Some(&self.mapped)
+    }
+
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         if cid.hash().code() == super::IDENTITY {
             return Ok(Some(Bytes::copy_from_slice(cid.hash().digest())));
@@ -153,6 +188,7 @@ impl Blockstore for FsStore {
     }
 
     fn delete(&self, mh: &Multihash) -> Result<bool, StoreError> {
+        self.mapped.forget(mh);
         let p = self.path_of(mh);
         match fs::remove_file(&p) {
             Ok(()) => Ok(true),

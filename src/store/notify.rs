@@ -85,8 +85,11 @@ impl<S: Blockstore> Blockstore for Notifying<S> {
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
         self.inner.get_by_hash(mh)
     }
-    fn block_cache(&self) -> Option<&std::sync::Arc<super::cache::BlockCache>> {
-        self.inner.block_cache()
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.inner.get_for_send(cid)
+    }
+    fn mapped_files(&self) -> Option<&std::sync::Arc<super::mapped::MappedFiles>> {
+        self.inner.mapped_files()
     }
 }
 

@@ -6,7 +6,6 @@
 //! it marks the pinned DAGs and sweeps the rest, so it can never delete a
 //! block that an add in this or another process is about to pin.
 
-use super::cache::Cached;
 use super::notify::Notifying;
 use super::pins::{PinKind, Pins};
 use super::{links, Blockstore, FsStore, Multihash, StoreError};
@@ -21,9 +20,8 @@ use std::sync::Arc;
 pub struct Repo {
     dir: PathBuf,
     /// The block store; every put through it is announced to
-    /// [`Notifying::subscribe`]rs, and recent blocks are kept in memory
-    /// (when opened with [`Repo::open_cached`]).
-    pub blocks: Arc<Notifying<Cached<FsStore>>>,
+    /// [`Notifying::subscribe`]rs.
+    pub blocks: Arc<Notifying<FsStore>>,
     /// The pin set.
     pub pins: Pins,
 }
@@ -53,29 +51,14 @@ pub struct VerifyReport {
 }
 
 impl Repo {
-    /// Opens the repo in `dir`, creating it if needed, with no block
-    /// cache (for commands that read or write each block once).
+    /// Opens the repo in `dir`, creating it if needed.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_cached(dir, 0)
-    }
-
-    /// Opens the repo in `dir`, keeping up to `cache_bytes` of recently
-    /// stored and read blocks in memory (for serving them).
-    pub fn open_cached(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            blocks: Arc::new(Notifying::new(Cached::new(
-                FsStore::open(dir)?,
-                cache_bytes,
-            ))),
+            blocks: Arc::new(Notifying::new(FsStore::open(dir)?)),
             pins: Pins::open(dir)?,
         })
-    }
-
-    /// The block files themselves, behind the announcements and the cache.
-    pub fn files(&self) -> &FsStore {
-        self.blocks.inner().inner()
     }
 
     /// The data directory.
@@ -114,9 +97,7 @@ impl Repo {
                 if kind == PinKind::Direct {
                     continue;
                 }
-                // Past the cache: a walk over every pinned block would
-                // only push out the ones being served.
-                match self.files().get(&cid)? {
+                match self.blocks.get(&cid)? {
                     Some(data) => stack.extend(links(&cid, &data)?),
                     None => missing.push(cid),
                 }
@@ -143,7 +124,7 @@ impl Repo {
             }
         }
         // No writer holds the lock, so leftovers in tmp/ are from dead ones.
-        self.files().clean_tmp()?;
+        self.blocks.inner().clean_tmp()?;
         Ok(report)
     }
 
@@ -159,7 +140,7 @@ impl Repo {
             match super::verify_bytes(&cid, &data) {
                 Ok(()) => {}
                 Err(StoreError::HashMismatch { .. } | StoreError::UnsupportedHash { .. }) => {
-                    report.corrupt.push((mh, self.files().path_of(&mh)))
+                    report.corrupt.push((mh, self.blocks.inner().path_of(&mh)))
                 }
                 Err(e) => return Err(e),
             }

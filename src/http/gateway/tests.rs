@@ -1,6 +1,7 @@
 //! The gateway against hand-built DAGs, one request at a time.
 
 use super::super::{router, AppState};
+use super::hot_block;
 use crate::config::HttpConfig;
 use crate::store::car::CarReader;
 use crate::store::{Block, Blockstore, DAG_PB, RAW};
@@ -803,22 +804,21 @@ async fn only_if_cached_never_fetches() {
 }
 
 #[tokio::test]
-async fn a_block_cache_changes_nothing_clients_see() {
-    use crate::store::cache::Cached;
-    use crate::store::MemStore;
+async fn mapped_blocks_change_nothing_clients_see() {
+    use crate::store::{FsStore, MemStore};
     let data = bytes(200_000);
     let block = Block::new(cid::Version::V1, RAW, data.clone());
     let plain = std::sync::Arc::new(MemStore::new());
     plain.put(&block).unwrap();
-    let cached = std::sync::Arc::new(Cached::new(MemStore::new(), 1 << 20));
-    cached.put(&block).unwrap();
-    assert!(cached.block_cache().unwrap().contains(block.cid.hash()));
-    let cold = std::sync::Arc::new(Cached::new(MemStore::new(), 1 << 20));
-    cold.inner().put(&block).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+    files.put(&block).unwrap();
+    let mapped = files.get_for_send(&block.cid).unwrap().unwrap();
+    assert_eq!(files.mapped_files().unwrap().len(), 1);
+    drop(mapped);
     let apps = [
         router(AppState::new(plain, HttpConfig::default())),
-        router(AppState::new(cached, HttpConfig::default())),
-        router(AppState::new(cold, HttpConfig::default())),
+        router(AppState::new(files.clone(), HttpConfig::default())),
     ];
     let uri = format!("/ipfs/{}?filename=7.m4s", block.cid);
     let tag = format!("\"{}\"", block.cid);
@@ -852,4 +852,106 @@ async fn a_block_cache_changes_nothing_clients_see() {
     let whole = send(&apps[1], Method::GET, &uri, &[]).await;
     assert_eq!(whole.status, StatusCode::OK);
     assert!(whole.body == data);
+    // One mapping, kept for the next request; none left per response.
+    assert_eq!(files.mapped_files().unwrap().len(), 1);
+    // Deleted: forgotten and unmapped.
+    files.delete(block.cid.hash()).unwrap();
+    assert!(files.mapped_files().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_hot_path_answers_as_the_router_does() {
+    use crate::store::FsStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+    let segment = Block::new(cid::Version::V1, RAW, bytes(200_000));
+    let small = Block::new(cid::Version::V1, RAW, bytes(1000));
+    store.put_many(&[segment.clone(), small.clone()]).unwrap();
+    let state = AppState::new(store.clone(), HttpConfig::default());
+    let app = router(state.clone());
+    let seg = format!("/ipfs/{}", segment.cid);
+    let named = format!("{seg}?filename=000042.m4s");
+    let v0ish = format!(
+        "/ipfs/{}?filename=x.ts",
+        segment
+            .cid
+            .to_string_of_base(cid::multibase::Base::Base58Btc)
+            .unwrap()
+    );
+    let browser: &[(&str, &str)] = &[
+        ("host", "gw"),
+        ("accept", "*/*"),
+        ("origin", "http://other.example"),
+        ("referer", "http://other.example/watch/live"),
+        ("sec-fetch-mode", "cors"),
+        ("cache-control", "no-cache"),
+        ("user-agent", "Mozilla/5.0"),
+    ];
+    // Not at hand until it has been sent once.
+    let req = |method: Method, uri: &str, headers: &[(&str, &str)]| {
+        let mut r = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert!(hot_block(&state, &req(Method::GET, &named, &[])).is_none());
+    assert_eq!(get(&app, &named).await.status, StatusCode::OK);
+
+    // Taken: the same answer as the router's, but the date.
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)]);
+    let taken: [Case<'_>; 5] = [
+        (Method::GET, &named, &[]),
+        (Method::GET, &seg, &[]),
+        (Method::HEAD, &named, &[]),
+        (Method::GET, &named, browser),
+        (Method::GET, &v0ish, &[]),
+    ];
+    for (method, uri, headers) in taken {
+        let hot = hot_block(&state, &req(method.clone(), uri, headers))
+            .unwrap_or_else(|| panic!("{method} {uri} {headers:?} not taken"));
+        let (status, hot_headers) = (hot.status(), hot.headers().clone());
+        let hot_body = hot.into_body().collect().await.unwrap().to_bytes();
+        let slow = send(&app, method.clone(), uri, headers).await;
+        assert_eq!(status, slow.status, "{method} {uri} {headers:?}");
+        let strip = |h: &HeaderMap| {
+            let mut h = h.clone();
+            h.remove("date");
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&hot_headers), strip(&slow.headers), "{method} {uri}");
+        assert!(hot_body == slow.body, "{method} {uri}: bodies differ");
+    }
+
+    // Left to the router: anything the answer depends on.
+    let small_uri = format!("/ipfs/{}", small.cid);
+    let left: [Case<'_>; 11] = [
+        (Method::GET, &named, &[("range", "bytes=0-9")]),
+        (Method::GET, &named, &[("if-none-match", "*")]),
+        (
+            Method::GET,
+            &named,
+            &[("accept", "application/vnd.ipld.raw")],
+        ),
+        (Method::GET, &named, &[("cache-control", "only-if-cached")]),
+        (Method::GET, &named, &[("service-worker", "script")]),
+        (Method::GET, &format!("{seg}?format=car"), &[]),
+        (Method::GET, &format!("{seg}?filename=a%20b.m4s"), &[]),
+        (
+            Method::GET,
+            &format!("{seg}?filename=a.m4s&download=true"),
+            &[],
+        ),
+        (Method::GET, &format!("{seg}/"), &[]),
+        (Method::OPTIONS, &named, &[]),
+        (Method::GET, &small_uri, &[]),
+    ];
+    for (method, uri, headers) in left {
+        assert!(
+            hot_block(&state, &req(method.clone(), uri, headers)).is_none(),
+            "{method} {uri} {headers:?} taken"
+        );
+    }
 }

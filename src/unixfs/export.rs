@@ -622,6 +622,12 @@ impl FileRange {
         r
     }
 
+    /// The blocks the next steps read first, in file order (at most `n`):
+    /// a reader that found one missing may fetch these along with it.
+    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = Cid> + '_ {
+        self.stack.iter().rev().take(n).map(|p| p.cid)
+    }
+
     fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
         while let Some(p) = self.stack.pop() {
             let data = match load(store, &p.cid) {

@@ -692,6 +692,11 @@ struct Remote {
     from: std::sync::Arc<crate::store::MemStore>,
     to: std::sync::Arc<crate::store::MemStore>,
     calls: std::sync::atomic::AtomicUsize,
+    /// Fetches under way, and the most there were at once.
+    in_flight: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl crate::store::fetch::Fetcher for Remote {
@@ -703,10 +708,17 @@ impl crate::store::fetch::Fetcher for Remote {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (from, to) = (self.from.clone(), self.to.clone());
+        let in_flight = self.in_flight.clone();
         Box::pin(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             match from.get(&cid).unwrap() {
                 Some(data) => {
+                    let now = in_flight.0.fetch_add(1, SeqCst) + 1;
+                    in_flight.1.fetch_max(now, SeqCst);
+                    // A round trip.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     to.put(&Block { cid, data }).unwrap();
+                    in_flight.0.fetch_sub(1, SeqCst);
                     Ok(())
                 }
                 None => {
@@ -725,6 +737,7 @@ fn fetching(s: &Site, fetch_timeout_ms: u64) -> (Router, std::sync::Arc<Remote>)
         from: s.t.store.clone(),
         to: local.clone(),
         calls: Default::default(),
+        in_flight: Default::default(),
     });
     let config = HttpConfig {
         fetch_timeout: std::time::Duration::from_millis(fetch_timeout_ms),
@@ -732,6 +745,31 @@ fn fetching(s: &Site, fetch_timeout_ms: u64) -> (Router, std::sync::Arc<Remote>)
     };
     let state = AppState::new(local, config).with_fetcher(remote.clone());
     (router(state), remote)
+}
+
+#[tokio::test]
+async fn a_file_held_elsewhere_is_fetched_many_blocks_at_a_time() {
+    let t = TestDag::new();
+    let data = bytes(100 * 64);
+    let file = t.chunked(&data, 100, 64);
+    let root = t.dir(&[("big.bin", file)]);
+    let s = Site {
+        root,
+        hello: file,
+        data: file,
+        data_bytes: data.clone(),
+        sub: file,
+        t,
+    };
+    let (app, remote) = fetching(&s, 5000);
+    let r = get(&app, &format!("/ipfs/{file}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body == data);
+    use std::sync::atomic::Ordering::SeqCst;
+    // The root, then 64 leaves: each miss brings the next ones along.
+    assert_eq!(remote.calls.load(SeqCst), 65, "each block fetched once");
+    let most = remote.in_flight.1.load(SeqCst);
+    assert_eq!(most, super::READ_AHEAD, "fetched {most} at once at most");
 }
 
 #[tokio::test]

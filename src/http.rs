@@ -269,6 +269,19 @@ impl AppState {
         self.store.mapped_files()?.recent(cid.hash())
     }
 
+    /// A block's bytes for sending as a body ([`Blockstore::get_for_send`]:
+    /// sent from its file when mapped), at hand or read (and fetched when
+    /// missing, as [`AppState::read`] does).
+    pub async fn block_for_send(&self, cid: Cid) -> Result<Bytes, GatewayError> {
+        if let Some(data) = self.at_hand(&cid) {
+            return Ok(data);
+        }
+        self.read(move |s| s.get_for_send(&cid))
+            .await?
+            .map_err(|e| GatewayError::internal("block store", e))?
+            .ok_or(GatewayError::BlockNotFound { cid })
+    }
+
     /// Whether missing blocks are fetched.
     pub fn fetches(&self) -> bool {
         self.fetcher.is_some()

@@ -396,7 +396,7 @@ pub(super) async fn ipfs(
     };
     let head = method == Method::HEAD;
     let mut resp = match format {
-        Format::Raw => raw_block(&state, &path, &resolved, &params, &headers).await?,
+        Format::Raw => raw_block(&state, &resolved, &params, &headers).await?,
         Format::Car { dups } => {
             car(&state, &path, &resolved, &params, dups, &headers, head).await?
         }
@@ -405,12 +405,8 @@ pub(super) async fn ipfs(
         }
     };
     let h = resp.headers_mut();
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    }
-    h.insert(X_IPFS_PATH.clone(), value(&path.raw));
     let roots: Vec<String> = resolved.roots.iter().map(Cid::to_string).collect();
-    h.insert(X_IPFS_ROOTS.clone(), value(&roots.join(",")));
+    ipfs_headers(h, &path.raw, &roots.join(","));
     if let (true, Some(f)) = (from_accept, format.query_value()) {
         // Lets caches keep this response apart from the deserialized one.
         let url = match uri.query() {
@@ -437,7 +433,6 @@ fn not_modified_response(etag: &str) -> Response {
 /// `?format=raw`: the block at the end of the path, verbatim.
 async fn raw_block(
     state: &AppState,
-    path: &ContentPath,
     resolved: &Resolved,
     params: &Params,
     headers: &HeaderMap,
@@ -448,16 +443,7 @@ async fn raw_block(
         return Ok(not_modified_response(&etag));
     }
     // As it is on disk: sent from its file when the store maps it.
-    let data = match state.at_hand(&cid) {
-        Some(data) => data,
-        None => state
-            .read(move |s| match s.get_for_send(&cid) {
-                Ok(Some(data)) => Ok(data),
-                Ok(None) | Err(_) => export::load(s, &cid),
-            })
-            .await?
-            .map_err(|e| path.error(e))?,
-    };
+    let data = state.block_for_send(cid).await?;
     let name = params
         .filename
         .clone()
@@ -585,20 +571,8 @@ async fn deserialized(
         // A raw block is its own content (every live segment is one): when
         // its bytes are wanted, get them once, as they go out (mapped, sent
         // from the file). A HEAD or a revalidation only needs its size.
-        let data = if head || not_modified(headers, &format!("\"{cid}\"")) {
-            None
-        } else if let Some(data) = state.at_hand(&cid) {
-            Some(data)
-        } else {
-            Some(
-                state
-                    .read(move |s| s.get_for_send(&cid))
-                    .await?
-                    .map_err(|e| GatewayError::internal("block store", e))?
-                    .ok_or(GatewayError::BlockNotFound { cid })?,
-            )
-        };
-        if let Some(data) = data {
+        if !head && !not_modified(headers, &format!("\"{cid}\"")) {
+            let data = state.block_for_send(cid).await?;
             let size = data.len() as u64;
             let st = Stat {
                 cid,
@@ -789,11 +763,7 @@ async fn file(
         // at most a chunk (1 MiB) or a CAR section (4 MiB).
         let data = match block {
             Some(data) => data,
-            None => state
-                .read(move |s| s.get_for_send(&cid))
-                .await?
-                .map_err(|e| GatewayError::internal("block store", e))?
-                .ok_or(GatewayError::BlockNotFound { cid })?,
+            None => state.block_for_send(cid).await?,
         };
         let (from, to) = (start as usize, (end as usize).min(data.len()));
         Body::from(data.slice(from.min(to)..to))
@@ -801,24 +771,14 @@ async fn file(
         stream(state.clone(), FileRange::new(cid, start, end - start))
     };
     let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, value(&content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::ETAG, value(&etag));
-    if let Some(filename) = &params.filename {
-        let kind = if params.download.as_deref() == Some("true") {
-            "attachment"
-        } else {
-            "inline"
-        };
-        h.insert(header::CONTENT_DISPOSITION, disposition(kind, filename));
-    } else if params.download.as_deref() == Some("true") {
-        h.insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_static("attachment"),
-        );
-    }
+    file_headers(
+        resp.headers_mut(),
+        value(&content_type),
+        end - start,
+        &etag,
+        params.filename.as_deref(),
+        params.download.as_deref() == Some("true"),
+    );
     if range.is_some() {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         resp.headers_mut().insert(
@@ -827,6 +787,45 @@ async fn file(
         );
     }
     Ok(resp)
+}
+
+/// The headers of a file's bytes (`len` of them): type, length, ranges,
+/// ETag and the disposition a `filename` or `download` asks for.
+fn file_headers(
+    h: &mut HeaderMap,
+    content_type: HeaderValue,
+    len: u64,
+    etag: &str,
+    filename: Option<&str>,
+    download: bool,
+) {
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, value(etag));
+    let kind = if download { "attachment" } else { "inline" };
+    match filename {
+        Some(name) => {
+            h.insert(header::CONTENT_DISPOSITION, disposition(kind, name));
+        }
+        None if download => {
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment"),
+            );
+        }
+        None => {}
+    }
+}
+
+/// What every `/ipfs` answer carries: immutable caching (unless the
+/// answer set its own), the path asked for and the CIDs it went through.
+fn ipfs_headers(h: &mut HeaderMap, path: &str, roots: &str) {
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    }
+    h.insert(X_IPFS_PATH.clone(), value(path));
+    h.insert(X_IPFS_ROOTS.clone(), value(roots));
 }
 
 /// A body produced one block read at a time.

@@ -14,7 +14,7 @@ use super::{Block, Blockstore, Multihash, StoreError};
 use bytes::Bytes;
 use cid::Cid;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,7 +103,13 @@ impl Blockstore for FsStore {
         let len = usize::try_from(len)
             .map_err(|_| StoreError::io("map", &p)(ErrorKind::FileTooLarge.into()))?;
         if len < MAP_MIN {
-            return self.get(cid);
+            // Small: read from the file already open, a copy costs less
+            // than a mapping.
+            let mut buf = Vec::with_capacity(len);
+            (&file)
+                .read_to_end(&mut buf)
+                .map_err(StoreError::io("read", &p))?;
+            return Ok(Some(Bytes::from(buf)));
         }
         let bytes = self
             .mapped

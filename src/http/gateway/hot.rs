@@ -14,11 +14,13 @@
 //! `filename` of plain characters; anything else (ranges, revalidation,
 //! content negotiation, `only-if-cached`, paths below the CID, blocks not at
 //! hand) goes through the router as before. Its responses are the router's,
-//! byte for byte but the date (a test compares them); they are not counted
+//! byte for byte but the date: the headers come from the same functions as
+//! the router's (`file_headers`, `ipfs_headers`), the CORS ones are the
+//! layer's, precomputed, and a test compares the two; they are not counted
 //! against `max_concurrent_requests`, since they wait for nothing, and
 //! they are not traced.
 
-use super::{disposition, sniff, value, AppState, EXPOSED, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
+use super::{file_headers, ipfs_headers, sniff, value, AppState, EXPOSED};
 use crate::store::{IDENTITY, RAW};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
@@ -114,16 +116,16 @@ pub fn hot_block<B>(state: &AppState, req: &Request<B>) -> Option<Response> {
     };
     let cid_string = cid.to_string();
     let mut h = HeaderMap::with_capacity(16);
-    h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::ETAG, value(&format!("\"{cid_string}\"")));
-    if let Some(name) = filename {
-        h.insert(header::CONTENT_DISPOSITION, disposition("inline", name));
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    h.insert(X_IPFS_PATH.clone(), value(uri.path()));
-    h.insert(X_IPFS_ROOTS.clone(), value(&cid_string));
+    let etag = format!("\"{cid_string}\"");
+    file_headers(
+        &mut h,
+        content_type,
+        data.len() as u64,
+        &etag,
+        filename,
+        false,
+    );
+    ipfs_headers(&mut h, uri.path(), &cid_string);
     for (n, v) in CORS.iter() {
         h.insert(n.clone(), v.clone());
     }

@@ -7,8 +7,9 @@
 //! [`Session::accept_publish`] or [`Session::reject_publish`]. An accepted
 //! publish whose media turns out unusable (a codec the caller cannot
 //! carry, which only the media shows) is ended with an error status by
-//! [`Session::fail_publish`]. The session never reads a clock or a socket; the only outside input besides bytes is
-//! the randomness for the handshake, given to [`Session::new`].
+//! [`Session::fail_publish`]. The session never reads a clock or a socket;
+//! the only outside input besides bytes is the randomness for the
+//! handshake, given to [`Session::new`].
 //!
 //! The command exchange we answer is the one OBS, ffmpeg and hardware
 //! encoders use to publish (see the module docs of [`crate::rtmp`]). Playing

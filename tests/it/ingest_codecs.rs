@@ -8,10 +8,10 @@
 //! that the publisher prints, a log line naming the codec, and no session
 //! left behind, while other publishers go on.
 
-use crate::gateway_e2e::{log_tail, Gateway, LOOPBACK_P2P};
+use crate::gateway_e2e::{log_tail, Gateway};
 use crate::live::{
     check_archive, check_archive_of, clip, decode_clean, get_text, publish_cmd, rtmp_addr,
-    streams_json, uris, wait_ended,
+    streams_json, ts_stream_server, uris, wait_ended, KEY,
 };
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-const KEY: &str = "camkey-0123456789";
 const OTHER_KEY: &str = "otherkey-0123456789";
 /// The FourCCs OBS announces in `connect` (`fourCcList`).
 const FOURCCS: &str = "av01,vp09,hvc1";
@@ -190,16 +189,7 @@ fn ffmpeg9_publishes_hevc_av1_and_h264_over_enhanced_rtmp() -> Result<()> {
 #[test]
 fn mpeg_ts_takes_hevc_and_refuses_av1() -> Result<()> {
     let repo = Repo::new()?;
-    let work = tempdir()?;
-    let config = work.path().join("meshcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n\
-             [rtmp]\nlisten = \"127.0.0.1:0\"\n{LOOPBACK_P2P}"
-        ),
-    )?;
-    let gw = Gateway::start(&repo, &["--config", config.to_str().context("utf-8 path")?])?;
+    let (gw, _config) = ts_stream_server(&repo)?;
     let addr = rtmp_addr(&gw)?;
 
     // In real time, as an encoder sends: still sending when refused.

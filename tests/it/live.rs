@@ -45,6 +45,23 @@ pub(crate) fn clip(seconds: u32) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A server with one MPEG-TS stream, `tv` (key [`KEY`]), all on loopback;
+/// the directory holds its config file.
+pub(crate) fn ts_stream_server(repo: &Repo) -> Result<(Gateway, tempfile::TempDir)> {
+    let work = tempdir()?;
+    let config = work.path().join("meshcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n\
+             [rtmp]\nlisten = \"127.0.0.1:0\"\n{}",
+            crate::gateway_e2e::LOOPBACK_P2P
+        ),
+    )?;
+    let gw = Gateway::start(repo, &["--config", config.to_str().context("utf-8 path")?])?;
+    Ok((gw, work))
+}
+
 /// The RTMP address the server logged.
 pub(crate) fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
     let start = Instant::now();
@@ -329,16 +346,7 @@ fn ffmpeg_publish_gives_verified_decodable_segments() -> Result<()> {
 #[test]
 fn mpeg_ts_streams_decode_too() -> Result<()> {
     let repo = Repo::new()?;
-    let work = tempdir()?;
-    let config = work.path().join("meshcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{}",
-            crate::gateway_e2e::LOOPBACK_P2P
-        ),
-    )?;
-    let gw = Gateway::start(&repo, &["--config", config.to_str().context("utf-8 path")?])?;
+    let (gw, _config) = ts_stream_server(&repo)?;
     let addr = rtmp_addr(&gw)?;
     let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
     check(&out, "ffmpeg publishing")?;
@@ -377,7 +385,25 @@ fn a_returning_publisher_continues_the_session() -> Result<()> {
     std::thread::sleep(Duration::from_millis(5500));
     first.kill()?;
     first.wait()?;
-    // Come back and finish normally.
+    // Come back once the server has seen the old connection go (one
+    // publisher per stream: until then a new one is refused, and an
+    // encoder retries, as OBS does), and finish normally.
+    let start = Instant::now();
+    loop {
+        let json = streams_json(&gw)?;
+        let live = json["streams"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "cam"))
+            .is_some_and(|s| s["live"] == true);
+        if !live {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "the dropped publisher still counts as live: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
     check(&out, "ffmpeg publishing again")?;
     let stream = wait_ended(&gw, "cam")?;

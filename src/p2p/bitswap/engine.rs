@@ -941,6 +941,19 @@ mod tests {
     }
 
     /// Every peer's next batch, each marked sent.
+    /// An engine that sends want-block to one peer, with `N` peers.
+    fn one_want_block_peer<const N: usize>(now: Instant) -> (Engine, [PeerId; N]) {
+        let mut e = Engine::new(Limits {
+            want_block_peers: 1,
+            ..Limits::default()
+        });
+        let peers = std::array::from_fn(|_| peer());
+        for p in peers {
+            e.peer_connected(p, now);
+        }
+        (e, peers)
+    }
+
     fn batches(e: &mut Engine) -> HashMap<PeerId, Batch> {
         let bs: HashMap<PeerId, Batch> = e.take_batches().into_iter().collect();
         for p in bs.keys() {
@@ -1155,14 +1168,7 @@ mod tests {
     #[test]
     fn have_and_dont_have_move_the_want_block() {
         let now = Instant::now();
-        let mut e = Engine::new(Limits {
-            want_block_peers: 1,
-            ..Limits::default()
-        });
-        let (a, b, c) = (peer(), peer(), peer());
-        for p in [a, b, c] {
-            e.peer_connected(p, now);
-        }
+        let (mut e, [a, b, c]) = one_want_block_peer(now);
         e.take_batches();
         for p in [a, b, c] {
             e.batch_done(&p, true);
@@ -1282,14 +1288,7 @@ mod tests {
     #[test]
     fn unanswered_wants_are_sent_again() {
         let now = Instant::now();
-        let mut e = Engine::new(Limits {
-            want_block_peers: 1,
-            ..Limits::default()
-        });
-        let (a, b, c) = (peer(), peer(), peer());
-        for p in [a, b, c] {
-            e.peer_connected(p, now);
-        }
+        let (mut e, [a, b, c]) = one_want_block_peer(now);
         let x = block(1);
         e.want(x.cid, now).unwrap();
         let first = batches(&mut e);
@@ -1504,13 +1503,7 @@ mod tests {
     #[test]
     fn disconnects_move_want_blocks_to_peers_that_have_the_block() {
         let now = Instant::now();
-        let mut e = Engine::new(Limits {
-            want_block_peers: 1,
-            ..Limits::default()
-        });
-        let (a, b) = (peer(), peer());
-        e.peer_connected(a, now);
-        e.peer_connected(b, now);
+        let (mut e, [a, b]) = one_want_block_peer(now);
         let x = block(1);
         e.want(x.cid, now).unwrap();
         let bs = e.take_batches();

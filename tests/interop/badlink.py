@@ -90,6 +90,7 @@ def main():
     tag = str(os.getpid() % 100000)
     a_name, b_name = "mca" + tag, "mcb" + tag
     root_addr, ns_addr = args.subnet + ".0.1", args.subnet + ".0.2"
+    m_root, m_ns = "mcm" + tag, "mcn" + tag
     run("ip", "netns", "add", args.ns)
     try:
         fa = open_tun(a_name)
@@ -101,7 +102,6 @@ def main():
         run("ip", "-n", args.ns, "addr", "add", ns_addr, "peer", root_addr, "dev", b_name)
         run("ip", "-n", args.ns, "link", "set", b_name, "up")
         run("ip", "-n", args.ns, "link", "set", "lo", "up")
-        m_root, m_ns = "mcm" + tag, "mcn" + tag
         mgmt_root, mgmt_ns = args.subnet + ".1.1", args.subnet + ".1.2"
         run("ip", "link", "add", m_root, "type", "veth", "peer", "name", m_ns, "netns", args.ns)
         run("ip", "addr", "add", mgmt_root + "/24", "dev", m_root)
@@ -112,6 +112,10 @@ def main():
                           "mgmt_root_addr": mgmt_root, "mgmt_ns_addr": mgmt_ns}), flush=True)
         relay(args, fa, fb)
     finally:
+        # A deleted namespace can live on in the kernel for minutes, and
+        # with it the veth pair whose address the next run wants: delete
+        # the pair itself.
+        subprocess.run(["ip", "link", "del", m_root], stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "netns", "del", args.ns], stderr=subprocess.DEVNULL)
 
 

@@ -184,6 +184,12 @@ fn a_mirror_keeps_up_over_a_lossy_slow_link() -> Result<()> {
         "bad link: {} segments, mirror lag median {median:.3} s, max {max:.3} s",
         lags.len()
     );
+    eprintln!("mirror lag per segment: {lags:?}");
+    let stats = |g: &Gateway| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&get_text(g, "/api/v1/bitswap")?)?)
+    };
+    let (sent, received) = (stats(&origin)?, stats(&mirror)?);
+    eprintln!("origin bitswap: {sent}\nmirror bitswap: {received}");
     ensure!(
         lags.len() >= (SECONDS as usize) / 3,
         "too few segments: {lags:?}"
@@ -198,6 +204,13 @@ fn a_mirror_keeps_up_over_a_lossy_slow_link() -> Result<()> {
     ensure!(
         tail < 8.0 && tail <= head + 2.0,
         "mirror lag per segment (median {median:.3} s): {lags:?}"
+    );
+    // A slow answer is not asked for again while it is arriving: the
+    // origin sends each block once (a second copy of one segment at most).
+    let bytes = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    ensure!(
+        bytes(&sent, "bytes_sent") <= bytes(&received, "bytes_received") + (1 << 20),
+        "the origin sent blocks twice over the bad link"
     );
 
     wait_ended(&origin, "cam")?;

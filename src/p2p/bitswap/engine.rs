@@ -266,10 +266,19 @@ struct Peer {
     ignored: bool,
     /// How long the peer takes to answer a want (moving average).
     answer_time: Option<Duration>,
+    /// When bytes of a message from the peer last arrived while the rest
+    /// was still on its way.
+    arriving: Option<Instant>,
 }
 
 /// The answer time assumed for a peer not measured yet.
 const FIRST_ANSWER_TIME: Duration = Duration::from_millis(500);
+
+/// The longest a want-block waits without being asked again while the
+/// peer asked keeps sending us a message: a large block on a slow link
+/// takes long to arrive, but a peer that is busy sending other blocks must
+/// not hold a lost want forever.
+const MAX_ARRIVING_WAIT: Duration = Duration::from_secs(30);
 
 impl Peer {
     fn answered_after(&mut self, took: Duration) {
@@ -813,6 +822,16 @@ impl Engine {
         }
     }
 
+    /// Bytes of a message from `peer` arrived and more are on the way: the
+    /// peer is answering, so wants it was asked for the block of are not
+    /// asked again while this goes on. Asking again would only make it send
+    /// the same block twice over a link already too slow for it once.
+    pub fn arriving(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.arriving = Some(now);
+        }
+    }
+
     /// Wants unanswered for [`Limits::retry_after`]: the want-block moves
     /// on to another peer that said HAVE; with none, the want goes again to
     /// every peer that has not answered it. A message can be lost on the way
@@ -823,9 +842,7 @@ impl Engine {
         let stale: Vec<Multihash> = self
             .wants
             .iter()
-            .filter(|(_, w)| {
-                !w.storing && now.saturating_duration_since(w.last_ask) >= self.patience(w)
-            })
+            .filter(|(_, w)| !w.storing && self.quiet_for(w, now) >= self.patience(w))
             .map(|(mh, _)| *mh)
             .collect();
         for mh in stale {
@@ -835,6 +852,23 @@ impl Engine {
                 self.ask_again(&mh, now);
             }
         }
+    }
+
+    /// How long `w` has gone unanswered: since it was last asked, or since
+    /// a peer asked for the block last sent us part of a message, within
+    /// [`MAX_ARRIVING_WAIT`] of the asking.
+    fn quiet_for(&self, w: &Want, now: Instant) -> Duration {
+        let since_ask = now.saturating_duration_since(w.last_ask);
+        if since_ask >= MAX_ARRIVING_WAIT {
+            return since_ask;
+        }
+        w.asked_block
+            .iter()
+            .filter_map(|p| self.peers.get(p)?.arriving)
+            .filter(|t| *t > w.last_ask)
+            .map(|t| now.saturating_duration_since(t))
+            .min()
+            .unwrap_or(since_ask)
     }
 
     /// How long `w` may go unanswered: four times the slowest answer time
@@ -1367,6 +1401,45 @@ mod tests {
         assert!(e.take_batches().is_empty());
         e.tick(now + Duration::from_secs(5));
         assert_eq!(batches(&mut e).keys().collect::<Vec<_>>(), vec![&slow]);
+    }
+
+    #[test]
+    fn a_want_is_not_asked_again_while_its_answer_is_arriving() {
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let (mut e, [a, b]) = one_want_block_peer(now);
+        let x = block(1);
+        e.want(x.cid, now).unwrap();
+        let first = batches(&mut e);
+        let blk = *[a, b]
+            .iter()
+            .find(|p| first[*p].wantlist[0].want_type == WantType::Block)
+            .unwrap();
+        let other = if blk == a { b } else { a };
+        // A big message from the peer asked for the block keeps arriving
+        // (every 200 ms) long past the first guess of patience (2 s)...
+        for ms in (200..=4000).step_by(200) {
+            e.arriving(&blk, at(ms));
+            e.tick(at(ms + 100));
+            assert!(e.take_batches().is_empty(), "asked again at {ms} ms");
+        }
+        // ...and bytes from a peer that was only asked whether it has the
+        // block do not count.
+        e.arriving(&other, at(5000));
+        // Once it stops arriving, the want waits the usual patience again.
+        e.tick(at(5900));
+        assert!(e.take_batches().is_empty());
+        e.tick(at(6000));
+        assert_eq!(batches(&mut e).len(), 2);
+        // A peer that never stops sending holds a want at most 30 s.
+        for ms in (6200..36000).step_by(200) {
+            e.arriving(&blk, at(ms));
+            e.tick(at(ms + 100));
+            assert!(e.take_batches().is_empty(), "asked again at {ms} ms");
+        }
+        e.arriving(&blk, at(36000));
+        e.tick(at(36000));
+        assert_eq!(batches(&mut e).len(), 2);
     }
 
     #[test]

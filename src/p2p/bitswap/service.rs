@@ -63,6 +63,8 @@ pub(super) enum Command {
     Forget(Cid),
     /// A peer's message, ready for the engine.
     Incoming { peer: PeerId, msg: Incoming },
+    /// Part of a message from a peer arrived; the rest is on its way.
+    Arriving { peer: PeerId },
     /// A peer's stream carried something that is not Bitswap.
     Garbled { peer: PeerId },
     /// A received block was stored (or not).
@@ -234,6 +236,7 @@ impl Actor {
                 let actions = self.engine.receive(peer, msg, Instant::now());
                 self.run_actions(actions);
             }
+            Command::Arriving { peer } => self.engine.arriving(&peer, Instant::now()),
             Command::Garbled { peer } => {
                 // As bad as a forged block: counts towards ignoring the peer.
                 let msg = Incoming {
@@ -688,9 +691,15 @@ enum ReadError {
 impl Reader {
     async fn run(self, mut stream: Stream, cancel: CancellationToken) {
         loop {
+            let peer = self.peer;
+            let commands = &self.commands;
+            // Lost when the actor is busy: the next report will do.
+            let mut progress = || {
+                let _ = commands.try_send(Command::Arriving { peer });
+            };
             let frame = tokio::select! {
                 () = cancel.cancelled() => return,
-                f = read_frame(&mut stream) => f,
+                f = read_frame(&mut stream, &mut progress) => f,
             };
             let body = match frame {
                 Ok(Some(body)) => body,
@@ -733,8 +742,15 @@ impl Reader {
     }
 }
 
-/// Reads one frame: `Ok(None)` at a clean end of stream.
-async fn read_frame(stream: &mut Stream) -> Result<Option<Bytes>, ReadError> {
+/// How often a message that is arriving is reported as such.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Reads one frame: `Ok(None)` at a clean end of stream. While a body is
+/// arriving, `progress` is called at most every [`PROGRESS_EVERY`].
+async fn read_frame(
+    stream: &mut Stream,
+    progress: &mut (dyn FnMut() + Send),
+) -> Result<Option<Bytes>, ReadError> {
     let mut header = [0u8; 10];
     let mut n = 0;
     let len = loop {
@@ -753,7 +769,24 @@ async fn read_frame(stream: &mut Stream) -> Result<Option<Bytes>, ReadError> {
     debug_assert!(len <= MAX_MESSAGE_SIZE);
     let mut body = vec![0u8; len];
     let limit = send_timeout(len);
-    tokio::time::timeout(limit, stream.read_exact(&mut body))
+    let read_body = async {
+        let mut got = 0;
+        let mut reported: Option<tokio::time::Instant> = None;
+        while got < len {
+            let n = stream.read(&mut body[got..]).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            got += n;
+            let now = tokio::time::Instant::now();
+            if got < len && reported.is_none_or(|t| now - t >= PROGRESS_EVERY) {
+                reported = Some(now);
+                progress();
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(limit, read_body)
         .await
         .map_err(|_| ReadError::Slow(limit))??;
     Ok(Some(Bytes::from(body)))

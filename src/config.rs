@@ -192,6 +192,12 @@ pub struct LiveConfig {
     pub window: usize,
     /// Packaging for streams that do not set their own.
     pub format: SegmentFormat,
+    /// A publisher that has sent nothing for this long gives way to a new
+    /// publisher with the stream's key: an encoder whose link died without
+    /// a word reconnects at once instead of waiting out the old
+    /// connection's `rtmp.idle_timeout`. "0s" never replaces a publisher.
+    #[serde(with = "humantime_serde")]
+    pub takeover_after: Duration,
 }
 
 /// One stream publishers may send.
@@ -325,6 +331,7 @@ impl Default for LiveConfig {
             segment_target: Duration::from_secs(2),
             window: 6,
             format: SegmentFormat::Fmp4,
+            takeover_after: Duration::from_secs(2),
         }
     }
 }

@@ -13,6 +13,11 @@
 //! idle) and comes back within [`RECONNECT_GRACE`] continues the same session
 //! after an `EXT-X-DISCONTINUITY`; one that unpublishes, or does not come
 //! back in time, ends it: the archive gets `EXT-X-ENDLIST` and becomes a VOD.
+//! An encoder whose link died without a word reconnects while its old
+//! connection still looks open: a new publisher with the stream's key takes
+//! over from one that has sent nothing for [`LiveConfig::takeover_after`]
+//! (ended as [`EndReason::Replaced`]), instead of being refused until the
+//! old one's idle timeout.
 //!
 //! Before a publish's tracks reach us, the server asks
 //! [`Publishers::check_tracks`] whether the stream's segment format can
@@ -35,10 +40,12 @@ use cid::Cid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// How long a dropped publisher has to come back and continue its session.
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(30);
@@ -154,10 +161,45 @@ struct Pipeline {
     generation: u64,
 }
 
+/// The publish task of a stream's current publisher, as others see it.
+struct Publisher {
+    id: u64,
+    /// When its last ingest event arrived ([`mono_ms`]).
+    heard: Arc<AtomicU64>,
+    /// Ends the publish (a new publisher takes over).
+    kick: CancellationToken,
+    /// Turns true when the task is done with the pipeline.
+    done: watch::Receiver<bool>,
+    /// Its events channel, to see whether events wait in it (a weak
+    /// sender, which does not keep the channel open).
+    events: mpsc::WeakSender<IngestEvent>,
+}
+
+/// What a publish task holds of its own [`Publisher`].
+struct PublishTask {
+    id: u64,
+    heard: Arc<AtomicU64>,
+    kick: CancellationToken,
+    done: watch::Sender<bool>,
+    /// The publisher it takes over from, to let finish first.
+    after: Option<watch::Receiver<bool>>,
+}
+
+/// Milliseconds on a monotonic clock, for times shared between tasks.
+fn mono_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 #[derive(Default)]
 struct StreamState {
     format: SegmentFormat,
     publishing: bool,
+    /// Our own publisher while `publishing` (a mirrored stream has none).
+    publisher: Option<Publisher>,
     current: Option<Arc<tokio::sync::Mutex<Pipeline>>>,
     /// Every session, oldest first (the current one last).
     sessions: Vec<SessionInfo>,
@@ -487,14 +529,34 @@ impl Streams {
         name: String,
         pipeline: Arc<tokio::sync::Mutex<Pipeline>>,
         mut events: mpsc::Receiver<IngestEvent>,
+        mut task: PublishTask,
     ) {
+        if let Some(after) = task.after.as_mut() {
+            // Its last frames close the timeline ours continues after a
+            // discontinuity. An error means it is gone: as good as done.
+            let _ = after.wait_for(|done| *done).await;
+        }
         let generation = {
             let mut p = pipeline.lock().await;
             p.generation += 1;
             p.generation
         };
         let mut end = EndReason::Disconnected;
-        while let Some(event) = events.recv().await {
+        loop {
+            let event = tokio::select! {
+                biased;
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+                () = task.kick.cancelled() => {
+                    end = EndReason::Replaced;
+                    break;
+                }
+            };
+            // When the pipeline took it in; events still waiting count
+            // as heard too (see `begin`).
+            task.heard.store(mono_ms(), Ordering::Relaxed);
             let mut p = pipeline.lock().await;
             match event {
                 IngestEvent::Tracks(t) => p.segmenter.set_tracks(t),
@@ -527,10 +589,19 @@ impl Streams {
             }
             p.record.playlist.segments().len()
         };
+        // The server sees the channel closed and drops a replaced publisher.
+        drop(events);
         if let Some(s) = self.lock().get_mut(&name) {
-            s.publishing = false;
+            if s.publisher.as_ref().is_some_and(|p| p.id == task.id) {
+                s.publishing = false;
+                s.publisher = None;
+            }
         }
+        let _ = task.done.send(true);
         match end {
+            EndReason::Replaced => {
+                tracing::info!(stream = %name, "publisher replaced; the session continues");
+            }
             EndReason::Unpublished | EndReason::Error(_) => {
                 tracing::info!(stream = %name, "publisher stopped; session ended");
                 self.end_session(&name, &pipeline).await;
@@ -807,8 +878,30 @@ impl Publishers for Streams {
             format,
             ..StreamState::default()
         });
+        let mut after = None;
         if state.publishing {
-            return Err(PublishRefused::Busy(stream.to_owned()));
+            let takeover = self.inner.live.takeover_after;
+            let Some(old) = state.publisher.as_ref() else {
+                // Mirrored from elsewhere: never ours to publish.
+                return Err(PublishRefused::Busy(stream.to_owned()));
+            };
+            let silent = mono_ms().saturating_sub(old.heard.load(Ordering::Relaxed));
+            // Events waiting for a busy pipeline are not silence.
+            let queued = old
+                .events
+                .upgrade()
+                .is_some_and(|tx| tx.capacity() < tx.max_capacity());
+            if takeover.is_zero() || queued || u128::from(silent) < takeover.as_millis() {
+                return Err(PublishRefused::Busy(stream.to_owned()));
+            }
+            tracing::info!(
+                stream,
+                %peer,
+                silent_ms = silent,
+                "the publisher has sent nothing for a while; the new one takes over"
+            );
+            old.kick.cancel();
+            after = Some(old.done.clone());
         }
         let pipeline = match &state.current {
             Some(p) => {
@@ -828,9 +921,28 @@ impl Publishers for Streams {
                 p
             }
         };
-        state.publishing = true;
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let (done_tx, done_rx) = watch::channel(false);
+        let task = PublishTask {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            heard: Arc::new(AtomicU64::new(mono_ms())),
+            kick: CancellationToken::new(),
+            done: done_tx,
+            after,
+        };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(self.clone().run_publish(stream.to_owned(), pipeline, rx));
+        state.publishing = true;
+        state.publisher = Some(Publisher {
+            id: task.id,
+            heard: task.heard.clone(),
+            kick: task.kick.clone(),
+            done: done_rx,
+            events: tx.downgrade(),
+        });
+        tokio::spawn(
+            self.clone()
+                .run_publish(stream.to_owned(), pipeline, rx, task),
+        );
         Ok(tx)
     }
 }

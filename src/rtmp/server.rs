@@ -18,6 +18,7 @@
 //!       codec we cannot carry -> fail_publish: onStatus(error, NetStream.Failed,
 //!                                what to publish instead) -> End(Refused) -> close
 //!     Unpublish / EOF / idle_timeout / error  -> End(reason) -> close
+//!     the manager closes the channel (a new publisher took over) -> close
 //! ```
 //!
 //! Handshake, `connect` and `publish` must complete within
@@ -85,6 +86,9 @@ pub enum EndReason {
     Disconnected,
     /// No media arrived for `idle_timeout`.
     IdleTimeout,
+    /// Another publisher with the stream's key took over from this one,
+    /// which had gone silent.
+    Replaced,
     /// A protocol error or the server shutting down.
     Error(String),
     /// The publisher's media was refused (a codec the stream cannot carry,
@@ -410,6 +414,15 @@ async fn connection(
     }
 }
 
+/// Resolves when the stream manager stops taking this publish's events
+/// (another publisher took over); never without a publish.
+async fn manager_done(live: &Option<Live>) {
+    match live {
+        Some(live) => live.tx.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Connection<'_> {
     /// Runs the connection until it should close, and says why.
     async fn run(&mut self, cancel: &CancellationToken) -> EndReason {
@@ -418,6 +431,7 @@ impl Connection<'_> {
             let read = tokio::select! {
                 () = cancel.cancelled() => return shutting_down(),
                 () = tokio::time::sleep_until(self.deadline) => return self.timed_out(),
+                () = manager_done(&self.live) => return EndReason::Replaced,
                 r = self.socket.read(&mut buf) => r,
             };
             let n = match read {

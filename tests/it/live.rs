@@ -426,6 +426,58 @@ fn a_returning_publisher_continues_the_session() -> Result<()> {
 }
 
 #[test]
+fn a_frozen_publisher_gives_way_to_a_new_one() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let addr = rtmp_addr(&gw)?;
+    // An encoder whose link dies without a word: its connection stays open
+    // (the stopped process's kernel still answers) but nothing comes.
+    // Killed (stopped or not) whatever happens.
+    let mut first = KillOnDrop(
+        publish_cmd(addr, KEY, &clip(8)?, true)
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    std::thread::sleep(Duration::from_millis(4500));
+    let pid = first.0.id().to_string();
+    let signal = |sig: &str| Command::new("kill").args([sig, &pid]).status();
+    ensure!(signal("-STOP")?.success(), "kill -STOP");
+    // It reconnects 2.5 s later, as OBS does after a second or two: long
+    // before the old connection's idle timeout (10 s), and it is let in.
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
+    check(&out, "ffmpeg publishing while the old publisher is frozen")?;
+    let log = std::fs::read_to_string(&gw.log)?;
+    ensure!(log.contains("the new one takes over"), "{log}");
+    // The frozen one was let go: woken, it finds its connection closed.
+    ensure!(signal("-CONT")?.success(), "kill -CONT");
+    let status = first.0.wait()?;
+    ensure!(
+        !status.success(),
+        "the replaced publisher went on: {status}"
+    );
+    let stream = wait_ended(&gw, "cam")?;
+    assert_eq!(
+        stream["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "the takeover started a new session: {stream}"
+    );
+    let archive = get_text(&gw, "/live/cam/archive.m3u8")?;
+    ensure!(
+        archive.matches("#EXT-X-DISCONTINUITY\n").count() == 1,
+        "{archive}"
+    );
+    let (_, segments) = uris(&archive);
+    for uri in &segments {
+        fetch_verified(&gw, uri)?;
+    }
+    let secs = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
+    // About 3.5-4.5 s before the freeze, then the whole 8 s clip.
+    ensure!((10.0..=13.5).contains(&secs), "archive lasts {secs} s");
+    Ok(())
+}
+
+#[test]
 fn sessions_survive_a_restart() -> Result<()> {
     let repo = Repo::new()?;
     let cid = {

@@ -9,13 +9,17 @@ use crate::media::Tracks;
 const PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
 
 fn streams(dir: &Path, format: Option<SegmentFormat>) -> Streams {
+    streams_with(dir, format, LiveConfig::default())
+}
+
+fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> Streams {
     let repo = Repo::open(dir).unwrap();
     let config = StreamConfig {
         name: "cam".into(),
         key: "camkey-0123456789".into(),
         format,
     };
-    Streams::open(repo, LiveConfig::default(), &[config]).unwrap()
+    Streams::open(repo, live, &[config]).unwrap()
 }
 
 fn cam(streams: &Streams) -> StreamInfo {
@@ -112,6 +116,121 @@ async fn a_publish_without_media_is_not_recorded() {
     assert!(cam(&streams).sessions.is_empty());
     assert_eq!(streams.archive_playlist("cam"), None);
     assert_eq!(session_files(dir.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_publisher_takes_over_from_a_silent_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveConfig {
+        takeover_after: Duration::from_millis(300),
+        ..LiveConfig::default()
+    };
+    let streams = streams_with(dir.path(), None, live);
+    let clip = testclip::clip();
+    // The first publisher sends the first three seconds, then nothing: its
+    // link died without closing.
+    let old = streams.begin("cam", PEER.into()).unwrap();
+    old.send(IngestEvent::Tracks(clip.tracks.clone()))
+        .await
+        .unwrap();
+    for f in clip.frames.iter().filter(|f| f.dts_ms < 3000) {
+        old.send(IngestEvent::Frame(f.clone())).await.unwrap();
+    }
+    // While it was heard from lately, a second is refused.
+    assert!(matches!(
+        streams.begin("cam", PEER.into()),
+        Err(PublishRefused::Busy(_))
+    ));
+    // Silence counts from the last event the pipeline took in.
+    while old.capacity() < old.max_capacity() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = streams.begin("cam", PEER.into()).unwrap();
+    assert!(cam(&streams).live);
+    // The old publish is ended: its connection sees the channel closed.
+    tokio::time::timeout(Duration::from_secs(5), old.closed())
+        .await
+        .expect("the silent publisher is let go");
+    // The new one continues the session after a discontinuity.
+    new.send(IngestEvent::Tracks(clip.tracks.clone()))
+        .await
+        .unwrap();
+    for f in &clip.frames {
+        new.send(IngestEvent::Frame(f.clone())).await.unwrap();
+    }
+    // And is not replaced while it publishes.
+    assert!(matches!(
+        streams.begin("cam", PEER.into()),
+        Err(PublishRefused::Busy(_))
+    ));
+    new.send(IngestEvent::End(EndReason::Unpublished))
+        .await
+        .unwrap();
+    drop((old, new));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cam(&streams).live || !cam(&streams).sessions.iter().all(|s| s.ended) {
+        assert!(tokio::time::Instant::now() < deadline, "still live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = cam(&streams);
+    assert_eq!(info.sessions.len(), 1, "{info:?}");
+    // 3 s of the first (its last second closed as a short segment) and the
+    // 4 s clip again.
+    assert!((info.sessions[0].duration_s - 7.0).abs() < 0.2, "{info:?}");
+    let (archive, ended) = streams.archive_playlist("cam").unwrap();
+    assert!(ended);
+    assert_eq!(
+        archive.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{archive}"
+    );
+    assert!(archive.contains("#EXT-X-ENDLIST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_events_wait_for_a_busy_pipeline_is_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveConfig {
+        takeover_after: Duration::from_millis(300),
+        ..LiveConfig::default()
+    };
+    let streams = streams_with(dir.path(), None, live);
+    let clip = testclip::clip();
+    let old = streams.begin("cam", PEER.into()).unwrap();
+    // The pipeline is held up (a slow disk, say) while frames keep coming.
+    let pipeline = streams.lock()["cam"].current.clone().unwrap();
+    let held = pipeline.lock().await;
+    old.send(IngestEvent::Tracks(clip.tracks.clone()))
+        .await
+        .unwrap();
+    for f in clip.frames.iter().take(10) {
+        old.send(IngestEvent::Frame(f.clone())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        streams.begin("cam", PEER.into()),
+        Err(PublishRefused::Busy(_))
+    ));
+    drop(held);
+    assert!(!old.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveConfig {
+        takeover_after: Duration::ZERO,
+        ..LiveConfig::default()
+    };
+    let streams = streams_with(dir.path(), None, live);
+    // Silent longer than the other test's takeover_after.
+    let _old = streams.begin("cam", PEER.into()).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        streams.begin("cam", PEER.into()),
+        Err(PublishRefused::Busy(_))
+    ));
 }
 
 #[test]

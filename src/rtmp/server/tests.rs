@@ -402,6 +402,22 @@ async fn idle_publisher_times_out() {
     server.stop().await;
 }
 
+/// A silent publisher whose publish the manager ends (another publisher
+/// took over) is closed at once, long before its idle timeout.
+#[tokio::test]
+async fn a_publish_the_manager_ends_is_closed() {
+    let mut server = Server::start(config(), false).await;
+    let mut sock = raw_publish(server.addr, KEY).await;
+    let rx = tokio::time::timeout(WAIT, server.publishes.recv())
+        .await
+        .expect("a publish in time")
+        .expect("server running");
+    drop(rx);
+    assert!(config().idle_timeout >= Duration::from_secs(5));
+    expect_closed(&mut sock, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
 /// A client that never finishes the handshake is closed after
 /// `handshake_timeout`.
 #[tokio::test]

@@ -690,6 +690,11 @@ impl Task {
                 let record = kad::Record::new(key, value);
                 let b = self.swarm.behaviour_mut();
                 for k in [&mut b.kad, &mut b.lan_kad] {
+                    // Kept here whatever happens, so a DHT client that asks
+                    // this node (a browser's or Helia's, say) gets it.
+                    if let Err(e) = kad::store::RecordStore::put(k.store_mut(), record.clone()) {
+                        tracing::debug!("DHT store: {e}");
+                    }
                     // No peers: nothing to put to, and the record is
                     // published over pubsub anyway.
                     if k.kbuckets().any(|b| b.num_entries() > 0) {
@@ -821,7 +826,11 @@ impl Task {
 
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(
+                identify::Event::Received { peer_id, info, .. }
+                | identify::Event::Pushed { peer_id, info, .. },
+            ) => {
+                tracing::debug!(peer = %peer_id, agent = info.agent_version, protocols = ?info.protocols, "identified");
                 let info_agent = info.agent_version.clone();
                 self.agents.insert(peer_id, info_agent);
                 let b = self.swarm.behaviour_mut();
@@ -866,6 +875,17 @@ impl Task {
                     topic: topic.into_string(),
                 });
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::PutRecord(r),
+                ..
+            })
+            | BehaviourEvent::LanKad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::PutRecord(r),
+                ..
+            }) => match r {
+                Ok(_) => tracing::debug!("DHT put done"),
+                Err(e) => tracing::debug!("DHT put: {e:?}"),
+            },
             _ => {}
         }
     }

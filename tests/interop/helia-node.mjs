@@ -8,7 +8,12 @@
 // HTTP gateways. Blocks come and go with Bitswap over the connections it is
 // told to make; the blockstore is in memory.
 //
-// Usage: node helia-node.mjs
+// Usage: node helia-node.mjs [--dht]
+//
+// With --dht, names resolve through a Kademlia DHT instead of pubsub: the
+// node runs @libp2p/kad-dht as a client on kubo's LAN protocol
+// (/ipfs/lan/kad/1.0.0, keeping loopback addresses) with the IPNS validator
+// and selector, and `resolve` asks only Helia's routing, that is the DHT.
 //
 // It prints {"event": "ready", "peer_id": ID, "addrs": [MULTIADDR/p2p/ID...]}
 // and then answers each command line (which may carry an "id", echoed back)
@@ -24,7 +29,7 @@
 //   {"cmd": "peers"}                       -> peers: [PEER_ID...]
 //   {"cmd": "resolve", "name": IPNS_NAME, "timeout": SECONDS}
 //                                          -> value (@helia/ipns with pubsub
-//       routing only: the first try subscribes to the name's topic, and it
+//       routing only, or the DHT only with --dht: the first try subscribes to the name's topic, and it
 //       is asked again until a record arrives (by message or by fetch from a
 //       topic peer) or the timeout passes)
 //   {"cmd": "stop"}                        -> answers, then exits
@@ -40,11 +45,27 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { fetch } from '@libp2p/fetch'
-import { ipns, pubSubIPNSRouting } from '@helia/ipns'
+import { ipns, pubSubIPNSRouting, heliaIPNSRouting } from '@helia/ipns'
+import { ipnsValidator } from 'ipns/validator'
+import { ipnsSelector } from 'ipns/selector'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import fs from 'node:fs'
 import readline from 'node:readline'
+
+const withDht = process.argv.includes('--dht')
+const dht = withDht
+  ? {
+      dht: kadDHT({
+        protocol: '/ipfs/lan/kad/1.0.0',
+        clientMode: true,
+        peerInfoMapper: passthroughMapper,
+        validators: { ipns: ipnsValidator },
+        selectors: { ipns: ipnsSelector }
+      })
+    }
+  : {}
 
 const helia = await createHelia({
   libp2p: {
@@ -60,7 +81,8 @@ const helia = await createHelia({
       // sends, and the monitor drops the connection after 10-15 s.
       ping: ping(),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
-      fetch: fetch()
+      fetch: fetch(),
+      ...dht
     }
   },
   // No delegated routing and no public gateways: peers only.
@@ -68,7 +90,9 @@ const helia = await createHelia({
 })
 await helia.start()
 const fsys = unixfs(helia)
-const names = ipns(helia, { routers: [pubSubIPNSRouting(helia)] })
+const names = ipns(helia, {
+  routers: [withDht ? heliaIPNSRouting(helia.routing) : pubSubIPNSRouting(helia)]
+})
 
 function reply (obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')

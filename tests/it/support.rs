@@ -928,6 +928,14 @@ impl Helia {
         Ok(Self(LinePeer::start("helia", c, Duration::from_secs(60))?))
     }
 
+    /// A node that resolves names through a Kademlia DHT (a client on
+    /// `/ipfs/lan/kad/1.0.0`) and not over pubsub.
+    pub fn start_dht() -> Result<Self> {
+        let mut c = node();
+        c.arg(interop_dir().join("helia-node.mjs")).arg("--dht");
+        Ok(Self(LinePeer::start("helia", c, Duration::from_secs(60))?))
+    }
+
     /// Dials a full multiaddr.
     pub fn dial(&self, addr: &str) -> Result<()> {
         self.call(

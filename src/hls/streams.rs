@@ -543,16 +543,19 @@ impl Streams {
         };
         let mut end = EndReason::Disconnected;
         loop {
+            // Replaced only while nothing waits in the channel (see
+            // `begin`): what comes after the kick is the old publisher
+            // waking up, and is dropped.
             let event = tokio::select! {
                 biased;
-                e = events.recv() => match e {
-                    Some(e) => e,
-                    None => break,
-                },
                 () = task.kick.cancelled() => {
                     end = EndReason::Replaced;
                     break;
                 }
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
             };
             // When the pipeline took it in; events still waiting count
             // as heard too (see `begin`).

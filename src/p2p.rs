@@ -160,6 +160,15 @@ pub struct NodeInfo {
     pub peers: Vec<PeerInfo>,
 }
 
+/// A peer that provides some content, by the DHT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Addresses it can be dialled at, as far as this node knows.
+    pub addrs: Vec<Multiaddr>,
+}
+
 /// One connected peer.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerInfo {
@@ -195,6 +204,12 @@ enum Command {
         value: Vec<u8>,
     },
     Info(oneshot::Sender<NodeInfo>),
+    /// Providers of a DHT key, each sent on `reply` as found; the channel
+    /// closes when the lookups are done.
+    Providers {
+        key: Vec<u8>,
+        reply: mpsc::Sender<Provider>,
+    },
     TopicPeers {
         topic: String,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -231,6 +246,17 @@ struct Behaviour {
     lan_kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     stream: libp2p_stream::Behaviour,
+}
+
+impl ProviderLookup {
+    /// Sends `p` unless it was sent already; a caller that stopped
+    /// listening (or is slow) misses it.
+    fn offer(&self, p: Provider) {
+        let new = self.seen.lock().is_ok_and(|mut s| s.insert(p.peer_id));
+        if new {
+            let _ = self.reply.try_send(p);
+        }
+    }
 }
 
 /// Reads the node key from `dir`, or creates one (Ed25519) on first start.
@@ -346,7 +372,18 @@ struct Task {
     agents: HashMap<PeerId, String>,
     rtts: HashMap<PeerId, Duration>,
     remote_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// The listen addresses peers told us in identify (bounded per peer).
+    identified_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Provider lookups under way: each DHT query's lookup.
+    provider_queries: HashMap<kad::QueryId, ProviderLookup>,
     seqno: PubsubSeqno,
+}
+
+/// One provider lookup, over one query per DHT.
+struct ProviderLookup {
+    reply: mpsc::Sender<Provider>,
+    /// Shared by the lookup's queries: the channel closes with the last.
+    seen: std::sync::Arc<std::sync::Mutex<BTreeSet<PeerId>>>,
 }
 
 impl P2p {
@@ -501,6 +538,8 @@ impl P2p {
             agents: HashMap::new(),
             rtts: HashMap::new(),
             remote_addrs: HashMap::new(),
+            identified_addrs: HashMap::new(),
+            provider_queries: HashMap::new(),
             seqno,
         };
         tokio::spawn(task.run(shutdown));
@@ -598,6 +637,16 @@ impl P2p {
         })
         .await?;
         rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Looks `key` (a multihash's bytes) up in both DHTs: the provider
+    /// records this node keeps and those its DHT peers know. Providers come
+    /// on the returned channel as they are found (each once); it closes
+    /// when the lookups are done.
+    pub async fn providers(&self, key: Vec<u8>) -> Result<mpsc::Receiver<Provider>, P2pError> {
+        let (reply, rx) = mpsc::channel(64);
+        self.send(Command::Providers { key, reply }).await?;
+        Ok(rx)
     }
 
     /// A snapshot for the API.
@@ -707,6 +756,7 @@ impl Task {
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
             }
+            Command::Providers { key, reply } => self.find_providers(key, reply),
             Command::TopicPeers { topic, reply } => {
                 let hash = gossipsub::IdentTopic::new(topic).hash();
                 let peers = self
@@ -720,6 +770,48 @@ impl Task {
                 let _ = reply.send(peers);
             }
         }
+    }
+
+    fn find_providers(&mut self, key: Vec<u8>, reply: mpsc::Sender<Provider>) {
+        let key = kad::RecordKey::new(&key);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let b = self.swarm.behaviour_mut();
+        let mut local = Vec::new();
+        let mut queries = Vec::new();
+        for k in [&mut b.kad, &mut b.lan_kad] {
+            // What peers announced to this node, with the addresses they
+            // gave.
+            local.extend(
+                kad::store::RecordStore::providers(k.store_mut(), &key)
+                    .into_iter()
+                    .map(|r| Provider {
+                        peer_id: r.provider,
+                        addrs: r.addresses,
+                    }),
+            );
+            if k.kbuckets().any(|b| b.num_entries() > 0) {
+                queries.push(k.get_providers(key.clone()));
+            }
+        }
+        let lookup = ProviderLookup { reply, seen };
+        for p in local {
+            lookup.offer(p);
+        }
+        // With no query, dropping `lookup` closes the channel now.
+        for q in queries {
+            self.provider_queries.insert(
+                q,
+                ProviderLookup {
+                    reply: lookup.reply.clone(),
+                    seen: lookup.seen.clone(),
+                },
+            );
+        }
+    }
+
+    /// The addresses to give for a provider found by a DHT query.
+    fn addrs_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.identified_addrs.get(peer).cloned().unwrap_or_default()
     }
 
     fn info(&self) -> NodeInfo {
@@ -802,6 +894,7 @@ impl Task {
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     self.remote_addrs.remove(&peer_id);
                     self.agents.remove(&peer_id);
+                    self.identified_addrs.remove(&peer_id);
                     self.rtts.remove(&peer_id);
                     if let Ok(mut c) = self.connected.lock() {
                         c.remove(&peer_id);
@@ -832,6 +925,10 @@ impl Task {
             ) => {
                 tracing::debug!(peer = %peer_id, agent = info.agent_version, protocols = ?info.protocols, "identified");
                 let info_agent = info.agent_version.clone();
+                self.identified_addrs.insert(
+                    peer_id,
+                    info.listen_addrs.iter().take(16).cloned().collect(),
+                );
                 self.agents.insert(peer_id, info_agent);
                 let b = self.swarm.behaviour_mut();
                 for (proto, k) in [(KAD_WAN, &mut b.kad), (KAD_LAN, &mut b.lan_kad)] {
@@ -886,6 +983,36 @@ impl Task {
                 Ok(_) => tracing::debug!("DHT put done"),
                 Err(e) => tracing::debug!("DHT put: {e:?}"),
             },
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(r),
+                step,
+                ..
+            })
+            | BehaviourEvent::LanKad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(r),
+                step,
+                ..
+            }) => {
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
+                    let found: Vec<Provider> = providers
+                        .into_iter()
+                        .map(|p| Provider {
+                            peer_id: p,
+                            addrs: self.addrs_of(&p),
+                        })
+                        .collect();
+                    if let Some(lookup) = self.provider_queries.get(&id) {
+                        for p in found {
+                            lookup.offer(p);
+                        }
+                    }
+                }
+                if step.last {
+                    self.provider_queries.remove(&id);
+                }
+            }
             _ => {}
         }
     }

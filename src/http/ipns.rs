@@ -6,7 +6,9 @@
 //! GET /ipns/{name}?format=ipns-record  the signed record itself
 //! GET /routing/v1/ipns/{name}        the record (application/vnd.ipfs.ipns-record)
 //! PUT /routing/v1/ipns/{name}        take a record: verified, kept and passed on if newer
-//! GET /routing/v1/providers/{cid}    this node, when it holds the block
+//! GET /routing/v1/providers/{cid}    this node when it holds the block, and the
+//!                                    providers both DHTs know (what peers announced
+//!                                    to this node, and what its DHT peers answer)
 //! ```
 
 use super::{AppState, GatewayError};
@@ -164,8 +166,13 @@ async fn routing_put(
     Ok(StatusCode::OK.into_response())
 }
 
-/// `GET /routing/v1/providers/{cid}`: this node when it holds the block
-/// (delegated routing lets a browser find a gateway-less provider).
+/// How long a providers request waits for the DHT lookups.
+const PROVIDERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /routing/v1/providers/{cid}`: this node when it holds the block,
+/// then every provider the DHTs know, within [`PROVIDERS_WAIT`]
+/// (delegated routing lets a browser or Helia find providers without a
+/// DHT of its own).
 async fn providers(
     State(state): State<AppState>,
     Path(cid): Path<String>,
@@ -175,36 +182,53 @@ async fn providers(
         reason: e.to_string(),
     })?;
     let p2p = state.p2p().ok_or(GatewayError::P2pOff)?.clone();
-    if !state.has_local(cid).await? {
+    let internal = |e| GatewayError::internal("p2p node", e);
+    let mut list = Vec::new();
+    let me = p2p.peer_id();
+    if state.has_local(cid).await? {
+        let info = p2p.info().await.map_err(internal)?;
+        let addrs: Vec<String> = info
+            .addrs
+            .iter()
+            .map(|a| {
+                a.rsplit_once("/p2p/")
+                    .map_or(a.as_str(), |(a, _)| a)
+                    .to_owned()
+            })
+            .collect();
+        list.push(provider_json(&info.peer_id, addrs));
+    }
+    // Provider records are keyed by the multihash (as kubo announces them).
+    let mut found = p2p
+        .providers(cid.hash().to_bytes())
+        .await
+        .map_err(internal)?;
+    let deadline = tokio::time::Instant::now() + PROVIDERS_WAIT;
+    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, found.recv()).await {
+        if p.peer_id != me {
+            let addrs = p.addrs.iter().map(ToString::to_string).collect();
+            list.push(provider_json(&p.peer_id.to_string(), addrs));
+        }
+    }
+    if list.is_empty() {
         return Err(GatewayError::NoProviders { cid });
     }
-    let info = p2p
-        .info()
-        .await
-        .map_err(|e| GatewayError::internal("p2p node", e))?;
-    let addrs: Vec<String> = info
-        .addrs
-        .iter()
-        .map(|a| {
-            a.rsplit_once("/p2p/")
-                .map_or(a.as_str(), |(a, _)| a)
-                .to_owned()
-        })
-        .collect();
-    let body = json!({
-        "Providers": [{
-            "Schema": "peer",
-            "ID": info.peer_id,
-            "Addrs": addrs,
-            "Protocols": ["transport-bitswap"],
-        }]
-    });
     Ok((
         [
             (header::CACHE_CONTROL, "public, max-age=15"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        Json(body),
+        Json(json!({ "Providers": list })),
     )
         .into_response())
+}
+
+/// One provider in the Delegated Routing V1 `peer` schema.
+fn provider_json(id: &str, addrs: Vec<String>) -> serde_json::Value {
+    json!({
+        "Schema": "peer",
+        "ID": id,
+        "Addrs": addrs,
+        "Protocols": ["transport-bitswap"],
+    })
 }

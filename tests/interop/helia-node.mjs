@@ -32,6 +32,9 @@
 //       routing only, or the DHT only with --dht: the first try subscribes to the name's topic, and it
 //       is asked again until a record arrives (by message or by fetch from a
 //       topic peer) or the timeout passes)
+//   {"cmd": "provide", "cid": CID, "timeout": SECONDS}
+//                                          -> (announces that this node
+//       provides CID: Helia's routing, so the DHT with --dht)
 //   {"cmd": "stop"}                        -> answers, then exits
 //
 // End of input also stops the node.
@@ -136,6 +139,11 @@ const commands = {
     return { bytes }
   },
   peers: async () => ({ peers: helia.libp2p.getPeers().map(String) }),
+  provide: async (req) => {
+    const signal = AbortSignal.timeout(1000 * (req.timeout ?? 30))
+    await helia.routing.provide(CID.parse(need(req, 'cid')), { signal })
+    return {}
+  },
   resolve: async (req) => {
     const name = need(req, 'name')
     const deadline = Date.now() + 1000 * (req.timeout ?? 30)

@@ -1,4 +1,4 @@
-//! Stream names against real peers, over pubsub and the DHT.
+//! Stream names and providers against real peers, over pubsub and the DHT.
 //!
 //! - kubo 0.22 (gossipsub, IPNS over pubsub on) subscribes to a stream's
 //!   topic and receives its records from meshcast; the JS `ipns` validator
@@ -14,14 +14,18 @@
 //! - Helia with `@libp2p/kad-dht` (a client on kubo's LAN DHT protocol)
 //!   and no pubsub resolves the name: meshcast answers the DHT query with
 //!   its record.
+//! - Helia announces a file it holds to the DHT; delegated routing lists it
+//!   as the provider on the meshcast node it told, and on a second meshcast
+//!   node that learns it by asking the first over the DHT.
 
 use crate::gateway_e2e::Gateway;
 use crate::live::wait_ended;
 use crate::naming::{ipns_name, ipns_site, publish_clip, wait_resolved};
-use crate::p2p_node::tcp_addr;
+use crate::p2p_node::{node_info, tcp_addr, wait_peer};
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use meshcast::ipns::Name;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "peerskey-0123456789";
@@ -171,5 +175,64 @@ fn helia_resolves_a_stream_name_over_the_dht() -> Result<()> {
         value == format!("/ipfs/{site}"),
         "Helia resolved {name} over the DHT to {value}, not the site /ipfs/{site}"
     );
+    Ok(())
+}
+
+#[test]
+fn delegated_routing_lists_what_helia_announced_to_the_dht() -> Result<()> {
+    let a_repo = Repo::new()?;
+    let a = Gateway::start(&a_repo, &[])?;
+    let a_id = node_info(&a)?["peer_id"]
+        .as_str()
+        .context("peer id")?
+        .to_owned();
+    let b_repo = Repo::new()?;
+    let b = Gateway::start(&b_repo, &["--peer", &tcp_addr(&a)?])?;
+    wait_peer(&b, &a_id, true, Duration::from_secs(20))?;
+    let helia = Helia::start_dht()?;
+    helia.dial(&tcp_addr(&a)?)?;
+    let dir = tempdir()?;
+    let file = dir.path().join("announced.bin");
+    write_random_file(&file, 42, 300_000)?;
+    let cid = helia.add(&file)?;
+    let providers = |g: &Gateway| -> Result<Option<Value>> {
+        let r = g.get(&format!("/routing/v1/providers/{cid}"), &[])?;
+        match r.status {
+            404 => Ok(None),
+            200 => Ok(Some(serde_json::from_slice(&r.body)?)),
+            s => anyhow::bail!("providers: {s}"),
+        }
+    };
+    ensure!(
+        providers(&a)?.is_none(),
+        "a provider before any announcement"
+    );
+    helia.provide(&cid, Duration::from_secs(30))?;
+    // Each node in turn: `a` was told, `b` asks the DHT (that is, `a`).
+    for g in [&a, &b] {
+        let start = Instant::now();
+        let listed = loop {
+            let helia_entry = providers(g)?.and_then(|v| {
+                v["Providers"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["ID"] == helia.peer_id.as_str()))
+                    .cloned()
+            });
+            if let Some(entry) = helia_entry {
+                break entry;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(20),
+                "Helia is not listed as the provider of {cid}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        ensure!(listed["Schema"] == "peer", "{listed}");
+        if std::ptr::eq(g, &a) {
+            // With the address Helia announced.
+            let addrs = listed["Addrs"].to_string();
+            ensure!(addrs.contains("/ip4/127.0.0.1/tcp/"), "{listed}");
+        }
+    }
     Ok(())
 }

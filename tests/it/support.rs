@@ -954,6 +954,16 @@ impl Helia {
         one_cid(v["cid"].as_str().context("add: no cid")?)
     }
 
+    /// Announces that this node provides `cid` (over the DHT when started
+    /// with [`Helia::start_dht`]).
+    pub fn provide(&self, cid: &str, timeout: Duration) -> Result<()> {
+        self.call(
+            serde_json::json!({"cmd": "provide", "cid": cid, "timeout": timeout.as_secs_f64()}),
+            timeout + Duration::from_secs(10),
+        )?;
+        Ok(())
+    }
+
     /// Resolves an IPNS name with `@helia/ipns` over pubsub (retrying
     /// until a record arrives); returns the record's value.
     pub fn resolve_ipns(&self, name: &str, timeout: Duration) -> Result<String> {

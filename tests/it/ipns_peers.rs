@@ -71,15 +71,22 @@ fn wait_record(
     }
 }
 
+/// An origin whose stream `cam` had one session, now ended; its stream's
+/// IPNS name.
+fn origin_with_a_session(repo: &Repo) -> Result<(Gateway, String)> {
+    let origin = Gateway::start(repo, &["--stream", &format!("cam={KEY}")])?;
+    let name = ipns_name(&origin, "cam")?;
+    publish_clip(&origin, KEY)?;
+    wait_ended(&origin, "cam")?;
+    Ok((origin, name))
+}
+
 #[test]
 fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> Result<()> {
     let repo = Repo::new()?;
     let stream = format!("cam={KEY}");
-    let origin = Gateway::start(&repo, &["--stream", &stream])?;
-    let name = ipns_name(&origin, "cam")?;
+    let (origin, name) = origin_with_a_session(&repo)?;
     let topic = name.parse::<Name>()?.pubsub_topic();
-    publish_clip(&origin, KEY)?;
-    wait_ended(&origin, "cam")?;
     let site = ipns_site(&origin, "cam")?;
 
     let kubo = Kubo::start()?;
@@ -137,10 +144,7 @@ fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> 
 #[test]
 fn helia_resolves_a_stream_name_over_pubsub() -> Result<()> {
     let repo = Repo::new()?;
-    let origin = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
-    let name = ipns_name(&origin, "cam")?;
-    publish_clip(&origin, KEY)?;
-    wait_ended(&origin, "cam")?;
+    let (origin, name) = origin_with_a_session(&repo)?;
     let site = ipns_site(&origin, "cam")?;
     let helia = Helia::start()?;
     helia.dial(&tcp_addr(&origin)?)?;
@@ -160,10 +164,7 @@ fn helia_resolves_a_stream_name_over_pubsub() -> Result<()> {
 #[test]
 fn helia_resolves_a_stream_name_over_the_dht() -> Result<()> {
     let repo = Repo::new()?;
-    let origin = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
-    let name = ipns_name(&origin, "cam")?;
-    publish_clip(&origin, KEY)?;
-    wait_ended(&origin, "cam")?;
+    let (origin, name) = origin_with_a_session(&repo)?;
     // The origin's own name at its last record: the session ended.
     wait_resolved(&origin, &name, Duration::from_secs(20))?;
     let site = ipns_site(&origin, "cam")?;

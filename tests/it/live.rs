@@ -406,23 +406,35 @@ fn a_returning_publisher_continues_the_session() -> Result<()> {
     }
     let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
     check(&out, "ffmpeg publishing again")?;
-    let stream = wait_ended(&gw, "cam")?;
+    // About 4-5.5 s before the drop (less on a loaded machine, where ffmpeg
+    // starts late), then the whole 8 s clip.
+    let archive = one_continued_session(&gw, "the reconnect", 10.0..=14.0)?;
+    ensure!(archive.contains("#EXT-X-DISCONTINUITY\n"), "{archive}");
+    Ok(())
+}
+
+/// Once `cam`'s publishing has ended: `what` (a second publisher) continued
+/// the one session, whose segments all hash to their CIDs and whose archive
+/// decodes cleanly, lasting `secs`. Returns the archive playlist.
+fn one_continued_session(
+    gw: &Gateway,
+    what: &str,
+    secs: std::ops::RangeInclusive<f64>,
+) -> Result<String> {
+    let stream = wait_ended(gw, "cam")?;
     assert_eq!(
         stream["sessions"].as_array().map(Vec::len),
         Some(1),
-        "the reconnect started a new session: {stream}"
+        "{what} started a new session: {stream}"
     );
-    let archive = get_text(&gw, "/live/cam/archive.m3u8")?;
-    ensure!(archive.contains("#EXT-X-DISCONTINUITY\n"), "{archive}");
+    let archive = get_text(gw, "/live/cam/archive.m3u8")?;
     let (_, segments) = uris(&archive);
     for uri in &segments {
-        fetch_verified(&gw, uri)?;
+        fetch_verified(gw, uri)?;
     }
-    let secs = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
-    // About 4-5.5 s before the drop (less on a loaded machine, where ffmpeg
-    // starts late), then the whole 8 s clip.
-    ensure!((10.0..=14.0).contains(&secs), "archive lasts {secs} s");
-    Ok(())
+    let got = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
+    ensure!(secs.contains(&got), "archive lasts {got} s");
+    Ok(archive)
 }
 
 #[test]
@@ -456,24 +468,12 @@ fn a_frozen_publisher_gives_way_to_a_new_one() -> Result<()> {
         !status.success(),
         "the replaced publisher went on: {status}"
     );
-    let stream = wait_ended(&gw, "cam")?;
-    assert_eq!(
-        stream["sessions"].as_array().map(Vec::len),
-        Some(1),
-        "the takeover started a new session: {stream}"
-    );
-    let archive = get_text(&gw, "/live/cam/archive.m3u8")?;
+    // About 3.5-4.5 s before the freeze, then the whole 8 s clip.
+    let archive = one_continued_session(&gw, "the takeover", 10.0..=13.5)?;
     ensure!(
         archive.matches("#EXT-X-DISCONTINUITY\n").count() == 1,
         "{archive}"
     );
-    let (_, segments) = uris(&archive);
-    for uri in &segments {
-        fetch_verified(&gw, uri)?;
-    }
-    let secs = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
-    // About 3.5-4.5 s before the freeze, then the whole 8 s clip.
-    ensure!((10.0..=13.5).contains(&secs), "archive lasts {secs} s");
     Ok(())
 }
 

@@ -68,6 +68,34 @@ fn first_second() -> Vec<IngestEvent> {
     events
 }
 
+/// Streams whose publishers give way after `takeover_after` of silence.
+fn takeover_streams(dir: &Path, takeover_after: Duration) -> Streams {
+    let live = LiveConfig {
+        takeover_after,
+        ..LiveConfig::default()
+    };
+    streams_with(dir, None, live)
+}
+
+/// Sends the clip's tracks, then `frames`.
+async fn send_media<'a>(
+    tx: &mpsc::Sender<IngestEvent>,
+    frames: impl IntoIterator<Item = &'a crate::media::Frame>,
+) {
+    let tracks = testclip::clip().tracks.clone();
+    tx.send(IngestEvent::Tracks(tracks)).await.unwrap();
+    for f in frames {
+        tx.send(IngestEvent::Frame(f.clone())).await.unwrap();
+    }
+}
+
+fn assert_busy(streams: &Streams) {
+    assert!(matches!(
+        streams.begin("cam", PEER.into()),
+        Err(PublishRefused::Busy(_))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_publish_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,26 +149,14 @@ async fn a_publish_without_media_is_not_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_publisher_takes_over_from_a_silent_one() {
     let dir = tempfile::tempdir().unwrap();
-    let live = LiveConfig {
-        takeover_after: Duration::from_millis(300),
-        ..LiveConfig::default()
-    };
-    let streams = streams_with(dir.path(), None, live);
+    let streams = takeover_streams(dir.path(), Duration::from_millis(300));
     let clip = testclip::clip();
     // The first publisher sends the first three seconds, then nothing: its
     // link died without closing.
     let old = streams.begin("cam", PEER.into()).unwrap();
-    old.send(IngestEvent::Tracks(clip.tracks.clone()))
-        .await
-        .unwrap();
-    for f in clip.frames.iter().filter(|f| f.dts_ms < 3000) {
-        old.send(IngestEvent::Frame(f.clone())).await.unwrap();
-    }
+    send_media(&old, clip.frames.iter().filter(|f| f.dts_ms < 3000)).await;
     // While it was heard from lately, a second is refused.
-    assert!(matches!(
-        streams.begin("cam", PEER.into()),
-        Err(PublishRefused::Busy(_))
-    ));
+    assert_busy(&streams);
     // Silence counts from the last event the pipeline took in.
     while old.capacity() < old.max_capacity() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -153,17 +169,9 @@ async fn a_new_publisher_takes_over_from_a_silent_one() {
         .await
         .expect("the silent publisher is let go");
     // The new one continues the session after a discontinuity.
-    new.send(IngestEvent::Tracks(clip.tracks.clone()))
-        .await
-        .unwrap();
-    for f in &clip.frames {
-        new.send(IngestEvent::Frame(f.clone())).await.unwrap();
-    }
+    send_media(&new, &clip.frames).await;
     // And is not replaced while it publishes.
-    assert!(matches!(
-        streams.begin("cam", PEER.into()),
-        Err(PublishRefused::Busy(_))
-    ));
+    assert_busy(&streams);
     new.send(IngestEvent::End(EndReason::Unpublished))
         .await
         .unwrap();
@@ -191,27 +199,15 @@ async fn a_new_publisher_takes_over_from_a_silent_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_whose_events_wait_for_a_busy_pipeline_is_not_silent() {
     let dir = tempfile::tempdir().unwrap();
-    let live = LiveConfig {
-        takeover_after: Duration::from_millis(300),
-        ..LiveConfig::default()
-    };
-    let streams = streams_with(dir.path(), None, live);
+    let streams = takeover_streams(dir.path(), Duration::from_millis(300));
     let clip = testclip::clip();
     let old = streams.begin("cam", PEER.into()).unwrap();
     // The pipeline is held up (a slow disk, say) while frames keep coming.
     let pipeline = streams.lock()["cam"].current.clone().unwrap();
     let held = pipeline.lock().await;
-    old.send(IngestEvent::Tracks(clip.tracks.clone()))
-        .await
-        .unwrap();
-    for f in clip.frames.iter().take(10) {
-        old.send(IngestEvent::Frame(f.clone())).await.unwrap();
-    }
+    send_media(&old, clip.frames.iter().take(10)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(matches!(
-        streams.begin("cam", PEER.into()),
-        Err(PublishRefused::Busy(_))
-    ));
+    assert_busy(&streams);
     drop(held);
     assert!(!old.is_closed());
 }
@@ -219,18 +215,11 @@ async fn a_publisher_whose_events_wait_for_a_busy_pipeline_is_not_silent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let live = LiveConfig {
-        takeover_after: Duration::ZERO,
-        ..LiveConfig::default()
-    };
-    let streams = streams_with(dir.path(), None, live);
+    let streams = takeover_streams(dir.path(), Duration::ZERO);
     // Silent longer than the other test's takeover_after.
     let _old = streams.begin("cam", PEER.into()).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(matches!(
-        streams.begin("cam", PEER.into()),
-        Err(PublishRefused::Busy(_))
-    ));
+    assert_busy(&streams);
 }
 
 #[test]

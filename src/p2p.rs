@@ -14,6 +14,10 @@
 //! that are plain request/response over a stream (Bitswap, `/libp2p/fetch`)
 //! do not go through the task at all: they open and accept streams with the
 //! [`libp2p_stream::Control`] from [`P2p::stream_control`].
+//!
+//! The DHTs keep this node's IPNS records ([`P2p::put_record`]) and answer
+//! provider lookups ([`P2p::providers`]): provider records peers announced
+//! here, then a `get_providers` query per DHT with peers.
 
 pub mod bitswap;
 pub mod mirror;
@@ -924,20 +928,18 @@ impl Task {
                 | identify::Event::Pushed { peer_id, info, .. },
             ) => {
                 tracing::debug!(peer = %peer_id, agent = info.agent_version, protocols = ?info.protocols, "identified");
-                let info_agent = info.agent_version.clone();
-                self.identified_addrs.insert(
-                    peer_id,
-                    info.listen_addrs.iter().take(16).cloned().collect(),
-                );
-                self.agents.insert(peer_id, info_agent);
+                // Bounded: a peer can claim any number of addresses.
+                let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(16).collect();
                 let b = self.swarm.behaviour_mut();
                 for (proto, k) in [(KAD_WAN, &mut b.kad), (KAD_LAN, &mut b.lan_kad)] {
                     if info.protocols.contains(&proto) {
-                        for addr in info.listen_addrs.iter().take(16) {
+                        for addr in &addrs {
                             k.add_address(&peer_id, addr.clone());
                         }
                     }
                 }
+                self.identified_addrs.insert(peer_id, addrs);
+                self.agents.insert(peer_id, info.agent_version);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

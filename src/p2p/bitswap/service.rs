@@ -4,6 +4,7 @@
 //! ```text
 //! accept task: inbound stream -> reader task (bounded per peer and in total)
 //! reader: frame -> Message -> Incoming (hash blocks, look up sizes) -> Command::Incoming
+//!         (while a large body arrives: Command::Arriving, so its want waits)
 //! actor: select { cancel, Command, PeerEvent, store Added, tick }
 //!        -> Engine -> Actions (store / recheck / resolve, spawned)
 //!        -> Engine::take_batches -> writer of each peer (one batch in flight)

@@ -148,28 +148,61 @@ async fn ffmpeg_status(mut child: tokio::process::Child) -> std::process::ExitSt
         .unwrap()
 }
 
-/// Logs written while the returned guard lives (on this thread, which is
-/// where a current-thread test runtime runs every task).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// Where this thread's log lines go while a test captures them.
+type Sink = Arc<Mutex<Vec<u8>>>;
+
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Sink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Appends to the calling thread's sink, if it has one.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|s| {
+            if let Some(sink) = &*s.borrow() {
+                sink.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
     }
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = Sink(logs.clone());
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stops the thread's capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| s.borrow_mut().take());
+    }
+}
+
+/// Logs written on this thread (where a current-thread test runtime runs
+/// every task) while the returned guard lives.
+///
+/// One process-wide subscriber takes every line and hands it to the
+/// writing thread's sink. Per-test subscribers (`set_default`) do not work
+/// here: tracing caches per call site whether any subscriber wants it, and
+/// with tests registering and dropping subscribers on several threads that
+/// cache could say "nobody" to a test whose subscriber was live.
+fn capture_logs() -> (Sink, CaptureGuard) {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the unit tests");
+    });
+    let logs = Sink::default();
+    SINK.with(|s| *s.borrow_mut() = Some(logs.clone()));
+    (logs, CaptureGuard)
 }
 
 fn text(logs: &Mutex<Vec<u8>>) -> String {
@@ -557,8 +590,6 @@ async fn unsupported_codec_is_refused_with_an_error_status() {
 /// the manager gets them.
 #[tokio::test]
 async fn tracks_the_stream_cannot_carry_are_refused() {
-    // Captured here too: tracing caches whether a log line is wanted when
-    // a thread first reaches it, and tests run on several threads.
     let (logs, _guard) = capture_logs();
     let why = "AV1 cannot be carried in MPEG-TS segments; use fMP4 segments or publish H.264/HEVC";
     let mut server = Server::start_with(config(), false, Some(why.into())).await;

@@ -5,7 +5,8 @@
 //! override the file (see `main.rs`). `meshcast config default` prints
 //! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
 
-pub use crate::hls::playlist::SegmentFormat;
+use crate::media::SegmentFormat;
+use crate::name::StreamName;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -205,7 +206,7 @@ pub struct LiveConfig {
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// The public name (in URLs and playlists).
-    pub name: String,
+    pub name: StreamName,
     /// The secret stream key the publisher puts in OBS's "Stream Key";
     /// never shown in a URL, playlist, API answer or log line.
     pub key: String,
@@ -232,19 +233,6 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests handled at once across all connections; more get 503.
     pub max_concurrent_requests: usize,
-}
-
-/// The longest stream name (bytes).
-pub const MAX_STREAM_NAME_LEN: usize = 128;
-
-/// Whether `name` is a valid stream name: 1 to [`MAX_STREAM_NAME_LEN`] ASCII
-/// letters, digits, `-` or `_`. Stream names appear in URLs and file names
-/// (session state, IPNS keys), so nothing else is allowed.
-pub fn valid_stream_name(name: &str) -> bool {
-    (1..=MAX_STREAM_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Default for Config {
@@ -304,7 +292,9 @@ impl std::str::FromStr for StreamConfig {
             .split_once('=')
             .ok_or_else(|| "expected NAME=KEY, e.g. --stream talks=a-long-secret".to_owned())?;
         Ok(Self {
-            name: name.to_owned(),
+            name: name
+                .parse()
+                .map_err(|e: crate::name::StreamNameError| e.to_string())?,
             key: key.to_owned(),
             format: None,
         })
@@ -413,16 +403,6 @@ mod tests {
         c.streams.push(s);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!("no-equals".parse::<StreamConfig>().is_err());
-    }
-
-    #[test]
-    fn stream_names() {
-        assert!(valid_stream_name("live") && valid_stream_name("A_b-9"));
-        assert!(valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN)));
-        for bad in ["", "a b", "../x", ".hidden", "x.record", "caf\u{e9}"] {
-            assert!(!valid_stream_name(bad), "{bad:?}");
-        }
-        assert!(!valid_stream_name(&"x".repeat(MAX_STREAM_NAME_LEN + 1)));
     }
 
     #[test]

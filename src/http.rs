@@ -21,8 +21,6 @@ mod live;
 mod sniff;
 mod ui;
 
-pub use ui::site_files;
-
 pub use error::GatewayError;
 
 use crate::config::HttpConfig;

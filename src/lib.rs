@@ -15,11 +15,14 @@
 //! The ingest protocols (`rtmp`, `media`) are pure; `rtmp::server` is the
 //! I/O edge that drives them and hands frames to the stream manager.
 
+pub mod assets;
 pub mod config;
 pub mod hls;
 pub mod http;
 pub mod ipns;
 pub mod media;
+pub mod mirror;
+pub mod name;
 pub mod node;
 pub mod p2p;
 pub mod rtmp;

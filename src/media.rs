@@ -12,6 +12,18 @@ pub mod segmenter;
 pub mod ts;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The container of a session's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// Fragmented MP4 (CMAF): each discontinuity run has an init segment.
+    #[default]
+    Fmp4,
+    /// MPEG-2 transport stream: self-contained segments.
+    Ts,
+}
 
 /// Which track a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -90,7 +90,7 @@ fn streams_or_default(
 ) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
     let mut seen = std::collections::HashSet::new();
     for s in &config.streams {
-        let valid = crate::config::valid_stream_name;
+        let valid = crate::name::StreamName::is_valid;
         if !valid(&s.name) {
             return Err(NodeError::StreamConfig(format!(
                 "stream name {:?} must be 1-128 letters, digits, - or _",
@@ -124,7 +124,7 @@ fn streams_or_default(
         }
     };
     let s = StreamConfig {
-        name: "live".into(),
+        name: "live".parse().expect("a valid stream name"),
         key,
         format: None,
     };
@@ -161,7 +161,7 @@ impl Node {
             let naming = crate::p2p::naming::Naming::spawn(
                 p2p.clone(),
                 keys,
-                Some(streams.clone()),
+                Some(site_feed(&streams, cancel.child_token())),
                 (&config.ipns).into(),
                 cancel.child_token(),
             )
@@ -180,7 +180,7 @@ impl Node {
             )
             .map_err(NodeError::Bitswap)?;
             if !config.follow.is_empty() {
-                crate::p2p::mirror::spawn(
+                crate::mirror::spawn(
                     &config.follow,
                     naming.clone(),
                     swap.clone(),
@@ -287,4 +287,41 @@ impl Node {
         let _ = std::fs::remove_file(self.repo.dir().join(API_FILE));
         http.and(rtmp)
     }
+}
+
+/// Site changes queued for IPNS publishing; past this the feed skips to each
+/// stream's latest site.
+const SITE_FEED: usize = 64;
+
+/// Feeds naming from the HLS stage: every own stream's current site, then
+/// each change. When naming falls behind the broadcast (a slow disk while
+/// signing), only each stream's latest site is sent on, since only the
+/// latest matters.
+fn site_feed(streams: &Streams, cancel: CancellationToken) -> crate::p2p::naming::SiteFeed {
+    let mut changes = streams.site_updates();
+    let current = streams
+        .sites()
+        .into_iter()
+        .map(|s| (s.stream, s.root))
+        .collect();
+    let (tx, updates) = tokio::sync::mpsc::channel(SITE_FEED);
+    let streams = streams.clone();
+    tokio::spawn(async move {
+        loop {
+            let sites = tokio::select! {
+                _ = cancel.cancelled() => return,
+                change = changes.recv() => match change {
+                    Ok(site) => vec![site],
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => streams.sites(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            for site in sites {
+                if tx.send((site.stream, site.root)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    crate::p2p::naming::SiteFeed { current, updates }
 }

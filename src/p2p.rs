@@ -20,7 +20,6 @@
 //! here, then a `get_providers` query per DHT with peers.
 
 pub mod bitswap;
-pub mod mirror;
 pub mod naming;
 
 use crate::config::P2pConfig;

@@ -47,28 +47,17 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::media::segmenter::SegmentReady;
+use crate::media::SegmentFormat;
 
 /// The last millisecond that renders as an ISO 8601 date (year 9999).
 const MAX_DATE_MS: u64 = 253_402_300_800_000 - 1;
 
-/// The container of a session's segments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmentFormat {
-    /// Fragmented MP4 (CMAF): each discontinuity run has an init segment.
-    #[default]
-    Fmp4,
-    /// MPEG-2 transport stream: self-contained segments.
-    Ts,
-}
-
-impl SegmentFormat {
-    /// The `#EXT-X-VERSION` a playlist of this format needs.
-    pub fn version(self) -> u8 {
-        match self {
-            SegmentFormat::Fmp4 => 7,
-            SegmentFormat::Ts => 3,
-        }
+/// The `#EXT-X-VERSION` a playlist of segments in `format` needs: 7 for
+/// `EXT-X-MAP` in fMP4, 3 for plain MPEG-TS.
+fn hls_version(format: SegmentFormat) -> u8 {
+    match format {
+        SegmentFormat::Fmp4 => 7,
+        SegmentFormat::Ts => 3,
     }
 }
 
@@ -365,7 +354,7 @@ impl Session {
     fn header(&self) -> String {
         let mut out = String::with_capacity(256);
         let _ = writeln!(out, "#EXTM3U");
-        let _ = writeln!(out, "#EXT-X-VERSION:{}", self.config.format.version());
+        let _ = writeln!(out, "#EXT-X-VERSION:{}", hls_version(self.config.format));
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration_secs());
         if self.all_independent {
             out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");

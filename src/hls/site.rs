@@ -38,7 +38,7 @@ pub struct StreamDoc {
 
 /// The static files of every site, as (name, bytes).
 pub fn static_files() -> Vec<(&'static str, Bytes)> {
-    crate::http::site_files()
+    crate::assets::site_files()
         .into_iter()
         .map(|(name, text)| (name, Bytes::from_static(text.as_bytes())))
         .collect()

@@ -28,9 +28,10 @@
 //! or no media at all) is not recorded: no session file, playlist or site,
 //! and the API does not list it.
 
-use crate::config::{LiveConfig, SegmentFormat, StreamConfig};
+use crate::config::{LiveConfig, StreamConfig};
 use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
 use crate::media::segmenter::{SegmentReady, Segmenter, SegmenterConfig};
+use crate::media::SegmentFormat;
 use crate::media::{fmp4, ts};
 use crate::rtmp::server::{EndReason, IngestEvent, PublishRefused, Publishers};
 use crate::store::pins::PinKind;
@@ -314,7 +315,7 @@ impl Streams {
         let mut map = BTreeMap::new();
         for s in streams {
             map.insert(
-                s.name.clone(),
+                s.name.to_string(),
                 StreamState {
                     format: s.format.unwrap_or(this.inner.live.format),
                     ..StreamState::default()

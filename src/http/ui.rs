@@ -8,47 +8,23 @@
 //! playlist from the query string and plays it with the browser's own HLS
 //! support or with hls.js over Media Source Extensions.
 //!
-//! Every asset is compiled in, so the UI works on a node without Internet
-//! access. `hls.min.js` is hls.js 1.7.4 (Apache-2.0), copied unchanged from
-//! the npm package pinned in `tests/interop/package.json`; see
-//! `vendor/hls.js/LICENSE.txt` for its license and how to update it.
+//! Every asset is compiled in (see [`crate::assets`]), so the UI works on a
+//! node without Internet access.
 //!
 //! Pages carry no data from the server but the validated stream name, which
 //! is HTML-escaped anyway; the scripts write API data with `textContent`.
 
 use super::html::escape;
 use super::{AppState, GatewayError};
+use crate::assets::{
+    HLS_JS, HLS_JS_VERSION, HOME_JS, INDEX_HTML, PLAYER_JS, STYLE_CSS, WATCH_HTML,
+};
+use crate::name::{StreamName, MAX_STREAM_NAME_LEN as MAX_NAME_LEN};
 use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-
-/// The version of the embedded hls.js, also used to bust caches of
-/// `/assets/hls.min.js` when it changes.
-pub const HLS_JS_VERSION: &str = "1.7.4";
-
-const HLS_JS: &str = include_str!("../../vendor/hls.js/hls.min.js");
-const PLAYER_JS: &str = include_str!("ui/player.js");
-const HOME_JS: &str = include_str!("ui/home.js");
-const STYLE_CSS: &str = include_str!("ui/style.css");
-const INDEX_HTML: &str = include_str!("ui/index.html");
-const WATCH_HTML: &str = include_str!("ui/watch.html");
-const SITE_HTML: &str = include_str!("ui/site.html");
-
-/// The static files of a stream's site (see [`crate::hls::site`]): the
-/// player page with relative links, and what it loads.
-pub fn site_files() -> [(&'static str, &'static str); 4] {
-    [
-        ("index.html", SITE_HTML),
-        ("player.js", PLAYER_JS),
-        ("hls.min.js", HLS_JS),
-        ("style.css", STYLE_CSS),
-    ]
-}
-
-/// The longest stream name the player accepts.
-pub const MAX_NAME_LEN: usize = crate::config::MAX_STREAM_NAME_LEN;
 
 /// Scripts only from this origin (and hls.js's blob: worker); nothing
 /// injected inline can run.
@@ -65,11 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/player.js", get(player_js))
         .route("/assets/home.js", get(home_js))
         .route("/assets/style.css", get(style_css))
-}
-
-/// Whether `name` is a valid stream name (the one rule, in config).
-pub fn valid_name(name: &str) -> bool {
-    crate::config::valid_stream_name(name)
 }
 
 fn page(body: String) -> Response {
@@ -92,7 +63,7 @@ async fn home() -> Response {
 
 /// `GET /watch/{name}`: the player page for one stream.
 async fn watch(Path(name): Path<String>) -> Result<Response, GatewayError> {
-    if !valid_name(&name) {
+    if !StreamName::is_valid(&name) {
         // The name is not echoed: the error page is no place for markup.
         return Err(GatewayError::BadRequest(format!(
             "invalid stream name: use 1 to {MAX_NAME_LEN} letters, digits, '_' or '-'"
@@ -233,6 +204,7 @@ mod tests {
 
     #[test]
     fn names() {
+        let valid_name = StreamName::is_valid;
         assert!(valid_name("live") && valid_name("A_b-9"));
         assert!(!valid_name("") && !valid_name("a b") && !valid_name("<x>"));
         assert!(!valid_name(&"x".repeat(MAX_NAME_LEN + 1)));

@@ -9,7 +9,7 @@
 //! ipns/<stream>.lock     locked (flock) while the next record is signed
 //! ```
 //!
-//! Key names are stream names ([`crate::config::valid_stream_name`]), so
+//! Key names are stream names ([`StreamName::is_valid`]), so
 //! they are safe as file names. Files are written to a temporary name,
 //! synced and moved into place, so a crash leaves the old file or the new
 //! one, never a torn one. A key is moved into place with a hard link, which
@@ -22,7 +22,7 @@
 
 use super::record::{Record, RecordError};
 use super::Name;
-use crate::config::{valid_stream_name, MAX_STREAM_NAME_LEN};
+use crate::name::{StreamName, MAX_STREAM_NAME_LEN};
 use libp2p::identity::Keypair;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -170,7 +170,7 @@ impl KeyStore {
                 continue;
             };
             // Temporary files start with '.', which no key name does.
-            if !valid_stream_name(&file) {
+            if !StreamName::is_valid(&file) {
                 continue;
             }
             let path = entry.path();
@@ -261,7 +261,7 @@ impl KeyStore {
 }
 
 fn check_name(name: &str) -> Result<(), KeyError> {
-    if valid_stream_name(name) {
+    if StreamName::is_valid(name) {
         Ok(())
     } else {
         Err(KeyError::InvalidName(name.to_owned()))

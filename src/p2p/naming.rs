@@ -3,7 +3,7 @@
 //! with no DHT and no second node needed.
 //!
 //! ```text
-//! Streams --SiteUpdate--> publish: KeyStore::sign_next (sequence persisted)
+//! SiteFeed (stream, site root) --> publish: KeyStore::sign_next (sequence persisted)
 //!     -> best-record table -> gossipsub topic /record/<base64url(/ipns/<mh>)>
 //!                          -> both DHTs when they have peers (never waited for)
 //! gossipsub message -> verify (signature, name, expiry) -> better than ours?
@@ -18,17 +18,17 @@
 //! short TTL.
 
 use super::{P2p, PubsubEvent, Verdict};
-use crate::hls::streams::{SiteUpdate, Streams};
 use crate::ipns::keys::KeyStore;
 use crate::ipns::record::Record;
 use crate::ipns::Name;
+use cid::Cid;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The fetch protocol peers use to ask for a topic's current record.
@@ -127,13 +127,27 @@ impl std::fmt::Debug for Naming {
     }
 }
 
+/// What [`Naming`] publishes: this node's streams, each as `(stream, site
+/// root)`. `node.rs` feeds it from the HLS stage, so naming knows nothing of
+/// how sites are made.
+#[derive(Debug)]
+pub struct SiteFeed {
+    /// Every stream's latest site at start, published before
+    /// [`Naming::spawn`] returns.
+    pub current: Vec<(String, Cid)>,
+    /// Each change after, in order. The sender keeps it bounded: when it
+    /// falls behind it sends only each stream's latest site, since only the
+    /// latest matters.
+    pub updates: mpsc::Receiver<(String, Cid)>,
+}
+
 impl Naming {
     /// Starts naming: publishes each stream's current site, then every
     /// change; answers fetches; validates what pubsub brings.
     pub async fn spawn(
         p2p: P2p,
         keys: KeyStore,
-        streams: Option<Streams>,
+        sites: Option<SiteFeed>,
         config: NamingConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, NamingError> {
@@ -149,15 +163,11 @@ impl Naming {
         let events = p2p.pubsub_events();
         tokio::spawn(this.clone().run_pubsub(events, shutdown.clone()));
         tokio::spawn(this.clone().serve_fetch(shutdown.clone()));
-        if let Some(streams) = streams {
-            let updates = streams.site_updates();
-            for site in streams.sites() {
-                this.publish_site(&site).await?;
+        if let Some(SiteFeed { current, updates }) = sites {
+            for (stream, root) in current {
+                this.publish_site(&stream, &root).await?;
             }
-            tokio::spawn(
-                this.clone()
-                    .run_publisher(updates, streams, shutdown.clone()),
-            );
+            tokio::spawn(this.clone().run_publisher(updates, shutdown.clone()));
         }
         tokio::spawn(this.clone().run_republish(shutdown));
         Ok(this)
@@ -282,27 +292,27 @@ impl Naming {
     }
 
     /// Signs and publishes a record pointing the stream's name at its site.
-    async fn publish_site(&self, site: &SiteUpdate) -> Result<(), NamingError> {
-        let value = format!("/ipfs/{}", site.root);
+    async fn publish_site(&self, stream: &str, root: &Cid) -> Result<(), NamingError> {
+        let value = format!("/ipfs/{root}");
         let keys = self.inner.keys.clone();
-        let stream = site.stream.clone();
+        let owned = stream.to_owned();
         let validity = SystemTime::now() + self.inner.config.validity;
         let ttl = self.inner.config.ttl;
         let sign_err = |reason: String| NamingError::Sign {
-            stream: site.stream.clone(),
+            stream: stream.to_owned(),
             reason,
         };
         let (record, name) = tokio::task::spawn_blocking(move || {
             // After a restart the last record may already say this: send it
             // again rather than spend a sequence number.
-            let key = keys.get_or_create(&stream).map_err(|e| e.to_string())?;
+            let key = keys.get_or_create(&owned).map_err(|e| e.to_string())?;
             let name = Name::from_public_key(&key.public());
-            if let Ok(Some(last)) = keys.last_record(&stream) {
+            if let Ok(Some(last)) = keys.last_record(&owned) {
                 if last.value() == value && !last.is_expired(SystemTime::now()) {
                     return Ok((last, name));
                 }
             }
-            keys.sign_next(&stream, &value, validity, ttl)
+            keys.sign_next(&owned, &value, validity, ttl)
                 .map(|r| (r, name))
                 .map_err(|e| e.to_string())
         })
@@ -311,7 +321,7 @@ impl Naming {
         .map_err(sign_err)?;
         let first = {
             let mut t = self.table();
-            t.own.insert(site.stream.clone(), name).is_none()
+            t.own.insert(stream.to_owned(), name).is_none()
         };
         if first {
             // Subscribed to our own topic, peers that follow the name find
@@ -335,25 +345,19 @@ impl Naming {
 
     async fn run_publisher(
         self,
-        mut updates: broadcast::Receiver<SiteUpdate>,
-        streams: Streams,
+        mut updates: mpsc::Receiver<(String, Cid)>,
         shutdown: CancellationToken,
     ) {
         loop {
-            let update = tokio::select! {
+            let (stream, root) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                u = updates.recv() => u,
+                u = updates.recv() => match u {
+                    Some(u) => u,
+                    None => return,
+                },
             };
-            let sites = match update {
-                Ok(u) => vec![u],
-                // Fell behind: only the latest site of each stream matters.
-                Err(broadcast::error::RecvError::Lagged(_)) => streams.sites(),
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            for site in sites {
-                if let Err(e) = self.publish_site(&site).await {
-                    tracing::warn!(stream = %site.stream, "IPNS publish failed: {e}");
-                }
+            if let Err(e) = self.publish_site(&stream, &root).await {
+                tracing::warn!(%stream, "IPNS publish failed: {e}");
             }
         }
     }

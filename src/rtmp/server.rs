@@ -145,7 +145,7 @@ impl StreamKeys {
         for s in streams {
             by_key
                 .entry(s.key.clone())
-                .or_insert_with(|| s.name.clone());
+                .or_insert_with(|| s.name.to_string());
         }
         Self { by_key }
     }

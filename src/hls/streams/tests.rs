@@ -15,7 +15,7 @@ fn streams(dir: &Path, format: Option<SegmentFormat>) -> Streams {
 fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> Streams {
     let repo = Repo::open(dir).unwrap();
     let config = StreamConfig {
-        name: "cam".into(),
+        name: "cam".parse().unwrap(),
         key: "camkey-0123456789".into(),
         format,
     };

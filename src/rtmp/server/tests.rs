@@ -75,7 +75,7 @@ impl Server {
             publishes: tx,
         });
         let keys = Arc::new(StreamKeys::new(&[StreamConfig {
-            name: NAME.into(),
+            name: NAME.parse().unwrap(),
             key: KEY.into(),
             format: None,
         }]));
@@ -655,7 +655,7 @@ fn allowlist_matches_networks() {
 #[test]
 fn stream_keys_debug_hides_keys() {
     let keys = StreamKeys::new(&[StreamConfig {
-        name: NAME.into(),
+        name: NAME.parse().unwrap(),
         key: KEY.into(),
         format: None,
     }]);

@@ -15,12 +15,12 @@
 //! origin is gone. The last record is kept in the data directory, so a
 //! restarted mirror serves at once.
 
-use super::bitswap::Bitswap;
-use super::naming::Naming;
 use crate::config::FollowConfig;
 use crate::hls::streams::{Mirrored, SessionInfo, Streams};
 use crate::ipns::record::Record;
 use crate::ipns::Name;
+use crate::p2p::bitswap::Bitswap;
+use crate::p2p::naming::Naming;
 use crate::store::pins::PinKind;
 use crate::store::{Blockstore, Repo, StoreError};
 use crate::unixfs::export;
@@ -252,7 +252,7 @@ impl Follower {
             .map_err(|_| MirrorError::Site("live.m3u8 is not UTF-8".into()))?;
         let archive_text = String::from_utf8(read("archive.m3u8").await?)
             .map_err(|_| MirrorError::Site("archive.m3u8 is not UTF-8".into()))?;
-        if !crate::config::valid_stream_name(&doc.name) {
+        if !crate::name::StreamName::is_valid(&doc.name) {
             return Err(MirrorError::Site(format!("bad stream name {:?}", doc.name)));
         }
 

@@ -5,6 +5,9 @@
 use super::*;
 use crate::media::fmp4::testclip;
 use crate::media::Tracks;
+use crate::rtmp::server::{EndReason, IngestEvent, PublishRefused, Publishers};
+use std::path::Path;
+use tokio::sync::mpsc;
 
 const PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
 

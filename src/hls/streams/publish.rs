@@ -1,0 +1,459 @@
+//! A publish: ingest events through the segmenter and muxer to stored
+//! segments, then the playlists, the session file and the site.
+//!
+//! ```text
+//! Publishers::begin -> [publish task] run_publish: IngestEvent -> Segmenter
+//!     -> fmp4 / ts muxer -> publish_segment (unixfs import, pinned)
+//!     -> store_playlists (live + archive, added; archive pinned) -> session file, site
+//! end_session: ENDLIST once the publisher is gone for good
+//! ```
+//!
+//! The task owns the stream's [`Pipeline`] while it publishes; a publisher
+//! that takes over waits for the old task to let go of it first.
+
+use super::session::{info_of, live_for_site, session_id, SessionRecord};
+use super::{now_ms, SiteUpdate, StreamState, Streams, StreamsError, RECONNECT_GRACE};
+use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
+use crate::media::segmenter::{SegmentReady, Segmenter, SegmenterConfig};
+use crate::media::{fmp4, ts, SegmentFormat};
+use crate::rtmp::server::{EndReason, IngestEvent, PublishRefused, Publishers};
+use cid::Cid;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Ingest events buffered per publisher before the server waits for us.
+pub(super) const EVENT_QUEUE: usize = 512;
+
+/// A session being recorded (live, or waiting for its publisher to return).
+pub(super) struct Pipeline {
+    pub(super) record: SessionRecord,
+    pub(super) segmenter: Segmenter,
+    fmp4: Option<fmp4::Muxer>,
+    pub(super) ts: Option<ts::Muxer>,
+    pub(super) init_uri: Option<String>,
+    /// Bumped by every publish; a grace timer only ends the session if no
+    /// publisher took it over since.
+    pub(super) generation: u64,
+}
+
+/// The publish task of a stream's current publisher, as others see it.
+pub(super) struct Publisher {
+    pub(super) id: u64,
+    /// When its last ingest event arrived ([`mono_ms`]).
+    pub(super) heard: Arc<AtomicU64>,
+    /// Ends the publish (a new publisher takes over).
+    pub(super) kick: CancellationToken,
+    /// Turns true when the task is done with the pipeline.
+    pub(super) done: watch::Receiver<bool>,
+    /// Its events channel, to see whether events wait in it (a weak
+    /// sender, which does not keep the channel open).
+    pub(super) events: mpsc::WeakSender<IngestEvent>,
+}
+
+/// What a publish task holds of its own [`Publisher`].
+pub(super) struct PublishTask {
+    pub(super) id: u64,
+    pub(super) heard: Arc<AtomicU64>,
+    pub(super) kick: CancellationToken,
+    pub(super) done: watch::Sender<bool>,
+    /// The publisher it takes over from, to let finish first.
+    pub(super) after: Option<watch::Receiver<bool>>,
+}
+
+/// Milliseconds on a monotonic clock, for times shared between tasks.
+pub(super) fn mono_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// A segment's URI: a plain path-gateway URL, with the `filename` parameter
+/// (path gateway spec) giving it a media extension, without which players
+/// such as ffmpeg refuse a segment URL, and the gateway a content type.
+pub(super) fn media_uri(cid: &Cid, filename: &str) -> String {
+    format!("/ipfs/{cid}?filename={filename}")
+}
+
+impl Streams {
+    pub(super) fn segmenter_config(&self) -> SegmenterConfig {
+        let target = self.inner.live.segment_target;
+        SegmenterConfig {
+            target,
+            // Long enough for encoders whose keyframe interval is a little
+            // above the target, short enough to bound latency and memory.
+            max_duration: (target * 3).max(Duration::from_secs(6)),
+            ..SegmenterConfig::default()
+        }
+    }
+
+    pub(super) fn new_pipeline(&self, format: SegmentFormat) -> Result<Pipeline, StreamsError> {
+        let seg = self.segmenter_config();
+        let segmenter = Segmenter::new(&seg).map_err(|e| StreamsError::Mux {
+            seq: 0,
+            reason: e.to_string(),
+        })?;
+        let playlist = Session::new(PlaylistConfig {
+            format,
+            target_duration_secs: seg.target_duration_secs(),
+            live_window: self.inner.live.window.max(1),
+            ..PlaylistConfig::default()
+        })?;
+        let started_ms = now_ms();
+        Ok(Pipeline {
+            record: SessionRecord {
+                id: session_id(started_ms),
+                started_ms,
+                archive_cid: None,
+                site_cid: None,
+                playlist,
+            },
+            segmenter,
+            fmp4: None,
+            ts: None,
+            init_uri: None,
+            generation: 0,
+        })
+    }
+
+    pub(super) async fn run_publish(
+        self,
+        name: String,
+        pipeline: Arc<tokio::sync::Mutex<Pipeline>>,
+        mut events: mpsc::Receiver<IngestEvent>,
+        mut task: PublishTask,
+    ) {
+        if let Some(after) = task.after.as_mut() {
+            // Its last frames close the timeline ours continues after a
+            // discontinuity. An error means it is gone: as good as done.
+            let _ = after.wait_for(|done| *done).await;
+        }
+        let generation = {
+            let mut p = pipeline.lock().await;
+            p.generation += 1;
+            p.generation
+        };
+        let mut end = EndReason::Disconnected;
+        loop {
+            // Replaced only while nothing waits in the channel (see
+            // `begin`): what comes after the kick is the old publisher
+            // waking up, and is dropped.
+            let event = tokio::select! {
+                biased;
+                () = task.kick.cancelled() => {
+                    end = EndReason::Replaced;
+                    break;
+                }
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            // When the pipeline took it in; events still waiting count
+            // as heard too (see `begin`).
+            task.heard.store(mono_ms(), Ordering::Relaxed);
+            let mut p = pipeline.lock().await;
+            match event {
+                IngestEvent::Tracks(t) => p.segmenter.set_tracks(t),
+                IngestEvent::Frame(f) => p.segmenter.push(f, now_ms()),
+                IngestEvent::End(reason) => {
+                    if matches!(reason, EndReason::Refused(_)) {
+                        p.segmenter.discard();
+                    } else {
+                        p.segmenter.finish();
+                    }
+                    end = reason;
+                }
+            }
+            while let Some(seg) = p.segmenter.poll_segment() {
+                let seq = seg.seq;
+                if let Err(e) = self.publish_segment(&name, &mut p, seg).await {
+                    tracing::warn!(stream = %name, seq, "segment dropped: {e}");
+                }
+            }
+        }
+        let segments = {
+            let mut p = pipeline.lock().await;
+            if !matches!(end, EndReason::Refused(_)) {
+                p.segmenter.finish();
+            }
+            while let Some(seg) = p.segmenter.poll_segment() {
+                if let Err(e) = self.publish_segment(&name, &mut p, seg).await {
+                    tracing::warn!(stream = %name, "segment dropped: {e}");
+                }
+            }
+            p.record.playlist.segments().len()
+        };
+        // The server sees the channel closed and drops a replaced publisher.
+        drop(events);
+        if let Some(s) = self.lock().get_mut(&name) {
+            if s.publisher.as_ref().is_some_and(|p| p.id == task.id) {
+                s.publishing = false;
+                s.publisher = None;
+            }
+        }
+        let _ = task.done.send(true);
+        match end {
+            EndReason::Replaced => {
+                tracing::info!(stream = %name, "publisher replaced; the session continues");
+            }
+            EndReason::Unpublished | EndReason::Error(_) => {
+                tracing::info!(stream = %name, "publisher stopped; session ended");
+                self.end_session(&name, &pipeline).await;
+            }
+            EndReason::Refused(_) if segments == 0 => {
+                self.end_session(&name, &pipeline).await;
+            }
+            EndReason::Refused(_) | EndReason::Disconnected | EndReason::IdleTimeout => {
+                tracing::info!(
+                    stream = %name,
+                    "publisher gone; the session continues if it returns within {}s",
+                    RECONNECT_GRACE.as_secs()
+                );
+                tokio::time::sleep(RECONNECT_GRACE).await;
+                let still_ours = pipeline.lock().await.generation == generation;
+                let idle = !self.lock().get(&name).is_some_and(|s| s.publishing);
+                if still_ours && idle {
+                    self.end_session(&name, &pipeline).await;
+                }
+            }
+        }
+    }
+
+    /// Ends the session with `EXT-X-ENDLIST`; one without a segment is
+    /// dropped instead, as if it had never begun (nothing of it was stored).
+    pub(super) async fn end_session(
+        &self,
+        name: &str,
+        pipeline: &Arc<tokio::sync::Mutex<Pipeline>>,
+    ) {
+        let mut p = pipeline.lock().await;
+        if p.record.playlist.segments().is_empty() {
+            tracing::info!(stream = %name, session = %p.record.id, "no media recorded; session dropped");
+        } else {
+            p.record.playlist.end();
+            if let Err(e) = self.store_playlists(name, &mut p).await {
+                tracing::warn!(stream = %name, "storing the final archive failed: {e}");
+            }
+        }
+        if let Some(s) = self.lock().get_mut(name) {
+            if s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, pipeline)) {
+                s.current = None;
+            }
+        }
+    }
+
+    /// Muxes, stores and pins one segment, then updates the playlists.
+    pub(super) async fn publish_segment(
+        &self,
+        name: &str,
+        p: &mut Pipeline,
+        seg: SegmentReady,
+    ) -> Result<(), StreamsError> {
+        let mux_err = |e: &dyn std::fmt::Display| StreamsError::Mux {
+            seq: seg.seq,
+            reason: e.to_string(),
+        };
+        let format = p.record.playlist.config().format;
+        let bytes = match format {
+            SegmentFormat::Fmp4 => {
+                if p.fmp4.as_ref().map(fmp4::Muxer::tracks) != Some(&seg.tracks) {
+                    let m = fmp4::Muxer::new(&seg.tracks).map_err(|e| mux_err(&e))?;
+                    let init = m.init_segment().map_err(|e| mux_err(&e))?;
+                    let cid = self.inner.clone().add_async(init, true).await?;
+                    p.init_uri = Some(media_uri(&cid, &format!("init-{}.mp4", seg.seq)));
+                    p.fmp4 = Some(m);
+                }
+                let next = fmp4::NextDts {
+                    video_ms: Some(seg.start_dts_ms + seg.duration_ms),
+                    audio_ms: None,
+                };
+                let m = p.fmp4.as_mut().expect("muxer set above");
+                m.segment(&seg.frames, next).map_err(|e| mux_err(&e))?
+            }
+            SegmentFormat::Ts => {
+                let stale = p.ts.is_none() || seg.discontinuity;
+                if stale {
+                    p.ts = Some(ts::Muxer::new(&seg.tracks).map_err(|e| mux_err(&e))?);
+                }
+                let m = p.ts.as_mut().expect("muxer set above");
+                m.segment(&seg.frames).map_err(|e| mux_err(&e))?
+            }
+        };
+        let len = bytes.len() as u64;
+        let cid = self.inner.clone().add_async(bytes, true).await?;
+        let init = match format {
+            SegmentFormat::Fmp4 => p.init_uri.clone(),
+            SegmentFormat::Ts => None,
+        };
+        let ext = match format {
+            SegmentFormat::Fmp4 => "m4s",
+            SegmentFormat::Ts => "ts",
+        };
+        let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
+        let entry = SegmentEntry::new(&seg, uri, init, len);
+        p.record.playlist.push(entry)?;
+        self.store_playlists(name, p).await
+    }
+
+    /// Renders both playlists, adds them to the store (the archive pinned,
+    /// replacing the previous version's pin), persists the session and
+    /// publishes the texts to HTTP readers.
+    pub(super) async fn store_playlists(
+        &self,
+        name: &str,
+        p: &mut Pipeline,
+    ) -> Result<(), StreamsError> {
+        let live = p.record.playlist.live();
+        let archive = p.record.playlist.archive();
+        self.inner
+            .clone()
+            .add_async(live.clone().into_bytes().into(), false)
+            .await?;
+        let archive_cid = self
+            .inner
+            .clone()
+            .add_async(archive.clone().into_bytes().into(), true)
+            .await?;
+        if let Some(old) = p.record.archive_cid.replace(archive_cid.to_string()) {
+            if old != archive_cid.to_string() {
+                if let Ok(old) = Cid::try_from(old.as_str()) {
+                    self.inner.repo.pins.remove(&old)?;
+                }
+            }
+        }
+        let old_site = p
+            .record
+            .site_cid
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok());
+        let record = p.record.clone();
+        let inner = self.inner.clone();
+        let owned = name.to_owned();
+        let site = tokio::task::spawn_blocking(move || -> Result<Cid, StreamsError> {
+            let site = inner.store_site(&owned, &record, live_for_site(&record), old_site)?;
+            let mut record = record;
+            record.site_cid = Some(site.to_string());
+            inner.persist(&owned, &record)?;
+            Ok(site)
+        })
+        .await
+        .map_err(|e| StreamsError::Task(e.to_string()))??;
+        p.record.site_cid = Some(site.to_string());
+        let _ = self.inner.sites.send(SiteUpdate {
+            stream: name.to_owned(),
+            root: site,
+        });
+        let info = info_of(&p.record);
+        if let Some(s) = self.lock().get_mut(name) {
+            s.live_text = Some(live);
+            s.archive_text = Some(archive);
+            s.site = Some(site);
+            match s.sessions.last_mut() {
+                Some(last) if last.id == info.id => *last = info,
+                _ => s.sessions.push(info),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Publishers for Streams {
+    fn check_tracks(&self, stream: &str, tracks: &crate::media::Tracks) -> Result<(), String> {
+        let format = self
+            .lock()
+            .get(stream)
+            .map_or(self.inner.live.format, |s| s.format);
+        // The muxers refuse what their format cannot express; the init
+        // segment and a TS muxer are cheap to make once per track change.
+        match format {
+            SegmentFormat::Fmp4 => fmp4::init_segment(tracks)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            SegmentFormat::Ts => ts::Muxer::new(tracks).map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn begin(
+        &self,
+        stream: &str,
+        peer: std::net::SocketAddr,
+    ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused> {
+        let mut map = self.lock();
+        let format = self.inner.live.format;
+        let state = map.entry(stream.to_owned()).or_insert_with(|| StreamState {
+            format,
+            ..StreamState::default()
+        });
+        let mut after = None;
+        if state.publishing {
+            let takeover = self.inner.live.takeover_after;
+            let Some(old) = state.publisher.as_ref() else {
+                // Mirrored from elsewhere: never ours to publish.
+                return Err(PublishRefused::Busy(stream.to_owned()));
+            };
+            let silent = mono_ms().saturating_sub(old.heard.load(Ordering::Relaxed));
+            // Events waiting for a busy pipeline are not silence.
+            let queued = old
+                .events
+                .upgrade()
+                .is_some_and(|tx| tx.capacity() < tx.max_capacity());
+            if takeover.is_zero() || queued || u128::from(silent) < takeover.as_millis() {
+                return Err(PublishRefused::Busy(stream.to_owned()));
+            }
+            tracing::info!(
+                stream,
+                %peer,
+                silent_ms = silent,
+                "the publisher has sent nothing for a while; the new one takes over"
+            );
+            old.kick.cancel();
+            after = Some(old.done.clone());
+        }
+        let pipeline = match &state.current {
+            Some(p) => {
+                // The last publish ended with `Segmenter::finish`, so the
+                // frames that follow open a new timeline after a
+                // discontinuity.
+                tracing::info!(stream, %peer, "publisher returned; continuing the session");
+                p.clone()
+            }
+            None => {
+                let p = self
+                    .new_pipeline(state.format)
+                    .map_err(|e| PublishRefused::Other(e.to_string()))?;
+                tracing::info!(stream, %peer, session = %p.record.id, "publishing started");
+                let p = Arc::new(tokio::sync::Mutex::new(p));
+                state.current = Some(p.clone());
+                p
+            }
+        };
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let (done_tx, done_rx) = watch::channel(false);
+        let task = PublishTask {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            heard: Arc::new(AtomicU64::new(mono_ms())),
+            kick: CancellationToken::new(),
+            done: done_tx,
+            after,
+        };
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        state.publishing = true;
+        state.publisher = Some(Publisher {
+            id: task.id,
+            heard: task.heard.clone(),
+            kick: task.kick.clone(),
+            done: done_rx,
+            events: tx.downgrade(),
+        });
+        tokio::spawn(
+            self.clone()
+                .run_publish(stream.to_owned(), pipeline, rx, task),
+        );
+        Ok(tx)
+    }
+}

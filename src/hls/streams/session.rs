@@ -1,0 +1,210 @@
+//! Session files: what is kept of each session so that archives survive
+//! restarts, and what is stored for it (playlists, the stream's site).
+//!
+//! ```text
+//! live/<stream>/<session id>.json   SessionRecord: start, archive and site CIDs, playlist
+//! ```
+//!
+//! At open, every session file is read back; one left open by a crash is
+//! ended. Files are written to a temporary name and moved into place.
+
+use super::{Inner, SessionInfo, StreamState, Streams, StreamsError};
+use crate::hls::playlist::Session;
+use crate::store::pins::PinKind;
+use crate::store::{Block, Blockstore, StoreError};
+use crate::unixfs::import::{FileImporter, ImportOptions, Profile};
+use cid::Cid;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// What is persisted of a session, as `live/<stream>/<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SessionRecord {
+    pub(super) id: String,
+    pub(super) started_ms: u64,
+    pub(super) archive_cid: Option<String>,
+    /// The site built from this version of the playlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) site_cid: Option<String>,
+    pub(super) playlist: Session,
+}
+
+pub(super) fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A session id from its start time: `20261123T221500123Z`.
+pub(super) fn session_id(ms: u64) -> String {
+    rfc3339_ms(ms)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+pub(super) fn info_of(record: &SessionRecord) -> SessionInfo {
+    let ms: u64 = record
+        .playlist
+        .segments()
+        .iter()
+        .map(|s| s.duration_ms)
+        .sum();
+    SessionInfo {
+        id: record.id.clone(),
+        started: rfc3339_ms(record.started_ms),
+        duration_s: ms as f64 / 1000.0,
+        ended: record.playlist.is_ended(),
+        archive_cid: record.archive_cid.clone(),
+    }
+}
+
+impl Streams {
+    pub(super) fn load_sessions(
+        &self,
+        name: &str,
+        dir: &Path,
+        state: &mut StreamState,
+    ) -> Result<(), StreamsError> {
+        let mut records = Vec::new();
+        for e in std::fs::read_dir(dir)
+            .map_err(StoreError::io("list", dir))?
+            .flatten()
+        {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read(&path).map_err(StoreError::io("read", &path))?;
+            match serde_json::from_slice::<SessionRecord>(&text) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "skipping unreadable session: {e}")
+                }
+            }
+        }
+        // A session without a segment recorded nothing (older versions kept
+        // those of refused publishes): not worth listing.
+        records.retain(|r| !r.playlist.segments().is_empty());
+        records.sort_by_key(|r| r.started_ms);
+        let last = records.len().saturating_sub(1);
+        for (i, mut r) in records.into_iter().enumerate() {
+            if !r.playlist.is_ended() {
+                // The node stopped while this session was live.
+                r.playlist.end();
+                let archive = r.playlist.archive();
+                r.archive_cid = Some(self.inner.add_pinned(archive.as_bytes())?.to_string());
+                r.site_cid = None;
+            }
+            if i == last && r.site_cid.is_none() {
+                let old = state.site.take();
+                r.site_cid = Some(self.inner.store_site(name, &r, false, old)?.to_string());
+            }
+            if i == last {
+                state.site = r.site_cid.as_deref().and_then(|c| Cid::try_from(c).ok());
+            }
+            self.inner.persist(name, &r)?;
+            state.live_text = Some(r.playlist.live());
+            state.archive_text = Some(r.playlist.archive());
+            state.sessions.push(info_of(&r));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the site of this record should say "live".
+pub(super) fn live_for_site(record: &SessionRecord) -> bool {
+    !record.playlist.is_ended()
+}
+
+impl Inner {
+    /// Builds the stream's site for this version of the session, stores and
+    /// pins it, and unpins the previous version (`old`).
+    pub(super) fn store_site(
+        &self,
+        name: &str,
+        record: &SessionRecord,
+        live: bool,
+        old: Option<Cid>,
+    ) -> Result<Cid, StreamsError> {
+        let doc = crate::hls::site::StreamDoc {
+            name: name.to_owned(),
+            live,
+            session: record.id.clone(),
+            started: rfc3339_ms(record.started_ms),
+            archive_cid: record.archive_cid.clone().unwrap_or_default(),
+        };
+        let mut blocks = crate::hls::site::Blocks::default();
+        let root = crate::hls::site::build(
+            &self.site_files,
+            &record.playlist.live(),
+            &record.playlist.archive(),
+            &doc,
+            &mut blocks,
+        )?;
+        let _guard = self.repo.writer()?;
+        self.repo.blocks.put_many(&blocks.0)?;
+        self.repo.pins.add(&root, PinKind::Recursive)?;
+        if let Some(old) = old.filter(|o| *o != root) {
+            self.repo.pins.remove(&old)?;
+        }
+        Ok(root)
+    }
+
+    /// Adds bytes as a UnixFS file with the `unixfs-v1-2025` profile (a
+    /// segment up to 1 MiB is one raw block a browser can check with one
+    /// SHA-256), optionally pinned.
+    pub(super) fn add_pinned_opt(&self, bytes: &[u8], pin: bool) -> Result<Cid, StreamsError> {
+        let mut opts = ImportOptions::from_profile(Profile::UnixfsV1_2025);
+        // Segments are small: spawning hash threads would cost more than it saves.
+        opts.hash_threads = 0;
+        let mut blocks: Vec<Block> = Vec::new();
+        let _guard = self.repo.writer()?;
+        let mut file = FileImporter::new(&opts, &mut blocks)?;
+        file.write(bytes)?;
+        let root = file.finish()?;
+        self.repo.blocks.put_many(&blocks)?;
+        if pin {
+            self.repo.pins.add(&root.cid, PinKind::Recursive)?;
+        }
+        Ok(root.cid)
+    }
+
+    pub(super) fn add_pinned(&self, bytes: &[u8]) -> Result<Cid, StreamsError> {
+        self.add_pinned_opt(bytes, true)
+    }
+
+    pub(super) async fn add_async(
+        self: Arc<Self>,
+        bytes: bytes::Bytes,
+        pin: bool,
+    ) -> Result<Cid, StreamsError> {
+        tokio::task::spawn_blocking(move || self.add_pinned_opt(&bytes, pin))
+            .await
+            .map_err(|e| StreamsError::Task(e.to_string()))?
+    }
+
+    /// Writes the session record atomically (temp file, fsync, rename).
+    pub(super) fn persist(&self, name: &str, record: &SessionRecord) -> Result<(), StreamsError> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let path = dir.join(format!("{}.json", record.id));
+        let tmp = dir.join(format!(".{}.json.tmp", record.id));
+        let text = serde_json::to_vec(record).map_err(|e| StreamsError::SessionFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| StreamsError::SessionFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }
+}

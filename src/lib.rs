@@ -1,19 +1,25 @@
 //! meshcast: live video over a peer-to-peer, content-addressed network.
 //!
-//! The data flow, stage by stage (see `docs/ARCHITECTURE.md`):
+//! The modules are the stages of the data flow (see `docs/ARCHITECTURE.md`),
+//! and imports run one way along it: a stage uses the ones above it, never
+//! one below (`scripts/module-graph` checks this in CI).
 //!
 //! ```text
-//! OBS / ffmpeg --RTMP--> rtmp (server; pure handshake, chunks, AMF0, session)
-//!   -> media (FLV tags -> frames; segmenter; fmp4 / ts muxers)
-//!   -> hls::streams (per-stream pipeline) -> unixfs::import -> store (blocks + pins)
-//!   -> hls::playlist (live + archive playlists, also stored)
-//!   -> http (live playlists, API, player; gateway via unixfs::export)
-//! files --meshcast add--> unixfs::import -> store
-//! ipns (stream keys -> signed records naming the latest content)
+//! name, media, assets     leaves: stream names; FLV, segmenter, fMP4/TS muxers (pure); web assets
+//! ipns                    stream keys -> signed records naming the latest site (pure records)
+//! config                  the one TOML tree
+//! dagpb, store, unixfs    blocks and pins; files and directories as DAGs (import/export, pure)
+//! rtmp                    OBS / ffmpeg --RTMP--> frames (pure protocol; server at the edge)
+//! hls                     frames -> segments, playlists and each stream's site, in the store
+//! p2p                     libp2p: Bitswap, IPNS over pubsub, the DHTs
+//! mirror                  follow another node's stream by its name
+//! http                    gateway, live playlists, API, the web UI
+//! node                    wires the stages together and owns shutdown
 //! ```
 //!
-//! The ingest protocols (`rtmp`, `media`) are pure; `rtmp::server` is the
-//! I/O edge that drives them and hands frames to the stream manager.
+//! The protocols (`rtmp`, `media`, `hls::playlist`, `ipns::record`,
+//! `unixfs`, the Bitswap engine) are pure; the servers and tasks that drive
+//! them are the I/O edge.
 
 pub mod assets;
 pub mod config;

@@ -169,16 +169,21 @@
 
   function playHls(src, start, live) {
     document.getElementById("engine").textContent = "hls.js " + window.Hls.version;
-    const hls = new window.Hls({
-      // Live: hold back ~6 s (three 2 s segments) and catch up past 14 s.
-      // In seconds, not in target durations: meshcast's target duration is
-      // the fixed upper bound on segment length (HLS forbids changing it),
-      // so counting in it would sit three times further behind the edge.
-      // Archive: from the start, or from the shared moment.
+    // Live: hold back ~6 s (three 2 s segments) and catch up past 14 s.
+    // In seconds, not in target durations: meshcast's target duration is
+    // the fixed upper bound on segment length (HLS forbids changing it),
+    // so counting in it would sit three times further behind the edge.
+    // Archive: from the start, or from the shared moment, and never pulled
+    // to the edge: the archive of a session still live has no ENDLIST yet,
+    // so hls.js sees a live playlist, and a latency limit would make it
+    // jump there.
+    const hls = new window.Hls(live ? {
       liveSyncDuration: 6,
       liveMaxLatencyDuration: 14,
       maxLiveSyncPlaybackRate: 1.1,
-      startPosition: start !== null ? start : live ? -1 : 0,
+      startPosition: start !== null ? start : -1,
+    } : {
+      startPosition: start !== null ? start : 0,
     });
     player.hls = hls;
     let recovered = false;

@@ -192,6 +192,17 @@ impl Gateway {
         }
     }
 
+    /// Stops the server as an operator does (SIGTERM) and waits for it to
+    /// exit; its exit status.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self._child.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        ensure!(sent.success(), "kill -TERM {pid}");
+        Ok(self._child.0.wait()?)
+    }
+
     /// GET `path` with extra request headers.
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
         let mut req = self.agent.get(format!("{}{path}", self.base));
@@ -517,5 +528,54 @@ fn config_default_is_the_example_file() -> Result<()> {
     ))?;
     let example: toml::Value = toml::from_str(&example)?;
     assert_eq!(printed, example);
+    Ok(())
+}
+
+#[test]
+fn the_bound_rtmp_address_is_written_beside_api() -> Result<()> {
+    let repo = Repo::new()?;
+    let mut gw = Gateway::start(&repo, &["--rtmp", "127.0.0.1:0"])?;
+    let file = repo.path().join("rtmp");
+    let start = std::time::Instant::now();
+    let addr = loop {
+        // Written atomically: there or not, never half.
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            break text
+                .strip_suffix('\n')
+                .with_context(|| format!("{text:?} is not one line"))?
+                .parse::<SocketAddr>()?;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {}\n{}",
+            file.display(),
+            log_tail(&gw.log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(
+        addr.ip() == std::net::Ipv4Addr::LOCALHOST && addr.port() != 0,
+        "{addr} is not the bound loopback address"
+    );
+    // The address the RTMP server itself reports, and it takes connections.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&gw.log)?
+        .lines()
+        .any(|l| l.contains("RTMP ingest listening") && l.contains(&format!("addr={addr}")))
+    {
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "the RTMP server did not report listening on {addr}\n{}",
+            log_tail(&gw.log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to the RTMP address {addr}"))?;
+    // A clean stop removes it with `api`.
+    let status = gw.stop()?;
+    ensure!(status.success(), "serve stopped with {status}");
+    ensure!(!file.exists(), "{} outlives the node", file.display());
+    ensure!(!repo.path().join("api").exists(), "api outlives the node");
     Ok(())
 }

@@ -35,7 +35,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut c = node();
+    let mut c = nodejs();
     c.arg(interop_dir().join("ipns-check.mjs")).args(args);
     let out = stdout_of(c)?;
     serde_json::from_str(out.trim()).with_context(|| format!("ipns-check printed {out:?}"))
@@ -112,7 +112,7 @@ fn records_we_sign_validate_in_js() -> Result<()> {
     // Another key's name: the JS validator refuses the record too.
     let other = Name::from_public_key(&Keypair::generate_ed25519().public());
     let file = dir.path().join("0.ipns-record");
-    let mut c = node();
+    let mut c = nodejs();
     c.arg(interop_dir().join("ipns-check.mjs"))
         .arg("validate")
         .arg(other.to_string())

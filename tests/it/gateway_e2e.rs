@@ -299,18 +299,12 @@ fn the_bound_rtmp_address_is_written_beside_api() -> Result<()> {
         "{addr} is not the bound loopback address"
     );
     // The address the RTMP server itself reports, and it takes connections.
-    let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&gw.log)?
-        .lines()
-        .any(|l| l.contains("RTMP ingest listening") && l.contains(&format!("addr={addr}")))
-    {
-        ensure!(
-            start.elapsed() < Duration::from_secs(10),
-            "the RTMP server did not report listening on {addr}\n{}",
-            gw.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let reported = format!("addr={addr}");
+    gw.wait_log_line(
+        |l| l.contains("RTMP ingest listening") && l.contains(&reported),
+        Duration::from_secs(10),
+    )
+    .with_context(|| format!("the RTMP server did not report listening on {addr}"))?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connect to the RTMP address {addr}"))?;
     // A clean stop removes it with `api`.

@@ -34,20 +34,6 @@ fn extinfs(archive: &str) -> Vec<f64> {
         .collect()
 }
 
-/// ffmpeg 9's decoders must take the archive without a word too.
-fn decode_clean9(url: &str) -> Result<()> {
-    let out = Command::new(ffmpeg9())
-        .args(["-v", "error", "-nostdin", "-i", url, "-f", "null", "-"])
-        .output()?;
-    check(&out, "ffmpeg 9 decoding the archive")?;
-    ensure!(
-        out.stderr.is_empty(),
-        "ffmpeg 9 reported errors decoding {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// HEVC and AV1 over Enhanced RTMP, then H.264 from the same ffmpeg, each
 /// to a stream of its own on one server: verified, probed, decoded; 2 s
 /// GOPs give 2 s segments.

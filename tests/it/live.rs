@@ -235,18 +235,9 @@ fn with_no_stream_configured_serve_creates_live_with_a_kept_key() -> Result<()> 
         ensure!(key.len() >= 16, "weak key {key:?}");
         // The OBS settings are shown once at start (printed just after the
         // listeners are up, so wait a little for them).
-        let start = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&gw.log)?;
-            if log.contains(&format!("OBS Stream Key: {key}")) {
-                break;
-            }
-            ensure!(
-                start.elapsed() < Duration::from_secs(10),
-                "no OBS settings printed:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let shown = format!("OBS Stream Key: {key}");
+        gw.wait_log_line(|l| l.contains(&shown), Duration::from_secs(10))
+            .context("no OBS settings printed")?;
         let addr = rtmp_addr(&gw)?;
         let out = publish_cmd(addr, &key, &clip(8)?, false).output()?;
         check(&out, "ffmpeg publishing with the created key")?;

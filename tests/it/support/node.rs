@@ -271,6 +271,30 @@ impl Gateway {
         Ok(self.child.wait()?)
     }
 
+    /// Waits at most `timeout` for a whole line of the server's log that
+    /// `wanted` accepts; that line.
+    pub fn wait_log_line(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            // A line caught half written is not there yet.
+            let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            if let Some(line) = whole.lines().find(|l| wanted(l)) {
+                return Ok(line.to_owned());
+            }
+            ensure!(
+                start.elapsed() < timeout,
+                "no such line in the log after {timeout:?}\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The end of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         log_tail("server", &self.log)

@@ -238,6 +238,16 @@ impl LinePeer {
             .with_context(|| format!("{} has no TCP address: {:?}", self.name, self.addrs))
     }
 
+    /// Adds a file and returns its CID: kubo with `ipfs add`'s defaults,
+    /// Helia with `@helia/unixfs` `addBytes`.
+    pub fn add(&self, path: &Path) -> Result<String> {
+        let v = self.call(
+            serde_json::json!({"cmd": "add", "path": path}),
+            Duration::from_secs(120),
+        )?;
+        one_cid(v["cid"].as_str().context("add: no cid")?)
+    }
+
     /// The peer ids it is connected to.
     pub fn peers(&self) -> Result<Vec<String>> {
         let v = self.call(serde_json::json!({"cmd": "peers"}), Duration::from_secs(10))?;
@@ -327,15 +337,6 @@ impl Kubo {
         Ok(())
     }
 
-    /// Adds a file (kubo's `ipfs add` defaults) and returns its CID.
-    pub fn add(&self, path: &Path) -> Result<String> {
-        let v = self.call(
-            serde_json::json!({"cmd": "add", "path": path}),
-            Duration::from_secs(120),
-        )?;
-        one_cid(v["cid"].as_str().context("add: no cid")?)
-    }
-
     /// Fetches `cid` (from peers if needed) and writes it to `dest`.
     pub fn download(&self, cid: &str, dest: &Path, timeout: Duration) -> Result<()> {
         self.call(
@@ -423,15 +424,6 @@ impl Helia {
             Duration::from_secs(30),
         )?;
         Ok(())
-    }
-
-    /// Adds a file's bytes (`@helia/unixfs` `addBytes`) and returns the CID.
-    pub fn add(&self, path: &Path) -> Result<String> {
-        let v = self.call(
-            serde_json::json!({"cmd": "add", "path": path}),
-            Duration::from_secs(120),
-        )?;
-        one_cid(v["cid"].as_str().context("add: no cid")?)
     }
 
     /// Announces that this node provides `cid` (over the DHT when started

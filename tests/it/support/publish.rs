@@ -72,18 +72,39 @@ fn made_once(name: &str, make: impl FnOnce(&Path) -> Result<()>) -> Result<PathB
     Ok(path)
 }
 
+/// H.264 with a keyframe every 2 s (50 frames at 25 fps) and no others.
+const H264_2S_GOPS: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-g",
+    "50",
+    "-keyint_min",
+    "50",
+    "-sc_threshold",
+    "0",
+];
+
+/// `ffmpeg` (a path or Debian's on PATH) encoding testsrc2 + a 440 Hz sine
+/// for `seconds`, the video with `video` options and the audio as AAC,
+/// into the FLV file `path`.
+fn encode_clip(ffmpeg: &Path, video: &[&str], seconds: u32, path: &Path) -> Command {
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=25")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(video)
+        .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
+        .arg(path);
+    cmd
+}
+
 /// A clip as the issue describes it: testsrc2 + sine, H.264 with 2 s GOPs
 /// and AAC, in FLV; made once per test run.
 pub fn clip(seconds: u32) -> Result<PathBuf> {
     made_once(&format!("clip-{seconds}.flv"), |path| {
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "50"])
-            .args(["-keyint_min", "50", "-sc_threshold", "0"])
-            .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
-            .arg(path)
+        let out = encode_clip("ffmpeg".as_ref(), H264_2S_GOPS, seconds, path)
             .output()
             .context("running ffmpeg (Debian package ffmpeg) to make the test clip")?;
         check(&out, "ffmpeg making the clip")
@@ -93,19 +114,29 @@ pub fn clip(seconds: u32) -> Result<PathBuf> {
 /// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
 pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
     made_once(&format!("3mbit-{seconds}.flv"), |path| {
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
-            .args(["-keyint_min", "50", "-sc_threshold", "0"])
-            .args([
-                "-b:v", "3M", "-minrate", "3M", "-maxrate", "3M", "-bufsize", "1M",
-            ])
-            .args(["-x264-params", "nal-hrd=cbr:force-cfr=1"])
-            .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
-            .arg(path)
-            .output()?;
+        let video = [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "3M",
+            "-minrate",
+            "3M",
+            "-maxrate",
+            "3M",
+            "-bufsize",
+            "1M",
+            "-x264-params",
+            "nal-hrd=cbr:force-cfr=1",
+        ];
+        let out = encode_clip("ffmpeg".as_ref(), &video, seconds, path).output()?;
         check(&out, "ffmpeg making the 3 Mbit/s clip")
     })
 }
@@ -133,28 +164,11 @@ pub fn clip9(video: &str, seconds: u32) -> Result<PathBuf> {
             "-svtav1-params",
             "keyint=50:scd=0",
         ],
-        "h264" => &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "50",
-            "-keyint_min",
-            "50",
-            "-sc_threshold",
-            "0",
-        ],
+        "h264" => H264_2S_GOPS,
         other => panic!("no clip recipe for {other}"),
     };
     made_once(&format!("clip-{video}-{seconds}.flv"), |path| {
-        let out = Command::new(ffmpeg9())
-            .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(codec)
-            .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
-            .arg(path)
+        let out = encode_clip(ffmpeg9(), codec, seconds, path)
             // SVT-AV1 prints its settings unless told otherwise.
             .env("SVT_LOG", "1")
             .output()
@@ -299,18 +313,30 @@ pub fn ffprobe_ok(path: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `ffmpeg -i URL -f null -` must print nothing; returns the duration.
-pub fn decode_clean(url: &str) -> Result<f64> {
-    let out = Command::new("ffmpeg")
+/// `ffmpeg -i URL -f null -` by `ffmpeg` (called `name` in errors) must
+/// print nothing.
+fn decode_quietly(ffmpeg: &Path, name: &str, url: &str) -> Result<()> {
+    let out = Command::new(ffmpeg)
         .args(["-v", "error", "-nostdin", "-i", url, "-f", "null", "-"])
         .output()
-        .context("running ffmpeg")?;
-    check(&out, "ffmpeg decoding the archive")?;
+        .with_context(|| format!("running {name}"))?;
+    check(&out, &format!("{name} decoding the archive"))?;
     ensure!(
         out.stderr.is_empty(),
-        "ffmpeg reported errors decoding {url}: {}",
+        "{name} reported errors decoding {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// ffmpeg 9's decoders must take the archive without a word too.
+pub fn decode_clean9(url: &str) -> Result<()> {
+    decode_quietly(ffmpeg9(), "ffmpeg 9", url)
+}
+
+/// Debian's ffmpeg must decode `url` without a word; returns the duration.
+pub fn decode_clean(url: &str) -> Result<f64> {
+    decode_quietly("ffmpeg".as_ref(), "ffmpeg", url)?;
     let out = Command::new("ffprobe")
         .args([
             "-v",

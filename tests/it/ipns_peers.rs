@@ -31,11 +31,8 @@ fn js_value(name: &str, record: &[u8]) -> Result<String> {
     let dir = tempdir()?;
     let file = dir.path().join("record.bin");
     std::fs::write(&file, record)?;
-    let mut c = nodejs();
-    c.arg(interop_dir().join("ipns-check.mjs"))
-        .arg("validate")
-        .arg(name)
-        .arg(&file);
+    let mut c = ipns_check_cmd();
+    c.arg("validate").arg(name).arg(&file);
     let out: serde_json::Value = serde_json::from_str(stdout_of(c)?.trim())?;
     out["value"]
         .as_str()

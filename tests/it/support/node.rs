@@ -39,7 +39,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Waits until something accepts TCP connections on `addr`, or `child` exits.
-pub fn wait_for_port(addr: SocketAddr, child: &mut Child, timeout: Duration) -> Result<()> {
+fn wait_for_port(addr: SocketAddr, child: &mut Child, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -98,6 +98,14 @@ pub fn nodejs() -> Command {
     Command::new(bin)
 }
 
+/// `node ipns-check.mjs`: the JS `ipns` package (Helia's) reading,
+/// validating and making IPNS records and names.
+pub fn ipns_check_cmd() -> Command {
+    let mut c = nodejs();
+    c.arg(interop_dir().join("ipns-check.mjs"));
+    c
+}
+
 /// A reference node driven by JSON lines (`tests/interop/kubo.py daemon`,
 /// `tests/interop/helia-node.mjs`): it prints a ready line with its peer id
 /// and addresses, then answers one JSON command a line. Commands run

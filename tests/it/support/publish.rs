@@ -20,7 +20,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use tempfile::TempDir;
 
-/// The key of the stream the shared setups configure.
+/// The stream key the live tests and the shared setups use.
 pub const KEY: &str = "camkey-0123456789";
 
 /// The FourCCs OBS announces in `connect` (`fourCcList`).
@@ -291,7 +291,7 @@ pub fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
 }
 
 /// `ffprobe` of a file must print nothing on stderr; the codecs it lists.
-pub fn ffprobe_ok(path: &Path) -> Result<String> {
+fn ffprobe_ok(path: &Path) -> Result<String> {
     let out = Command::new("ffprobe")
         .args([
             "-v",

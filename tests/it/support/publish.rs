@@ -72,19 +72,22 @@ fn made_once(name: &str, make: impl FnOnce(&Path) -> Result<()>) -> Result<PathB
     Ok(path)
 }
 
-/// H.264 with a keyframe every 2 s (50 frames at 25 fps) and no others.
-const H264_2S_GOPS: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-g",
-    "50",
-    "-keyint_min",
-    "50",
-    "-sc_threshold",
-    "0",
-];
+/// x264 at `preset` with a keyframe every 2 s (50 frames at 25 fps) and
+/// no others, so segments cut at 2 s.
+fn x264_2s_gops(preset: &str) -> Vec<&str> {
+    vec![
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-sc_threshold",
+        "0",
+    ]
+}
 
 /// `ffmpeg` (a path or Debian's on PATH) encoding testsrc2 + a 440 Hz sine
 /// for `seconds`, the video with `video` options and the audio as AAC,
@@ -104,7 +107,7 @@ fn encode_clip(ffmpeg: &Path, video: &[&str], seconds: u32, path: &Path) -> Comm
 /// and AAC, in FLV; made once per test run.
 pub fn clip(seconds: u32) -> Result<PathBuf> {
     made_once(&format!("clip-{seconds}.flv"), |path| {
-        let out = encode_clip("ffmpeg".as_ref(), H264_2S_GOPS, seconds, path)
+        let out = encode_clip("ffmpeg".as_ref(), &x264_2s_gops("veryfast"), seconds, path)
             .output()
             .context("running ffmpeg (Debian package ffmpeg) to make the test clip")?;
         check(&out, "ffmpeg making the clip")
@@ -114,17 +117,8 @@ pub fn clip(seconds: u32) -> Result<PathBuf> {
 /// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
 pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
     made_once(&format!("3mbit-{seconds}.flv"), |path| {
-        let video = [
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "50",
-            "-keyint_min",
-            "50",
-            "-sc_threshold",
-            "0",
+        let mut video = x264_2s_gops("ultrafast");
+        video.extend([
             "-b:v",
             "3M",
             "-minrate",
@@ -135,7 +129,7 @@ pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
             "1M",
             "-x264-params",
             "nal-hrd=cbr:force-cfr=1",
-        ];
+        ]);
         let out = encode_clip("ffmpeg".as_ref(), &video, seconds, path).output()?;
         check(&out, "ffmpeg making the 3 Mbit/s clip")
     })
@@ -145,8 +139,8 @@ pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
 /// AAC, in (Enhanced) FLV; made once per test run.
 pub fn clip9(video: &str, seconds: u32) -> Result<PathBuf> {
     // Settings fast enough for two shared cores.
-    let codec: &[&str] = match video {
-        "hevc" => &[
+    let codec: Vec<&str> = match video {
+        "hevc" => vec![
             "-c:v",
             "libx265",
             "-preset",
@@ -154,7 +148,7 @@ pub fn clip9(video: &str, seconds: u32) -> Result<PathBuf> {
             "-x265-params",
             "keyint=50:min-keyint=50:scenecut=0:log-level=error",
         ],
-        "av1" => &[
+        "av1" => vec![
             "-c:v",
             "libsvtav1",
             "-preset",
@@ -164,11 +158,11 @@ pub fn clip9(video: &str, seconds: u32) -> Result<PathBuf> {
             "-svtav1-params",
             "keyint=50:scd=0",
         ],
-        "h264" => H264_2S_GOPS,
+        "h264" => x264_2s_gops("veryfast"),
         other => panic!("no clip recipe for {other}"),
     };
     made_once(&format!("clip-{video}-{seconds}.flv"), |path| {
-        let out = encode_clip(ffmpeg9(), codec, seconds, path)
+        let out = encode_clip(ffmpeg9(), &codec, seconds, path)
             // SVT-AV1 prints its settings unless told otherwise.
             .env("SVT_LOG", "1")
             .output()

@@ -78,6 +78,11 @@ pub struct Node {
 /// `get` can fetch what the repo lacks through it.
 pub const API_FILE: &str = "api";
 
+/// The file, beside [`API_FILE`], that tells where the running node's RTMP
+/// ingest listens (`IP:PORT`, as bound), so a publisher need not be told a
+/// port the OS chose for `--rtmp 127.0.0.1:0`.
+pub const RTMP_FILE: &str = "rtmp";
+
 /// The file that keeps the key of the stream `serve` creates when none is
 /// configured.
 const DEFAULT_KEY_FILE: &str = "stream-key";
@@ -228,6 +233,10 @@ impl Node {
             &config.data_dir.join(API_FILE),
             format!("http://{reach}\n").as_bytes(),
         )?;
+        crate::store::write_atomic(
+            &config.data_dir.join(RTMP_FILE),
+            format!("{rtmp_addr}\n").as_bytes(),
+        )?;
         Ok(Self {
             http_addr,
             rtmp_addr,
@@ -285,6 +294,7 @@ impl Node {
         let http = join(self.http.await);
         self.cancel.cancel();
         let _ = std::fs::remove_file(self.repo.dir().join(API_FILE));
+        let _ = std::fs::remove_file(self.repo.dir().join(RTMP_FILE));
         http.and(rtmp)
     }
 }

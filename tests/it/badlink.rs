@@ -6,15 +6,10 @@
 //! the mirror, the lag never grows into a backlog, and the archive ends up
 //! pinned and identical on both.
 
-use crate::gateway_e2e::Gateway;
-use crate::live::{get_text, publish_cmd, rtmp_addr, uris, wait_ended};
-use crate::naming::ipns_name;
-use crate::p2p_node::node_info;
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,30 +58,6 @@ impl Drop for Link {
     }
 }
 
-/// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
-fn clip_3mbit() -> Result<PathBuf> {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| tempdir().expect("temp dir"));
-    let path = dir.path().join("3mbit.flv");
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
-            .args(["-keyint_min", "50", "-sc_threshold", "0"])
-            .args([
-                "-b:v", "3M", "-minrate", "3M", "-maxrate", "3M", "-bufsize", "1M",
-            ])
-            .args(["-x264-params", "nal-hrd=cbr:force-cfr=1"])
-            .args(["-c:a", "aac", "-t", &SECONDS.to_string(), "-f", "flv"])
-            .arg(&path)
-            .output()?;
-        check(&out, "ffmpeg making the 3 Mbit/s clip")?;
-    }
-    Ok(path)
-}
-
 /// When each media sequence number first appeared in `g`'s live playlist.
 fn note_segments(g: &Gateway, seen: &mut BTreeMap<u64, Instant>) -> Result<()> {
     let r = g.get("/live/cam.m3u8", &[])?;
@@ -111,7 +82,7 @@ fn note_segments(g: &Gateway, seen: &mut BTreeMap<u64, Instant>) -> Result<()> {
 
 #[test]
 fn a_mirror_keeps_up_over_a_lossy_slow_link() -> Result<()> {
-    let clip = clip_3mbit()?;
+    let clip = clip_3mbit(SECONDS)?;
     let link = Link::up()?;
     let origin_repo = Repo::new()?;
     let port = free_port()?;

@@ -9,8 +9,6 @@
 //! that a peer sending bytes that do not match the wanted CID gets nothing
 //! stored and the request a 504.
 
-use crate::gateway_e2e::{Gateway, LOOPBACK_P2P};
-use crate::p2p_node::{tcp_addr, wait_peer};
 use crate::support::*;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -71,15 +69,11 @@ fn same_file(got: &Path, want: &Path) -> Result<()> {
 
 /// `meshcast serve` with a short fetch timeout (and the libp2p node on
 /// loopback, no mDNS), configured by file.
-fn serve_with_fetch_timeout(repo: &Repo, dir: &Path, timeout: &str) -> Result<Gateway> {
-    let config = dir.join("meshcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nfetch_timeout = \"{timeout}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{LOOPBACK_P2P}"
-        ),
-    )?;
-    Gateway::start(repo, &["--config", config.to_str().context("UTF-8 path")?])
+fn serve_with_fetch_timeout(repo: &Repo, timeout: &str) -> Result<Gateway> {
+    Gateway::start_config(
+        repo,
+        &format!("[http]\nfetch_timeout = \"{timeout}\"\n{LOOPBACK_RTMP}{LOOPBACK_P2P}"),
+    )
 }
 
 #[test]
@@ -251,9 +245,8 @@ fn a_block_that_does_not_match_its_cid_is_not_stored() -> Result<()> {
     use libp2p::StreamProtocol;
     use meshcast::p2p::bitswap::message::{self, BlockData, Message, Protocol, WantType};
 
-    let work = tempdir()?;
     let repo = Repo::new()?;
-    let gw = serve_with_fetch_timeout(&repo, work.path(), "4s")?;
+    let gw = serve_with_fetch_timeout(&repo, "4s")?;
     let wanted = meshcast::store::Block::new(
         cid::Version::V1,
         meshcast::store::RAW,

@@ -5,239 +5,15 @@
 //! gateway responses (`?format=raw` must hash to the CID, `?format=car` must
 //! parse and verify), and the status codes for bad (400), missing (404,
 //! without the libp2p node) and missing-with-`only-if-cached` (412) CIDs.
+//! Also: where it listens (the config file, port 0 and its log line), and
+//! that `<data>/rtmp` holds ingest's bound address while it runs.
 
 use crate::support::*;
 use anyhow::{bail, ensure, Context, Result};
 use cid::Cid;
 use sha2::{Digest, Sha256};
-use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// libfaketime (Debian package faketime), to preload.
-fn libfaketime() -> Result<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime",
-        "/usr/lib/aarch64-linux-gnu/faketime",
-        "/usr/lib/faketime",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join("libfaketime.so.1"))
-    .find(|p| p.exists())
-    .context("libfaketime.so.1 is missing: install the Debian package faketime (scripts/test does)")
-}
-
-/// The `[p2p]` section tests with their own config file use: a free
-/// loopback port, no mDNS.
-pub const LOOPBACK_P2P: &str = "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n";
-
-/// A running `meshcast serve`, killed on drop.
-pub struct Gateway {
-    _child: KillOnDrop,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    agent: ureq::Agent,
-    /// The server's log file.
-    pub log: std::path::PathBuf,
-    _logdir: tempfile::TempDir,
-}
-
-/// A response: status, headers, whole body.
-pub struct Reply {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// The end of the server's log, for error messages.
-pub fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let start = text.len().saturating_sub(3000);
-    let start = (start..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
-    format!("--- server log ---\n{}", &text[start..])
-}
-
-/// Starts `meshcast serve` on `repo` with `args`, stdout and stderr to a log
-/// file in a new directory. Unless `args` name an RTMP address (or a config
-/// file), ingest listens on a free loopback port, never the shared 1935;
-/// likewise the libp2p node listens on a free loopback TCP port and mDNS is
-/// off, so concurrent tests never find each other.
-fn spawn_serve(
-    repo: &Repo,
-    args: &[&OsStr],
-    wrapper: &[&str],
-) -> Result<(KillOnDrop, tempfile::TempDir, PathBuf)> {
-    let logdir = tempdir()?;
-    let log = logdir.path().join("serve.log");
-    let out = std::fs::File::create(&log)?;
-    let own_rtmp = args.iter().any(|a| *a == "--rtmp" || *a == "--config");
-    let mut rtmp: Vec<String> = if own_rtmp {
-        Vec::new()
-    } else {
-        vec!["--rtmp".into(), "127.0.0.1:0".into()]
-    };
-    let own_p2p = args
-        .iter()
-        .any(|a| *a == "--p2p" || *a == "--config" || *a == "--no-p2p");
-    if !own_p2p {
-        rtmp.extend([
-            "--p2p".into(),
-            "/ip4/127.0.0.1/tcp/0".into(),
-            "--no-mdns".into(),
-        ]);
-    }
-    let mut cmd = repo.cmd(["serve"]);
-    match wrapper {
-        // `faketime OFFSET`: libfaketime preloaded into the server itself
-        // (the faketime program forks, and killing it would leave the
-        // server running). Monotonic time is left alone so timers behave.
-        ["faketime", "-f", offset] => {
-            cmd.env("LD_PRELOAD", libfaketime()?)
-                .env("FAKETIME", offset)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        }
-        [prog, wargs @ ..] => {
-            // The same command, run by a wrapper that execs it (e.g. `ip
-            // netns exec`), so killing the child kills the server.
-            let inner = cmd;
-            cmd = std::process::Command::new(prog);
-            cmd.args(wargs)
-                .arg(inner.get_program())
-                .args(inner.get_args());
-            for (k, v) in inner.get_envs() {
-                match v {
-                    Some(v) => cmd.env(k, v),
-                    None => cmd.env_remove(k),
-                };
-            }
-        }
-        [] => {}
-    }
-    let child = cmd
-        .args(rtmp)
-        .args(args)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("start meshcast serve")?;
-    Ok((KillOnDrop(child), logdir, log))
-}
-
-impl Gateway {
-    /// Starts `meshcast serve --data <repo> --http 127.0.0.1:<free port>`
-    /// plus `extra` arguments, and waits until it accepts connections.
-    pub fn start(repo: &Repo, extra: &[&str]) -> Result<Self> {
-        Self::start_wrapped(repo, extra, &[])
-    }
-
-    /// [`Self::start`], with the server run by `wrapper` (a command and its
-    /// arguments, e.g. `faketime -f -3d`).
-    pub fn start_wrapped(repo: &Repo, extra: &[&str], wrapper: &[&str]) -> Result<Self> {
-        Self::start_on([127, 0, 0, 1].into(), repo, extra, wrapper)
-    }
-
-    /// [`Self::start_wrapped`] with the gateway on `ip` (e.g. an address
-    /// inside a network namespace the wrapper enters).
-    pub fn start_on(
-        ip: std::net::IpAddr,
-        repo: &Repo,
-        extra: &[&str],
-        wrapper: &[&str],
-    ) -> Result<Self> {
-        let mut last_err = None;
-        // A free port can be taken by someone else before the server binds
-        // it: try a few.
-        for _ in 0..3 {
-            let port = free_port()?;
-            let addr = SocketAddr::from((ip, port));
-            let addr_arg = addr.to_string();
-            let mut args: Vec<&OsStr> = vec!["--http".as_ref(), addr_arg.as_ref()];
-            args.extend(extra.iter().map(OsStr::new));
-            let (mut child, logdir, log) = spawn_serve(repo, &args, wrapper)?;
-            match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
-                Ok(()) => return Ok(Self::client(child, addr, logdir, log)),
-                Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
-            }
-        }
-        Err(last_err.unwrap())
-    }
-
-    fn client(
-        child: KillOnDrop,
-        addr: SocketAddr,
-        logdir: tempfile::TempDir,
-        log: PathBuf,
-    ) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Self {
-            _child: child,
-            base: format!("http://{addr}"),
-            agent,
-            log,
-            _logdir: logdir,
-        }
-    }
-
-    /// GET `path` with extra request headers.
-    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let mut resp = req.call().with_context(|| format!("GET {path}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .with_context(|| format!("read body of GET {path}"))?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    /// PUT `body` to `path`; the status.
-    pub fn put(&self, path: &str, body: &[u8]) -> Result<u16> {
-        let resp = self
-            .agent
-            .put(format!("{}{path}", self.base))
-            .send(body)
-            .with_context(|| format!("PUT {path}"))?;
-        Ok(resp.status().as_u16())
-    }
-
-    /// GET that must answer `status`.
-    fn expect(&self, path: &str, headers: &[(&str, &str)], status: u16) -> Result<Reply> {
-        let r = self.get(path, headers)?;
-        if r.status != status {
-            bail!(
-                "GET {path} {headers:?}: status {} (want {status}), body {:?}\n{}",
-                r.status,
-                String::from_utf8_lossy(&r.body[..r.body.len().min(500)]),
-                log_tail(&self.log)
-            );
-        }
-        Ok(r)
-    }
-}
 
 /// A CID for bytes no repo holds.
 fn absent_cid() -> String {
@@ -434,37 +210,24 @@ fn listens_where_the_config_file_says() -> Result<()> {
     let repo = Repo::new()?;
     let cid = repo.add([fixtures().path().join("text-1")])?;
     let work = tempdir()?;
-    let mut last_err = None;
-    for _ in 0..3 {
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let config = work.path().join("meshcast.toml");
+    let config = work.path().join("meshcast.toml");
+    let gw = Gateway::start_at([127, 0, 0, 1].into(), &repo, &[], |addr| {
         std::fs::write(
             &config,
-            format!(
-                "[http]\nlisten = \"{addr}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{LOOPBACK_P2P}"
-            ),
+            format!("[http]\nlisten = \"{addr}\"\n{LOOPBACK_RTMP}{LOOPBACK_P2P}"),
         )?;
-        let (mut child, logdir, log) =
-            spawn_serve(&repo, &["--config".as_ref(), config.as_os_str()], &[])?;
-        match wait_for_port(addr, &mut child.0, Duration::from_secs(20)) {
-            Ok(()) => {
-                let gw = Gateway::client(child, addr, logdir, log);
-                gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
-                return Ok(());
-            }
-            Err(e) => last_err = Some(anyhow::anyhow!("{e:#}\n{}", log_tail(&log))),
-        }
-    }
-    Err(last_err.unwrap())
+        Ok(vec!["--config".into(), config.clone().into()])
+    })?;
+    gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
+    Ok(())
 }
 
 #[test]
 fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
     let repo = Repo::new()?;
     let cid = repo.add([fixtures().path().join("text-1")])?;
-    let (mut child, logdir, log) =
-        spawn_serve(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()], &[])?;
+    let mut serve = Spawned::new(&repo, &["--http".as_ref(), "127.0.0.1:0".as_ref()], &[])?;
+    let log = serve.log.clone();
     let start = std::time::Instant::now();
     let addr = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -490,18 +253,17 @@ fn port_zero_binds_a_free_port_and_logs_it() -> Result<()> {
         if let Some(addr) = found {
             break addr;
         }
-        if let Some(status) = child.0.try_wait()? {
-            bail!("serve exited with {status}\n{}", log_tail(&log));
+        if let Some(status) = serve.exited()? {
+            bail!("serve exited with {status}\n{}", log_tail("server", &log));
         }
         ensure!(
             start.elapsed() < Duration::from_secs(20),
             "serve --http 127.0.0.1:0 logged no listening address\n{}",
-            log_tail(&log)
+            log_tail("server", &log)
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    wait_for_port(addr, &mut child.0, Duration::from_secs(20))?;
-    let gw = Gateway::client(child, addr, logdir, log);
+    let gw = serve.listening(addr)?;
     gw.expect(&format!("/ipfs/{cid}"), &[], 200)?;
     Ok(())
 }
@@ -517,5 +279,38 @@ fn config_default_is_the_example_file() -> Result<()> {
     ))?;
     let example: toml::Value = toml::from_str(&example)?;
     assert_eq!(printed, example);
+    Ok(())
+}
+
+#[test]
+fn the_bound_rtmp_address_is_written_beside_api() -> Result<()> {
+    let repo = Repo::new()?;
+    let mut gw = Gateway::start(&repo, &["--rtmp", "127.0.0.1:0"])?;
+    let file = repo.path().join("rtmp");
+    // `rtmp_addr` reads the file.
+    let addr = rtmp_addr(&gw)?;
+    ensure!(
+        std::fs::read_to_string(&file)? == format!("{addr}\n"),
+        "{} holds one address a line",
+        file.display()
+    );
+    ensure!(
+        addr.ip() == std::net::Ipv4Addr::LOCALHOST && addr.port() != 0,
+        "{addr} is not the bound loopback address"
+    );
+    // The address the RTMP server itself reports, and it takes connections.
+    let reported = format!("addr={addr}");
+    gw.wait_log_line(
+        |l| l.contains("RTMP ingest listening") && l.contains(&reported),
+        Duration::from_secs(10),
+    )
+    .with_context(|| format!("the RTMP server did not report listening on {addr}"))?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to the RTMP address {addr}"))?;
+    // A clean stop removes it with `api`.
+    let status = gw.stop()?;
+    ensure!(status.success(), "serve stopped with {status}");
+    ensure!(!file.exists(), "{} outlives the node", file.display());
+    ensure!(!repo.path().join("api").exists(), "api outlives the node");
     Ok(())
 }

@@ -8,99 +8,12 @@
 //! that the publisher prints, a log line naming the codec, and no session
 //! left behind, while other publishers go on.
 
-use crate::gateway_e2e::{log_tail, Gateway};
-use crate::live::{
-    check_archive, check_archive_of, clip, decode_clean, get_text, publish_cmd, rtmp_addr,
-    streams_json, ts_stream_server, uris, wait_ended, KEY,
-};
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 const OTHER_KEY: &str = "otherkey-0123456789";
-/// The FourCCs OBS announces in `connect` (`fourCcList`).
-const FOURCCS: &str = "av01,vp09,hvc1";
-
-/// A clip made by ffmpeg 9: testsrc2 + sine, `video` with 2 s GOPs and
-/// AAC, in (Enhanced) FLV; made once per test run.
-fn clip9(video: &str, seconds: u32) -> Result<PathBuf> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let dir = DIR.get_or_init(|| tempdir().expect("temp dir"));
-    let path = dir.path().join(format!("clip-{video}-{seconds}.flv"));
-    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    if path.exists() {
-        return Ok(path);
-    }
-    // Settings fast enough for two shared cores.
-    let codec: &[&str] = match video {
-        "hevc" => &[
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "keyint=50:min-keyint=50:scenecut=0:log-level=error",
-        ],
-        "av1" => &[
-            "-c:v",
-            "libsvtav1",
-            "-preset",
-            "10",
-            "-g",
-            "50",
-            "-svtav1-params",
-            "keyint=50:scd=0",
-        ],
-        "h264" => &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "50",
-            "-keyint_min",
-            "50",
-            "-sc_threshold",
-            "0",
-        ],
-        other => panic!("no clip recipe for {other}"),
-    };
-    let tmp = dir.path().join(format!("clip-{video}-{seconds}.tmp.flv"));
-    let out = Command::new(ffmpeg9())
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=640x360:rate=25")
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(codec)
-        .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
-        .arg(&tmp)
-        // SVT-AV1 prints its settings unless told otherwise.
-        .env("SVT_LOG", "1")
-        .output()
-        .context("running ffmpeg 9 to make a clip")?;
-    check(&out, &format!("ffmpeg 9 making the {video} clip"))?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
-}
-
-/// ffmpeg 9 publishing `clip` as it is (`-c copy`), in real time or as
-/// fast as it goes, announcing Enhanced RTMP FourCCs in `connect`.
-fn publish9(addr: SocketAddr, key: &str, clip: &Path, realtime: bool) -> Command {
-    let mut cmd = Command::new(ffmpeg9());
-    cmd.args(["-v", "error", "-nostdin"]);
-    if realtime {
-        cmd.arg("-re");
-    }
-    cmd.arg("-i")
-        .arg(clip)
-        .args(["-c", "copy", "-rtmp_enhanced_codecs", FOURCCS, "-f", "flv"])
-        .arg(format!("rtmp://{addr}/live/{key}"));
-    cmd
-}
-
 /// Publishes with `cmd`, which must succeed without a word, and waits for
 /// the session to end.
 fn publish_ok(gw: &Gateway, mut cmd: Command, name: &str) -> Result<()> {
@@ -119,20 +32,6 @@ fn extinfs(archive: &str) -> Vec<f64> {
         .filter_map(|l| l.strip_prefix("#EXTINF:"))
         .filter_map(|d| d.trim_end_matches(',').parse().ok())
         .collect()
-}
-
-/// ffmpeg 9's decoders must take the archive without a word too.
-fn decode_clean9(url: &str) -> Result<()> {
-    let out = Command::new(ffmpeg9())
-        .args(["-v", "error", "-nostdin", "-i", url, "-f", "null", "-"])
-        .output()?;
-    check(&out, "ffmpeg 9 decoding the archive")?;
-    ensure!(
-        out.stderr.is_empty(),
-        "ffmpeg 9 reported errors decoding {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// HEVC and AV1 over Enhanced RTMP, then H.264 from the same ffmpeg, each
@@ -156,9 +55,9 @@ fn ffmpeg9_publishes_hevc_av1_and_h264_over_enhanced_rtmp() -> Result<()> {
     for codec in ["hevc", "av1", "h264"] {
         let key = format!("{codec}-key-0123456789");
         publish_ok(&gw, publish9(addr, &key, &clip9(codec, 8)?, false), codec)
-            .with_context(|| format!("{codec}\n{}", log_tail(&gw.log)))?;
+            .with_context(|| format!("{codec}\n{}", gw.log_tail()))?;
         let archive = check_archive_of(&gw, codec, 8.0, true, codec)
-            .with_context(|| format!("{codec}\n{}", log_tail(&gw.log)))?;
+            .with_context(|| format!("{codec}\n{}", gw.log_tail()))?;
         let durations = extinfs(&archive);
         ensure!(
             durations.len() == 4 && durations.iter().all(|d| (d - 2.0).abs() < 0.1),
@@ -170,7 +69,7 @@ fn ffmpeg9_publishes_hevc_av1_and_h264_over_enhanced_rtmp() -> Result<()> {
     // with: the first segment's first sample opens with the sequence header.
     let archive = get_text(&gw, "/live/av1/archive.m3u8")?;
     let (_, segments) = uris(&archive);
-    let first = crate::live::fetch_verified(&gw, &segments[0])?;
+    let first = fetch_verified(&gw, &segments[0])?;
     let mdat = first
         .windows(4)
         .position(|w| w == b"mdat")
@@ -189,7 +88,7 @@ fn ffmpeg9_publishes_hevc_av1_and_h264_over_enhanced_rtmp() -> Result<()> {
 #[test]
 fn mpeg_ts_takes_hevc_and_refuses_av1() -> Result<()> {
     let repo = Repo::new()?;
-    let (gw, _config) = ts_stream_server(&repo)?;
+    let gw = ts_stream_server(&repo)?;
     let addr = rtmp_addr(&gw)?;
 
     // In real time, as an encoder sends: still sending when refused.
@@ -233,29 +132,9 @@ fn expect_refused(gw: &Gateway, mut cmd: Command, why: &str) -> Result<Output> {
         log.lines()
             .any(|l| l.contains("refusing the publish") && l.contains(why)),
         "no log line names the refusal: {}",
-        log_tail(&gw.log)
+        gw.log_tail()
     );
     Ok(out)
-}
-
-/// A real-time publisher of a test pattern and tone with `codecs`, as an
-/// encoder sends live (still sending when our refusal arrives).
-fn live_source(program: &Path, addr: SocketAddr, key: &str, codecs: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(["-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=320x240:rate=25")
-        .args([
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-        ])
-        .args(["-t", "5"])
-        .args(codecs)
-        .args(["-f", "flv"])
-        .arg(format!("rtmp://{addr}/live/{key}"));
-    cmd
 }
 
 /// Sorenson H.263 and MP3 (Debian's ffmpeg), VP9 and Opus (ffmpeg 9's
@@ -280,7 +159,7 @@ fn codecs_we_cannot_carry_are_refused_while_others_go_on() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut other = KillOnDrop(Some(other));
+    let other = KillOnDrop::new(other);
 
     let debian = Path::new("ffmpeg");
     let h264 = ["-c:v", "libx264", "-preset", "ultrafast"];
@@ -321,7 +200,7 @@ fn codecs_we_cannot_carry_are_refused_while_others_go_on() -> Result<()> {
             .with_context(|| format!("{} {codecs:?}", program.display()))?;
     }
 
-    let out = other.0.take().context("running")?.wait_with_output()?;
+    let out = other.wait_with_output()?;
     ensure!(
         out.status.success() && out.stderr.is_empty(),
         "the other publisher failed: {}",
@@ -349,16 +228,4 @@ fn codecs_we_cannot_carry_are_refused_while_others_go_on() -> Result<()> {
     let secs = decode_clean(&format!("{}/live/other/archive.m3u8", gw.base))?;
     ensure!((secs - 8.0).abs() < 0.3, "other lasts {secs} s");
     Ok(())
-}
-
-/// Kills the child if the test fails before waiting for it.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

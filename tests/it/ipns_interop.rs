@@ -35,8 +35,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut c = node();
-    c.arg(interop_dir().join("ipns-check.mjs")).args(args);
+    let mut c = ipns_check_cmd();
+    c.args(args);
     let out = stdout_of(c)?;
     serde_json::from_str(out.trim()).with_context(|| format!("ipns-check printed {out:?}"))
 }
@@ -112,11 +112,8 @@ fn records_we_sign_validate_in_js() -> Result<()> {
     // Another key's name: the JS validator refuses the record too.
     let other = Name::from_public_key(&Keypair::generate_ed25519().public());
     let file = dir.path().join("0.ipns-record");
-    let mut c = node();
-    c.arg(interop_dir().join("ipns-check.mjs"))
-        .arg("validate")
-        .arg(other.to_string())
-        .arg(&file);
+    let mut c = ipns_check_cmd();
+    c.arg("validate").arg(other.to_string()).arg(&file);
     ensure!(
         !c.output()?.status.success(),
         "the JS validator accepted a record for the wrong name"

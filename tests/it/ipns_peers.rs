@@ -18,10 +18,6 @@
 //!   as the provider on the meshcast node it told, and on a second meshcast
 //!   node that learns it by asking the first over the DHT.
 
-use crate::gateway_e2e::Gateway;
-use crate::live::wait_ended;
-use crate::naming::{ipns_name, ipns_site, publish_clip, wait_resolved};
-use crate::p2p_node::{node_info, tcp_addr, wait_peer};
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use meshcast::ipns::Name;
@@ -35,11 +31,8 @@ fn js_value(name: &str, record: &[u8]) -> Result<String> {
     let dir = tempdir()?;
     let file = dir.path().join("record.bin");
     std::fs::write(&file, record)?;
-    let mut c = node();
-    c.arg(interop_dir().join("ipns-check.mjs"))
-        .arg("validate")
-        .arg(name)
-        .arg(&file);
+    let mut c = ipns_check_cmd();
+    c.arg("validate").arg(name).arg(&file);
     let out: serde_json::Value = serde_json::from_str(stdout_of(c)?.trim())?;
     out["value"]
         .as_str()
@@ -95,8 +88,8 @@ fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> 
     // Joining the topic, kubo is sent the current record.
     let first = wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
     // And kubo fetches a segment of the stream from meshcast with Bitswap.
-    let archive = crate::live::get_text(&origin, "/live/cam/archive.m3u8")?;
-    let (_, segments) = crate::live::uris(&archive);
+    let archive = get_text(&origin, "/live/cam/archive.m3u8")?;
+    let (_, segments) = uris(&archive);
     let segment = segments[0]
         .trim_start_matches("/ipfs/")
         .split('?')

@@ -5,291 +5,10 @@
 //! refused, a dropped publisher that returns continues its session after a
 //! discontinuity, and sessions survive a restart.
 
-use crate::gateway_e2e::{log_tail, Gateway};
 use crate::support::*;
 use anyhow::{bail, ensure, Context, Result};
-use cid::Cid;
-use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-pub(crate) const KEY: &str = "camkey-0123456789";
-
-/// A clip as the issue describes it: testsrc2 + sine, H.264 with 2 s GOPs
-/// and AAC, in FLV; made once per test run.
-pub(crate) fn clip(seconds: u32) -> Result<PathBuf> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let dir = DIR.get_or_init(|| tempdir().expect("temp dir"));
-    let path = dir.path().join(format!("clip-{seconds}.flv"));
-    // Tests run in parallel: one makes the clip, the others wait for it.
-    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let tmp = dir.path().join(format!("clip-{seconds}.tmp.flv"));
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "50"])
-            .args(["-keyint_min", "50", "-sc_threshold", "0"])
-            .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
-            .arg(&tmp)
-            .output()
-            .context("running ffmpeg (Debian package ffmpeg) to make the test clip")?;
-        check(&out, "ffmpeg making the clip")?;
-        std::fs::rename(&tmp, &path)?;
-    }
-    Ok(path)
-}
-
-/// A server with one MPEG-TS stream, `tv` (key [`KEY`]), all on loopback;
-/// the directory holds its config file.
-pub(crate) fn ts_stream_server(repo: &Repo) -> Result<(Gateway, tempfile::TempDir)> {
-    let work = tempdir()?;
-    let config = work.path().join("meshcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[streams]]\nname = \"tv\"\nkey = \"{KEY}\"\nformat = \"ts\"\n\n\
-             [rtmp]\nlisten = \"127.0.0.1:0\"\n{}",
-            crate::gateway_e2e::LOOPBACK_P2P
-        ),
-    )?;
-    let gw = Gateway::start(repo, &["--config", config.to_str().context("utf-8 path")?])?;
-    Ok((gw, work))
-}
-
-/// The RTMP address the server logged.
-pub(crate) fn rtmp_addr(gw: &Gateway) -> Result<SocketAddr> {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&gw.log).unwrap_or_default();
-        // Whole lines only: a half-written line may hold a truncated port.
-        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        if let Some(line) = text.lines().find(|l| l.contains("RTMP ingest listening")) {
-            if let Some(i) = line.find("127.0.0.1:") {
-                let digits: String = line[i + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return Ok(SocketAddr::from(([127, 0, 0, 1], digits.parse()?)));
-            }
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(10),
-            "no RTMP address in the log\n{}",
-            log_tail(&gw.log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub(crate) fn publish_cmd(addr: SocketAddr, key: &str, clip: &Path, realtime: bool) -> Command {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-nostdin"]);
-    if realtime {
-        cmd.arg("-re");
-    }
-    cmd.arg("-i")
-        .arg(clip)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{addr}/live/{key}"));
-    cmd
-}
-
-pub(crate) fn get_text(gw: &Gateway, path: &str) -> Result<String> {
-    let r = gw.get(path, &[])?;
-    ensure!(r.status == 200, "GET {path}: {}", r.status);
-    Ok(String::from_utf8(r.body)?)
-}
-
-pub(crate) fn streams_json(gw: &Gateway) -> Result<serde_json::Value> {
-    Ok(serde_json::from_str(&get_text(gw, "/api/v1/streams")?)?)
-}
-
-/// Waits until the stream's last session is ended.
-pub(crate) fn wait_ended(gw: &Gateway, name: &str) -> Result<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        let json = streams_json(gw)?;
-        let stream = json["streams"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name))
-            .cloned();
-        if let Some(s) = stream {
-            if s["sessions"]
-                .as_array()
-                .and_then(|a| a.last())
-                .is_some_and(|l| l["ended"] == true)
-            {
-                return Ok(s);
-            }
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "session of {name} never ended: {json}\n{}",
-            log_tail(&gw.log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The URIs a playlist names: `EXT-X-MAP` init segments and media segments.
-pub(crate) fn uris(playlist: &str) -> (Vec<String>, Vec<String>) {
-    let mut inits = Vec::new();
-    let mut segments = Vec::new();
-    for line in playlist.lines() {
-        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
-            inits.push(rest.trim_end_matches('"').to_owned());
-        } else if !line.starts_with('#') && !line.is_empty() {
-            segments.push(line.to_owned());
-        }
-    }
-    (inits, segments)
-}
-
-/// Fetches `uri` (`/ipfs/<cid>?filename=...`) and checks it hashes to its CID.
-pub(crate) fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
-    let cid_str = uri
-        .strip_prefix("/ipfs/")
-        .and_then(|r| r.split('?').next())
-        .with_context(|| format!("{uri} is not an /ipfs/ path"))?;
-    let cid: Cid = cid_str.parse()?;
-    let r = gw.get(uri, &[])?;
-    ensure!(r.status == 200, "GET {uri}: {}", r.status);
-    ensure!(
-        Sha256::digest(&r.body).as_slice() == cid.hash().digest(),
-        "{uri} does not hash to its CID"
-    );
-    Ok(r.body)
-}
-
-pub(crate) fn ffprobe_ok(path: &Path) -> Result<String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .context("running ffprobe")?;
-    check(&out, "ffprobe")?;
-    ensure!(
-        out.stderr.is_empty(),
-        "ffprobe complained: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `ffmpeg -i URL -f null -` must print nothing; returns the duration.
-pub(crate) fn decode_clean(url: &str) -> Result<f64> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i", url, "-f", "null", "-"])
-        .output()
-        .context("running ffmpeg")?;
-    check(&out, "ffmpeg decoding the archive")?;
-    ensure!(
-        out.stderr.is_empty(),
-        "ffmpeg reported errors decoding {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()?;
-    check(&out, "ffprobe duration")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-}
-
-/// Checks every segment of `name`'s archive (H.264 and AAC) and decodes
-/// it; returns the archive text.
-pub(crate) fn check_archive(
-    gw: &Gateway,
-    name: &str,
-    want_secs: f64,
-    fmp4: bool,
-) -> Result<String> {
-    check_archive_of(gw, name, want_secs, fmp4, "h264")
-}
-
-/// [`check_archive`] for video in `video_codec` (as ffprobe names it).
-pub(crate) fn check_archive_of(
-    gw: &Gateway,
-    name: &str,
-    want_secs: f64,
-    fmp4: bool,
-    video_codec: &str,
-) -> Result<String> {
-    let archive = get_text(gw, &format!("/live/{name}/archive.m3u8"))?;
-    ensure!(archive.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{archive}");
-    ensure!(archive.contains("#EXT-X-ENDLIST"), "{archive}");
-    let target: f64 = archive
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
-        .context("no target duration")?
-        .parse()?;
-    for l in archive.lines() {
-        if let Some(d) = l.strip_prefix("#EXTINF:") {
-            let d: f64 = d.trim_end_matches(',').parse()?;
-            ensure!(
-                d.round() <= target,
-                "EXTINF {d} exceeds the target {target}"
-            );
-        }
-    }
-    let (inits, segments) = uris(&archive);
-    ensure!(segments.len() >= 2, "too few segments: {archive}");
-    let has_map = !inits.is_empty();
-    ensure!(fmp4 == has_map, "EXT-X-MAP presence wrong: {archive}");
-    let dir = tempdir()?;
-    let init = match inits.first() {
-        Some(u) => fetch_verified(gw, u)?,
-        None => Vec::new(),
-    };
-    for (i, uri) in segments.iter().enumerate() {
-        let body = fetch_verified(gw, uri)?;
-        // A segment up to 1 MiB is one raw block: its CID is a bafkrei… raw CID.
-        ensure!(
-            uri.starts_with("/ipfs/bafkrei"),
-            "{uri} is not a single raw block"
-        );
-        let file = dir
-            .path()
-            .join(format!("{i}.{}", if fmp4 { "mp4" } else { "ts" }));
-        let mut bytes = init.clone();
-        bytes.extend_from_slice(&body);
-        std::fs::write(&file, bytes)?;
-        let streams = ffprobe_ok(&file)?;
-        // A transport stream lists its streams under its program too.
-        let mut codecs: Vec<&str> = streams.lines().filter(|l| !l.is_empty()).collect();
-        codecs.sort_unstable();
-        codecs.dedup();
-        let mut want = [video_codec, "aac"];
-        want.sort_unstable();
-        ensure!(codecs == want, "{uri}: {streams}");
-    }
-    let secs = decode_clean(&format!("{}/live/{name}/archive.m3u8", gw.base))?;
-    ensure!(
-        (secs - want_secs).abs() < 0.3,
-        "archive lasts {secs} s, want {want_secs} s"
-    );
-    Ok(archive)
-}
 
 #[test]
 fn ffmpeg_publish_gives_verified_decodable_segments() -> Result<()> {
@@ -346,7 +65,7 @@ fn ffmpeg_publish_gives_verified_decodable_segments() -> Result<()> {
 #[test]
 fn mpeg_ts_streams_decode_too() -> Result<()> {
     let repo = Repo::new()?;
-    let (gw, _config) = ts_stream_server(&repo)?;
+    let gw = ts_stream_server(&repo)?;
     let addr = rtmp_addr(&gw)?;
     let out = publish_cmd(addr, KEY, &clip(8)?, false).output()?;
     check(&out, "ffmpeg publishing")?;
@@ -445,13 +164,13 @@ fn a_frozen_publisher_gives_way_to_a_new_one() -> Result<()> {
     // An encoder whose link dies without a word: its connection stays open
     // (the stopped process's kernel still answers) but nothing comes.
     // Killed (stopped or not) whatever happens.
-    let mut first = KillOnDrop(
+    let mut first = KillOnDrop::new(
         publish_cmd(addr, KEY, &clip(8)?, true)
             .stderr(Stdio::null())
             .spawn()?,
     );
     std::thread::sleep(Duration::from_millis(4500));
-    let pid = first.0.id().to_string();
+    let pid = first.id().to_string();
     let signal = |sig: &str| Command::new("kill").args([sig, &pid]).status();
     ensure!(signal("-STOP")?.success(), "kill -STOP");
     // It reconnects 2.5 s later, as OBS does after a second or two: long
@@ -463,7 +182,7 @@ fn a_frozen_publisher_gives_way_to_a_new_one() -> Result<()> {
     ensure!(log.contains("the new one takes over"), "{log}");
     // The frozen one was let go: woken, it finds its connection closed.
     ensure!(signal("-CONT")?.success(), "kill -CONT");
-    let status = first.0.wait()?;
+    let status = first.wait()?;
     ensure!(
         !status.success(),
         "the replaced publisher went on: {status}"
@@ -516,18 +235,9 @@ fn with_no_stream_configured_serve_creates_live_with_a_kept_key() -> Result<()> 
         ensure!(key.len() >= 16, "weak key {key:?}");
         // The OBS settings are shown once at start (printed just after the
         // listeners are up, so wait a little for them).
-        let start = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&gw.log)?;
-            if log.contains(&format!("OBS Stream Key: {key}")) {
-                break;
-            }
-            ensure!(
-                start.elapsed() < Duration::from_secs(10),
-                "no OBS settings printed:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let shown = format!("OBS Stream Key: {key}");
+        gw.wait_log_line(|l| l.contains(&shown), Duration::from_secs(10))
+            .context("no OBS settings printed")?;
         let addr = rtmp_addr(&gw)?;
         let out = publish_cmd(addr, &key, &clip(8)?, false).output()?;
         check(&out, "ffmpeg publishing with the created key")?;

@@ -10,7 +10,6 @@ mod badlink;
 mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
-mod harness;
 mod ingest_codecs;
 mod ipns_interop;
 mod ipns_peers;

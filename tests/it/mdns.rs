@@ -3,8 +3,6 @@
 //! and connect. Each namespace also has a veth to the test's namespace, used
 //! only to reach the gateway's API.
 
-use crate::gateway_e2e::Gateway;
-use crate::p2p_node::{node_info, wait_peer};
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use std::process::Command;

@@ -7,39 +7,11 @@
 //! mirror, and once the origin is killed the mirror alone still serves a
 //! complete, verified, decodable archive, under `/live/...` and `/ipns/<name>/`.
 
-use crate::gateway_e2e::Gateway;
-use crate::live::{check_archive, clip, get_text, publish_cmd, rtmp_addr, uris, wait_ended};
-use crate::naming::ipns_name;
-use crate::p2p_node::tcp_addr;
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "mirrorkey-0123456789";
-
-/// Waits until `g` serves `/live/{stream}.m3u8` with at least `n` segments.
-pub fn wait_live_segments(
-    g: &Gateway,
-    stream: &str,
-    n: usize,
-    timeout: Duration,
-) -> Result<String> {
-    let start = Instant::now();
-    loop {
-        let r = g.get(&format!("/live/{stream}.m3u8"), &[])?;
-        let text = String::from_utf8_lossy(&r.body).into_owned();
-        if r.status == 200 && text.matches("#EXTINF").count() >= n {
-            return Ok(text);
-        }
-        ensure!(
-            start.elapsed() < timeout,
-            "{} never listed {n} segments of {stream}: {} {text}",
-            g.base,
-            r.status
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn a_mirror_follows_plays_and_outlives_its_origin() -> Result<()> {
@@ -56,7 +28,7 @@ fn a_mirror_follows_plays_and_outlives_its_origin() -> Result<()> {
     // The mirror lists the stream live, and Chromium plays it from there.
     wait_live_segments(&mirror, "cam", 4, Duration::from_secs(25))?;
     // play() requires no player error and more than 5 s played.
-    crate::player::play(&format!("{}/watch/cam", mirror.base))?;
+    play(&format!("{}/watch/cam", mirror.base))?;
     let status = publisher.wait()?;
     ensure!(status.success(), "ffmpeg: {status}");
     wait_ended(&origin, "cam")?;
@@ -97,20 +69,14 @@ fn retention_lets_old_segments_go() -> Result<()> {
     let origin = Gateway::start(&origin_repo, &["--stream", &format!("cam={KEY}")])?;
     let name = ipns_name(&origin, "cam")?;
     let mirror_repo = Repo::new()?;
-    let work = tempdir()?;
-    let config = work.path().join("mirror.toml");
     // Keep about one segment's bytes: everything older than the live
     // window goes once the window moves on.
-    std::fs::write(
-        &config,
-        format!(
-            "[[follow]]\nname = \"{name}\"\nretain_bytes = 1\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\npeers = [\"{}\"]\n",
+    let mirror = Gateway::start_config(
+        &mirror_repo,
+        &format!(
+            "[[follow]]\nname = \"{name}\"\nretain_bytes = 1\n\n{LOOPBACK_RTMP}\n{LOOPBACK_P2P}peers = [\"{}\"]\n",
             tcp_addr(&origin)?
         ),
-    )?;
-    let mirror = Gateway::start(
-        &mirror_repo,
-        &["--config", config.to_str().context("path")?],
     )?;
     // 20 s in 2 s segments: more than the 6-segment live window.
     let out = publish_cmd(rtmp_addr(&origin)?, KEY, &clip(20)?, false).output()?;

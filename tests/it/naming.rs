@@ -8,11 +8,8 @@
 //! /routing/v1/ipns/{name}`, `GET /routing/v1/providers/{cid}`), and that
 //! sequence numbers grow across a restart.
 
-use crate::gateway_e2e::Gateway;
-use crate::live::{clip, get_text, publish_cmd, rtmp_addr};
-use crate::p2p_node::{node_info, tcp_addr};
 use crate::support::*;
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use meshcast::ipns::{Name, Record};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,51 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 pub const FAKETIME_3_DAYS_AGO: [&str; 3] = ["faketime", "-f", "-3d"];
 
 const KEY: &str = "namekey-0123456789";
-
-/// The IPNS name `/api/v1/streams` gives for `stream`.
-pub fn ipns_name(g: &Gateway, stream: &str) -> Result<String> {
-    let r = g.get("/api/v1/streams", &[])?;
-    let v: Value = serde_json::from_slice(&r.body)?;
-    v["streams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == stream)
-        .and_then(|s| s["ipns"].as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("no IPNS name for {stream}: {v}"))
-}
-
-/// Publishes the 4 s clip to `g` as stream `cam` and waits for the end.
-pub fn publish_clip(g: &Gateway, key: &str) -> Result<()> {
-    let clip = clip(4)?;
-    let out = publish_cmd(rtmp_addr(g)?, key, &clip, false).output()?;
-    check(&out, "ffmpeg publishing")?;
-    Ok(())
-}
-
-/// Waits until `/ipns/{name}/stream.json` on `g` answers with a session
-/// that has ended; returns the JSON and how long it took.
-pub fn wait_resolved(g: &Gateway, name: &str, timeout: Duration) -> Result<(Value, Duration)> {
-    let start = Instant::now();
-    loop {
-        let r = g.get(&format!("/ipns/{name}/stream.json"), &[])?;
-        if r.status == 200 {
-            let v: Value = serde_json::from_slice(&r.body)?;
-            if v["live"] == false {
-                return Ok((v, start.elapsed()));
-            }
-        }
-        ensure!(
-            start.elapsed() < timeout,
-            "/ipns/{name} did not resolve on {} within {timeout:?}: {} {}",
-            g.base,
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_stream_name_resolves_alone_and_on_a_peer_with_a_skewed_clock() -> Result<()> {
@@ -134,7 +86,7 @@ fn a_stream_name_resolves_alone_and_on_a_peer_with_a_skewed_clock() -> Result<()
     let peer_repo = Repo::new()?;
     let addr = tcp_addr(&origin)?;
     let peer = Gateway::start_wrapped(&peer_repo, &["--peer", &addr], &FAKETIME_3_DAYS_AGO)?;
-    crate::p2p_node::wait_peer(
+    wait_peer(
         &peer,
         node_info(&origin)?["peer_id"].as_str().unwrap(),
         true,
@@ -172,18 +124,4 @@ fn a_stream_name_resolves_alone_and_on_a_peer_with_a_skewed_clock() -> Result<()
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
-}
-
-/// The stream's current site CID from `/api/v1/streams`.
-pub fn ipns_site(g: &Gateway, stream: &str) -> Result<String> {
-    let r = g.get("/api/v1/streams", &[])?;
-    let v: Value = serde_json::from_slice(&r.body)?;
-    v["streams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == stream)
-        .and_then(|s| s["site_cid"].as_str())
-        .map(str::to_owned)
-        .context("site_cid")
 }

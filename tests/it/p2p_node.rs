@@ -5,58 +5,9 @@
 //! identify's agent), that the node key persists across restarts, and that
 //! a configured peer that goes away is redialled when it comes back.
 
-use crate::gateway_e2e::Gateway;
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 use std::time::{Duration, Instant};
-
-/// `GET /api/v1/node` as JSON.
-pub fn node_info(g: &Gateway) -> Result<Value> {
-    let r = g.get("/api/v1/node", &[])?;
-    ensure!(r.status == 200, "GET /api/v1/node: {}", r.status);
-    Ok(serde_json::from_slice(&r.body)?)
-}
-
-/// The node's first TCP multiaddr with `/p2p/<id>`.
-pub fn tcp_addr(g: &Gateway) -> Result<String> {
-    let info = node_info(g)?;
-    info["addrs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|a| a.contains("/tcp/"))
-        .map(str::to_owned)
-        .context("no TCP address in /api/v1/node")
-}
-
-/// Waits until `g` lists `peer` as connected (or not, with `want = false`).
-pub fn wait_peer(g: &Gateway, peer: &str, want: bool, timeout: Duration) -> Result<Value> {
-    let start = Instant::now();
-    loop {
-        let info = node_info(g)?;
-        let found = info["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["peer_id"] == peer)
-            .cloned();
-        if found.is_some() == want {
-            return Ok(found.unwrap_or(Value::Null));
-        }
-        ensure!(
-            start.elapsed() < timeout,
-            "peer {peer} {} after {timeout:?}: {info}",
-            if want {
-                "never connected"
-            } else {
-                "still connected"
-            }
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn node_api_peers_and_redial() -> Result<()> {

@@ -7,66 +7,9 @@
 //! `/usr/bin/chromium`; `scripts/test` installs them, and a missing one
 //! fails these tests.
 
-use crate::gateway_e2e::Gateway;
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use std::ffi::OsStr;
-use std::path::Path;
-use std::process::Command;
-
-/// What `play.mjs` prints.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct Played {
-    ok: bool,
-    /// `currentTime` once the video had data to show.
-    start: Option<f64>,
-    /// Seconds of media played past `start`.
-    advanced: f64,
-    errors: Vec<String>,
-    /// `hls.js` or `native`.
-    engine: Option<String>,
-}
-
-/// A 12 s, 320x240 H.264 + AAC HLS VOD in 2 s fMP4 segments under `dir`.
-fn make_vod(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut c = Command::new("ffmpeg");
-    c.args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine"])
-        .args(["-c:v", "libx264", "-g", "50", "-c:a", "aac", "-t", "12"])
-        .args(["-f", "hls", "-hls_time", "2", "-hls_segment_type", "fmp4"])
-        .args(["-hls_playlist_type", "vod"])
-        .arg(dir.join("index.m3u8"));
-    stdout_of(c).context("ffmpeg (install it with scripts/test)")?;
-    Ok(())
-}
-
-/// `node play.mjs URL --min-advance 5`, requiring success.
-pub(crate) fn play(url: &str) -> Result<Played> {
-    let out = node()
-        .arg(interop_dir().join("play.mjs"))
-        .arg(url)
-        .args(["--min-advance", "5", "--timeout", "40"])
-        .output()
-        .context("run node tests/interop/play.mjs (install with scripts/test)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = || {
-        format!(
-            "play.mjs {url} exited with {}\nstdout: {stdout}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
-    let played: Played = serde_json::from_str(stdout.trim()).with_context(report)?;
-    ensure!(
-        out.status.success() && played.ok && played.errors.is_empty(),
-        "{}",
-        report()
-    );
-    ensure!(played.advanced >= 5.0, "{}", report());
-    Ok(played)
-}
 
 #[test]
 fn chromium_plays_an_archive_from_ipfs() -> Result<()> {
@@ -93,7 +36,6 @@ fn chromium_plays_an_archive_from_ipfs() -> Result<()> {
 
 #[test]
 fn chromium_plays_a_live_stream_then_its_archive() -> Result<()> {
-    use crate::live::{clip, get_text, publish_cmd, rtmp_addr, wait_ended, KEY};
     let repo = Repo::new()?;
     let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
     let addr = rtmp_addr(&gw)?;

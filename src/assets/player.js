@@ -10,7 +10,12 @@
 //   from=SECONDS       start at that position (a shared moment)
 // hls.js feeds Media Source Extensions; browsers without them (iPhone
 // Safari) play HLS natively.
-// window.meshcastPlayer = { video, hls, errors, src } is for tests.
+// On /watch/{name} with nothing else, the stream's state comes from
+// /api/v1/streams, asked every few seconds: while it is offline the page
+// says so and offers its last session to replay, and the live stream starts
+// by itself when it goes live (again).
+// window.meshcastPlayer = { video, hls, errors, src, live, offline } is for
+// tests.
 "use strict";
 
 (function () {
@@ -21,7 +26,12 @@
   const statusEl = document.getElementById("status");
   const shareButton = document.getElementById("share");
   const shareLink = document.getElementById("share-link");
-  const player = { video: video, hls: null, errors: [], src: null, live: false };
+  const offlineEl = document.getElementById("offline");
+  const replayLink = document.getElementById("replay");
+  const player = { video: video, hls: null, errors: [], src: null, live: false, offline: false };
+  // How often an offline stream (or a live one, to notice its end) is asked
+  // after.
+  const STATE_POLL_MS = 3000;
   window.meshcastPlayer = player;
 
   function setStatus(text, isError) {
@@ -39,12 +49,18 @@
     return params.has("from") && isFinite(f) && f >= 0 ? f : null;
   }
 
-  async function findSession(id) {
+  // This stream as /api/v1/streams lists it.
+  async function streamInfo() {
     const resp = await fetch("/api/v1/streams", { cache: "no-store" });
     if (!resp.ok) throw new Error("the stream API answered HTTP " + resp.status);
     const body = await resp.json();
     const stream = (body.streams || []).find((s) => s.name === name);
     if (!stream) throw new Error("no stream named " + name);
+    return stream;
+  }
+
+  async function findSession(id) {
+    const stream = await streamInfo();
     const session = (stream.sessions || []).find((s) => s.id === id);
     if (!session) throw new Error("stream " + name + " has no session " + id);
     return { stream: stream, session: session };
@@ -208,6 +224,71 @@
     hls.attachMedia(video);
   }
 
+  function stopPlayback() {
+    if (player.hls) {
+      player.hls.destroy();
+      player.hls = null;
+    }
+    video.removeAttribute("src");
+    video.load();
+  }
+
+  // Offline: say so, with the newest session to replay.
+  function showOffline(stream) {
+    player.offline = true;
+    shareButton.disabled = true;
+    const sessions = stream.sessions || [];
+    const last = sessions[sessions.length - 1];
+    if (last) {
+      replayLink.href = "/watch/" + encodeURIComponent(name) + "?session=" + encodeURIComponent(last.id);
+      replayLink.textContent = "Replay the last session (" + last.started + ")";
+      replayLink.hidden = false;
+    } else {
+      replayLink.hidden = true;
+    }
+    offlineEl.hidden = false;
+    setStatus("Offline: this stream is not live now. It starts here when it goes live.");
+  }
+
+  // Live, with its session's first segment out: until then the live
+  // playlist is still the last session's.
+  function isLive(stream) {
+    const sessions = stream.sessions || [];
+    const last = sessions[sessions.length - 1];
+    return !!stream.live && !!last && !last.ended;
+  }
+
+  // The live stream while it is live; offline in between.
+  async function followLive(start, playIt) {
+    let playing = false;
+    for (;;) {
+      let stream = null;
+      try {
+        stream = await streamInfo();
+      } catch (e) {
+        // No answer: play the live playlist if nothing plays yet (as on a
+        // node without the stream API), else keep what plays.
+        if (!playing && !player.offline) {
+          playing = true;
+          playIt(start);
+        }
+      }
+      const live = stream && isLive(stream);
+      if (live && !playing) {
+        playing = true;
+        player.offline = false;
+        offlineEl.hidden = true;
+        setStatus("Connecting to the live stream…");
+        playIt(start);
+      } else if (stream && !live && (playing || !player.offline)) {
+        playing = false;
+        stopPlayback();
+        showOffline(stream);
+      }
+      await new Promise((resolve) => setTimeout(resolve, STATE_POLL_MS));
+    }
+  }
+
   async function main() {
     document.getElementById("origin").textContent = location.origin;
     watchVideo();
@@ -230,15 +311,18 @@
     const engine = params.get("engine");
     const hlsOk = window.Hls && window.Hls.isSupported();
     const nativeOk = video.canPlayType("application/vnd.apple.mpegurl") !== "";
+    let playIt;
     if (engine === "native" ? nativeOk : hlsOk && engine !== "native") {
-      if (engine === "native") playNative(source.src, start);
-      else playHls(source.src, start, source.live);
+      playIt = engine === "native" ? (at) => playNative(source.src, at) : (at) => playHls(source.src, at, source.live);
     } else if (nativeOk && engine !== "hls") {
-      playNative(source.src, start);
+      playIt = (at) => playNative(source.src, at);
     } else {
       fail(engine ? "this browser cannot play HLS with engine " + engine
         : "this browser plays neither HLS nor Media Source Extensions");
+      return;
     }
+    if (source.live && !site) followLive(start, playIt);
+    else playIt(start);
   }
 
   main();

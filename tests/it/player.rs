@@ -75,3 +75,100 @@ fn chromium_plays_a_live_stream_then_its_archive() -> Result<()> {
     );
     Ok(())
 }
+
+/// The number of segments the archive of `stream`'s session lists.
+fn archive_segments(gw: &Gateway, stream: &str) -> Result<usize> {
+    let r = gw.get(&format!("/live/{stream}/archive.m3u8"), &[])?;
+    Ok(if r.status == 200 {
+        String::from_utf8_lossy(&r.body).matches("#EXTINF").count()
+    } else {
+        0
+    })
+}
+
+#[test]
+fn a_session_still_live_replays_from_its_start() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let mut publisher =
+        KillOnDrop::new(publish_cmd(rtmp_addr(&gw)?, KEY, &clip(60)?, true).spawn()?);
+    // 24 s in: the live edge is far past the latency at which a live
+    // player jumps ahead (14 s behind it).
+    let start = std::time::Instant::now();
+    while archive_segments(&gw, "cam")? < 12 {
+        ensure!(
+            start.elapsed() < std::time::Duration::from_secs(45),
+            "fewer than 12 segments after 45 s"
+        );
+        if let Some(status) = publisher.try_wait()? {
+            anyhow::bail!("ffmpeg stopped early: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let stream = streams_json(&gw)?["streams"][0].clone();
+    let session = &stream["sessions"][0];
+    ensure!(
+        session["ended"] == false,
+        "the session is still live: {stream}"
+    );
+    let id = session["id"].as_str().context("session id")?;
+    let watcher = watch_page(&format!("{}/watch/cam?session={id}", gw.base), 10)?;
+    let states = page_states(watcher)?;
+    let times: Vec<f64> = states.samples.iter().filter_map(|s| s.time).collect();
+    let last = times.last().copied().unwrap_or(0.0);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    ensure!(last > 1.0, "the replay did not play: {states:?}");
+    // From 0, 10 s of watching reach at most ~10 s; a jump to the edge
+    // would be past 18 s.
+    ensure!(max < 11.0, "the replay jumped ahead to {max}: {states:?}");
+    ensure!(states.errors.is_empty(), "{states:?}");
+    Ok(())
+}
+
+#[test]
+fn watch_says_offline_then_picks_the_stream_up_when_it_goes_live() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    publish_clip(&gw, KEY)?;
+    let stream = wait_ended(&gw, "cam")?;
+    let id = stream["sessions"][0]["id"]
+        .as_str()
+        .context("session id")?
+        .to_owned();
+    let watcher = watch_page(&format!("{}/watch/cam", gw.base), 30)?;
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let mut publisher =
+        KillOnDrop::new(publish_cmd(rtmp_addr(&gw)?, KEY, &clip(30)?, true).spawn()?);
+    let states = page_states(watcher)?;
+    publisher.kill()?;
+
+    let early: Vec<_> = states.samples.iter().filter(|s| s.t < 5.0).collect();
+    ensure!(!early.is_empty(), "{states:?}");
+    let offline = early.last().unwrap();
+    ensure!(
+        offline.offline == Some(true) && offline.status.starts_with("Offline"),
+        "an ended stream is not shown as offline: {states:?}"
+    );
+    ensure!(
+        offline.replay.as_deref() == Some(&format!("/watch/cam?session={id}")[..]),
+        "no replay of the last session: {states:?}"
+    );
+    ensure!(
+        offline.time.unwrap_or(0.0) == 0.0,
+        "an offline stream plays something: {states:?}"
+    );
+    // Live again: it starts by itself and plays on.
+    let live: Vec<_> = states
+        .samples
+        .iter()
+        .filter(|s| s.offline == Some(false) && s.time.unwrap_or(0.0) > 0.0)
+        .collect();
+    ensure!(live.len() >= 2, "the stream was not picked up: {states:?}");
+    let (first, last) = (live[0], live[live.len() - 1]);
+    ensure!(
+        last.time.unwrap() - first.time.unwrap() >= 3.0 && last.status == "Live",
+        "the live stream did not play on: {states:?}"
+    );
+    ensure!(states.errors.is_empty(), "{states:?}");
+    Ok(())
+}

@@ -8,7 +8,7 @@
 //! prints a ready line with its peer id and addresses; then each command is
 //! a JSON line in and an answer out, matched by id; dropped, it is killed.
 
-use super::{interop_dir, log_tail, one_cid, stdout_of, tempdir};
+use super::{interop_dir, log_tail, one_cid, stdout_of, tempdir, KillOnDrop};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::Value;
 use std::fs;
@@ -516,6 +516,65 @@ pub fn play(url: &str) -> Result<Played> {
     );
     ensure!(played.advanced >= 5.0, "{}", report());
     Ok(played)
+}
+
+/// One moment of a player page, as `page-state.mjs` samples it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PageSample {
+    /// Seconds since the page loaded.
+    pub t: f64,
+    /// The video's `currentTime`.
+    pub time: Option<f64>,
+    /// The player says the stream is offline.
+    pub offline: Option<bool>,
+    /// The status line.
+    pub status: String,
+    /// The replay link, when shown.
+    pub replay: Option<String>,
+}
+
+/// What `page-state.mjs` saw of a page.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageStates {
+    /// Every 500 ms.
+    pub samples: Vec<PageSample>,
+    /// What the player reported as errors at the end.
+    pub errors: Vec<String>,
+    /// Uncaught script errors.
+    pub page_errors: Vec<String>,
+}
+
+/// `node page-state.mjs URL --seconds S` started: headless Chromium watches
+/// the page while the caller changes what it shows; [`page_states`] reads
+/// the result.
+pub fn watch_page(url: &str, seconds: u32) -> Result<KillOnDrop> {
+    let child = nodejs()
+        .arg(interop_dir().join("page-state.mjs"))
+        .arg(url)
+        .args(["--seconds", &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run node tests/interop/page-state.mjs (install with scripts/test)")?;
+    Ok(KillOnDrop::new(child))
+}
+
+/// Waits for a [`watch_page`] and returns what it saw, requiring no script
+/// error on the page.
+pub fn page_states(watcher: KillOnDrop) -> Result<PageStates> {
+    let out = watcher.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = || {
+        format!(
+            "page-state.mjs exited with {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    ensure!(out.status.success(), "{}", report());
+    let states: PageStates = serde_json::from_str(stdout.trim()).with_context(report)?;
+    ensure!(states.page_errors.is_empty(), "{}", report());
+    Ok(states)
 }
 
 /// The harnesses themselves, so tests built on them fail for their own

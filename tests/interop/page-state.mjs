@@ -1,0 +1,89 @@
+// Watches a meshcast player page in headless Chromium and reports what it
+// shows over time: the browser end of the tests of the player's states
+// (offline, live again, an archive replayed from its start).
+//
+//   node page-state.mjs URL [--seconds SECONDS]
+//
+// Opens URL with a fresh profile and, every 500 ms for --seconds (default
+// 10), records the page's video position and window.meshcastPlayer's state
+// with the status line and the replay link. Prints one JSON object on
+// stdout: {samples: [{t, time, duration, paused, live, offline, status,
+// replay}], errors, page_errors}; `t` is seconds since the page loaded.
+// Exits 0 once the page loaded (the caller judges the samples), 1 otherwise.
+//
+// Chromium is Debian's /usr/bin/chromium (CHROMIUM overrides), driven
+// through playwright-core; no browser is downloaded.
+import { chromium } from "playwright-core";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+function usage(msg) {
+  console.error(`page-state.mjs: ${msg}\nusage: node page-state.mjs URL [--seconds SECONDS]`);
+  process.exit(2);
+}
+
+const args = process.argv.slice(2);
+let url = null;
+let seconds = 10;
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--seconds") {
+    seconds = Number(args[++i]);
+    if (!isFinite(seconds) || seconds <= 0) usage("--seconds needs a positive number");
+  } else if (args[i].startsWith("--")) usage(`unknown option ${args[i]}`);
+  else if (url === null) url = args[i];
+  else usage(`unexpected argument ${args[i]}`);
+}
+if (!url) usage("missing URL");
+
+const profile = await mkdtemp(join(tmpdir(), "meshcast-chromium-"));
+const report = { url, samples: [], errors: [], page_errors: [] };
+let context;
+let code = 0;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--autoplay-policy=no-user-gesture-required",
+    ],
+    timeout: 30000,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on("pageerror", (e) => report.page_errors.push(e.message));
+  const resp = await page.goto(url, { waitUntil: "load", timeout: 30000 });
+  if (!resp || !resp.ok()) throw new Error(`GET ${url}: HTTP ${resp ? resp.status() : "no response"}`);
+  const loaded = Date.now();
+  while (Date.now() - loaded < seconds * 1000) {
+    const s = await page.evaluate(() => {
+      const p = window.meshcastPlayer;
+      const replay = document.getElementById("replay");
+      return {
+        time: p ? p.video.currentTime : null,
+        duration: p && isFinite(p.video.duration) ? p.video.duration : null,
+        paused: p ? p.video.paused : null,
+        live: p ? p.live : null,
+        offline: p ? !!p.offline : null,
+        status: (document.getElementById("status") || {}).textContent || "",
+        replay: replay && !replay.hidden ? replay.getAttribute("href") : null,
+        errors: p ? p.errors.slice() : [],
+      };
+    });
+    s.t = (Date.now() - loaded) / 1000;
+    report.errors = s.errors;
+    delete s.errors;
+    report.samples.push(s);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+} catch (e) {
+  report.failure = String(e && e.message ? e.message : e);
+  console.error(`page-state.mjs: ${report.failure}`);
+  code = 1;
+} finally {
+  if (context) await context.close().catch(() => {});
+  await rm(profile, { recursive: true, force: true }).catch(() => {});
+}
+console.log(JSON.stringify(report));
+process.exit(code);

@@ -175,6 +175,10 @@ impl ContentPath {
                 tracing::warn!(%cid, %reason, "malformed block");
                 GatewayError::Malformed { cid }
             }
+            ExportError::TooDeep { cid, max } => {
+                tracing::warn!(%cid, max, "DAG too deep");
+                GatewayError::Malformed { cid }
+            }
             e @ (ExportError::NotAFile { .. } | ExportError::NotAList { .. }) => {
                 GatewayError::internal("export", e)
             }

@@ -86,6 +86,15 @@ pub enum ExportError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A DAG nests deeper than a walk follows (HAMT sub-shards: 64 levels,
+    /// more than any valid one has).
+    #[error("{cid} lies more than {max} levels deep; the DAG is malformed")]
+    TooDeep {
+        /// The node past the limit.
+        cid: Cid,
+        /// The levels a walk follows.
+        max: usize,
+    },
     /// The store failed (I/O or corruption).
     #[error(transparent)]
     Store(StoreError),

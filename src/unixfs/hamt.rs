@@ -15,7 +15,7 @@
 //! sharded directory in.
 //!
 //! The importer builds tries with these pieces; `lookup` reads them back for
-//! the exporter (a name, or every entry).
+//! the exporter (a name, or every entry), with a depth cap.
 
 pub(crate) mod lookup;
 

@@ -86,6 +86,15 @@ pub enum ExportError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A DAG nests deeper than a walk follows (HAMT sub-shards: 64 levels,
+    /// more than any valid one has).
+    #[error("{cid} lies more than {max} levels deep; the DAG is malformed")]
+    TooDeep {
+        /// The node past the limit.
+        cid: Cid,
+        /// The levels a walk follows.
+        max: usize,
+    },
     /// The store failed (I/O or corruption).
     #[error(transparent)]
     Store(StoreError),
@@ -101,7 +110,7 @@ impl From<StoreError> for ExportError {
     }
 }
 
-fn malformed(cid: &Cid, reason: impl Into<String>) -> ExportError {
+pub(crate) fn malformed(cid: &Cid, reason: impl Into<String>) -> ExportError {
     ExportError::Malformed {
         cid: *cid,
         reason: reason.into(),
@@ -273,7 +282,7 @@ fn file_len(cid: &Cid, node: &PbNode, fs: &UnixfsData) -> Result<u64, ExportErro
     }
 }
 
-fn link_cid(parent: &Cid, link: &PbLink) -> Result<Cid, ExportError> {
+pub(crate) fn link_cid(parent: &Cid, link: &PbLink) -> Result<Cid, ExportError> {
     Cid::try_from(link.hash.as_slice()).map_err(|e| malformed(parent, format!("bad link CID: {e}")))
 }
 
@@ -359,7 +368,9 @@ pub fn resolve<S: AsRef<str>>(
                 .find(|l| l.name.as_deref() == Some(name))
                 .map(|l| link_cid(&cur, l))
                 .transpose()?,
-            NodeKind::HamtDirectory => hamt_find(store, &cur, &node, &fs, name, &mut path_blocks)?,
+            NodeKind::HamtDirectory => {
+                hamt::lookup::find(store, &cur, &node, &fs, name, &mut path_blocks)?
+            }
             kind => return Err(not_dir(kind)),
         };
         cur = found.ok_or_else(|| ExportError::PathNotFound {
@@ -374,149 +385,6 @@ pub fn resolve<S: AsRef<str>>(
         roots,
         path_blocks,
     })
-}
-
-/// The shape of one HAMT node.
-struct Shard {
-    /// Hex digits in a link's bucket prefix.
-    width: usize,
-    /// Hash bits consumed per level.
-    bits: u32,
-}
-
-impl Shard {
-    fn of(cid: &Cid, fs: &UnixfsData) -> Result<Self, ExportError> {
-        if fs.hash_type != Some(hamt::MURMUR3_X64_64) {
-            return Err(malformed(
-                cid,
-                format!("HAMT hash type {:?} is not murmur3-x64-64", fs.hash_type),
-            ));
-        }
-        let fanout = fs.fanout.unwrap_or(0);
-        if !fanout.is_power_of_two() || !(2..=4096).contains(&fanout) {
-            return Err(malformed(
-                cid,
-                format!("HAMT fanout {fanout} is not supported"),
-            ));
-        }
-        Ok(Self {
-            width: format!("{:X}", fanout - 1).len(),
-            bits: fanout.trailing_zeros(),
-        })
-    }
-
-    /// The bucket of `hash` at `depth`, or `None` once the 64 bits run out.
-    fn bucket(&self, hash: u64, depth: u32) -> Option<u64> {
-        let used = depth.checked_mul(self.bits)?;
-        if used + self.bits > 64 {
-            return None;
-        }
-        Some((hash << used) >> (64 - self.bits))
-    }
-
-    /// Splits a link name into its bucket prefix and entry name; an empty
-    /// entry name marks a sub-shard.
-    fn split<'a>(&self, cid: &Cid, link: &'a PbLink) -> Result<(&'a str, &'a str), ExportError> {
-        let name = link.name.as_deref().unwrap_or("");
-        if name.len() < self.width || !name.is_char_boundary(self.width) {
-            return Err(malformed(
-                cid,
-                format!("HAMT link name {name:?} has no prefix"),
-            ));
-        }
-        Ok(name.split_at(self.width))
-    }
-}
-
-/// Decodes a HAMT sub-shard, checking it has the parent's shape.
-fn load_shard(store: &dyn Blockstore, cid: &Cid) -> Result<(PbNode, UnixfsData), ExportError> {
-    match decode(cid, load(store, cid)?)? {
-        Node::Pb(node, fs) if fs.kind == DataType::HamtShard => Ok((node, fs)),
-        _ => Err(malformed(
-            cid,
-            "HAMT link without a name points at a non-shard",
-        )),
-    }
-}
-
-/// Looks `name` up in a HAMT by its hash, pushing the sub-shards read.
-///
-/// If the hash-directed lookup misses, every shard is scanned before
-/// answering "not found": a directory written with another hash layout is
-/// then still served correctly, only slower.
-fn hamt_find(
-    store: &dyn Blockstore,
-    root: &Cid,
-    root_node: &PbNode,
-    root_fs: &UnixfsData,
-    name: &str,
-    path: &mut Vec<Cid>,
-) -> Result<Option<Cid>, ExportError> {
-    let hash = u64::from_be_bytes(hamt::name_hash(name.as_bytes()));
-    let mark = path.len();
-    // The sub-shard being searched; `None` while at the root.
-    let mut shard_node: Option<(Cid, PbNode, UnixfsData)> = None;
-    for depth in 0.. {
-        let (cid, node, fs) = match &shard_node {
-            Some((c, n, f)) => (c, n, f),
-            None => (root, root_node, root_fs),
-        };
-        let shard = Shard::of(cid, fs)?;
-        let Some(bucket) = shard.bucket(hash, depth) else {
-            break;
-        };
-        let prefix = format!("{bucket:0w$X}", w = shard.width);
-        let mut next = None;
-        for link in &node.links {
-            let (p, entry) = shard.split(cid, link)?;
-            if p != prefix {
-                continue;
-            }
-            if entry.is_empty() {
-                next = Some(link_cid(cid, link)?);
-                break;
-            }
-            if entry == name {
-                return Ok(Some(link_cid(cid, link)?));
-            }
-        }
-        let Some(child) = next else {
-            break;
-        };
-        let (n, f) = load_shard(store, &child)?;
-        path.push(child);
-        shard_node = Some((child, n, f));
-    }
-    path.truncate(mark);
-    hamt_scan(store, root, root_node, root_fs, name, path)
-}
-
-/// Depth-first search of every shard for `name`; on success `path` holds the
-/// sub-shards from the root to the entry.
-fn hamt_scan(
-    store: &dyn Blockstore,
-    cid: &Cid,
-    node: &PbNode,
-    fs: &UnixfsData,
-    name: &str,
-    path: &mut Vec<Cid>,
-) -> Result<Option<Cid>, ExportError> {
-    let shard = Shard::of(cid, fs)?;
-    for link in &node.links {
-        let (_, entry) = shard.split(cid, link)?;
-        let child = link_cid(cid, link)?;
-        if entry.is_empty() {
-            let (n, f) = load_shard(store, &child)?;
-            path.push(child);
-            if let Some(found) = hamt_scan(store, &child, &n, &f, name, path)? {
-                return Ok(Some(found));
-            }
-            path.pop();
-        } else if entry == name {
-            return Ok(Some(child));
-        }
-    }
-    Ok(None)
 }
 
 /// Every entry of a plain or HAMT-sharded directory, in link order.
@@ -541,35 +409,10 @@ pub fn list(store: &dyn Blockstore, cid: &Cid) -> Result<Vec<DirEntry>, ExportEr
                 });
             }
         }
-        NodeKind::HamtDirectory => hamt_list(store, cid, &node, &fs, &mut out)?,
+        NodeKind::HamtDirectory => hamt::lookup::list(store, cid, &node, &fs, &mut out)?,
         kind => return Err(ExportError::NotAList { cid: *cid, kind }),
     }
     Ok(out)
-}
-
-fn hamt_list(
-    store: &dyn Blockstore,
-    cid: &Cid,
-    node: &PbNode,
-    fs: &UnixfsData,
-    out: &mut Vec<DirEntry>,
-) -> Result<(), ExportError> {
-    let shard = Shard::of(cid, fs)?;
-    for link in &node.links {
-        let (_, entry) = shard.split(cid, link)?;
-        let child = link_cid(cid, link)?;
-        if entry.is_empty() {
-            let (n, f) = load_shard(store, &child)?;
-            hamt_list(store, &child, &n, &f, out)?;
-        } else {
-            out.push(DirEntry {
-                name: entry.to_owned(),
-                cid: child,
-                size: link.tsize.unwrap_or(0),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// A pending piece of a file: a block and where its content sits.

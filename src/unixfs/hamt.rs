@@ -13,6 +13,11 @@
 //! names does not depend on insertion order. Walking the trie visits names in
 //! the order of their hashes ([`name_hash`]), which is the order kubo lists a
 //! sharded directory in.
+//!
+//! The importer builds tries with these pieces; `lookup` reads them back for
+//! the exporter (a name, or every entry), with a depth cap.
+
+pub(crate) mod lookup;
 
 use thiserror::Error;
 

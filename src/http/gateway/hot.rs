@@ -20,7 +20,9 @@
 //! against `max_concurrent_requests`, since they wait for nothing, and
 //! they are not traced.
 
-use super::{file_headers, ipfs_headers, sniff, value, AppState, EXPOSED};
+use super::deserialized::file_headers;
+use super::{ipfs_headers, value, AppState, EXPOSED};
+use crate::http::sniff;
 use crate::store::{IDENTITY, RAW};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};

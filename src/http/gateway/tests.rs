@@ -769,7 +769,11 @@ async fn a_file_held_elsewhere_is_fetched_many_blocks_at_a_time() {
     // The root, then 64 leaves: each miss brings the next ones along.
     assert_eq!(remote.calls.load(SeqCst), 65, "each block fetched once");
     let most = remote.in_flight.1.load(SeqCst);
-    assert_eq!(most, super::READ_AHEAD, "fetched {most} at once at most");
+    assert_eq!(
+        most,
+        super::body::READ_AHEAD,
+        "fetched {most} at once at most"
+    );
 }
 
 #[tokio::test]

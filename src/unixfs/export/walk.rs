@@ -7,10 +7,9 @@
 //! CIDs never (their bytes are in the parent). `meshcast dag export` uses the
 //! same walk with [`DagScope::All`].
 
-use super::{
-    decode, file_len, kind_of, link_cid, load, ExportError, Node, NodeKind, Resolved, Shard,
-};
+use super::{decode, file_len, kind_of, link_cid, load, ExportError, Node, NodeKind, Resolved};
 use crate::store::{Block, Blockstore, IDENTITY};
+use crate::unixfs::hamt::lookup::Shard;
 use cid::Cid;
 use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;

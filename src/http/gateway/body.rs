@@ -1,0 +1,106 @@
+//! Streamed response bodies: one block read per blocking call, fed to the
+//! connection through a small bounded channel, and blocks missing on the
+//! way fetched from peers (with those after them) before the body goes on.
+
+use super::AppState;
+use crate::store::Blockstore;
+use crate::unixfs::export::{ExportError, FileRange};
+use axum::body::Body;
+use bytes::Bytes;
+use cid::Cid;
+use tracing::Instrument;
+
+/// Chunks buffered between the block reader and the connection.
+const BODY_CHANNEL: usize = 4;
+/// Blocks of a file fetched at once when the body reaches one this node
+/// lacks: the missing one and those after it that are missing too, this
+/// many in all, so a file held only by peers costs a round trip per this
+/// many blocks, not per block (16 kubo chunks are 4 MiB).
+pub(super) const READ_AHEAD: usize = 16;
+
+/// A body produced one block read at a time.
+pub(super) trait Step: Send + 'static {
+    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError>;
+
+    /// Blocks the next steps will want, to fetch along with a missing one.
+    fn upcoming(&self) -> Vec<Cid> {
+        Vec::new()
+    }
+}
+
+impl Step for FileRange {
+    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+        self.next_chunk(store)
+    }
+
+    fn upcoming(&self) -> Vec<Cid> {
+        FileRange::upcoming(self, READ_AHEAD).collect()
+    }
+}
+
+/// Streams `body`: a task runs one step per blocking call and feeds a
+/// bounded channel. When the client goes away the channel closes and the
+/// task stops. A block missing mid-stream is fetched from peers when the
+/// state fetches, and the step runs again (the exporter's readers stay put
+/// on a missing block); when it cannot be had, or a block is bad, the body
+/// ends with an error, so the client sees a cut connection rather than a
+/// short file that looks complete.
+pub(super) fn stream(state: AppState, body: impl Step) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(BODY_CHANNEL);
+    let producer = async move {
+        let mut body = Some(body);
+        while let Some(mut b) = body.take() {
+            let fetches = state.fetches();
+            let stepped = state
+                .read_once(move |s| {
+                    let r = b.step(s);
+                    // What else is missing ahead, to fetch with it.
+                    let ahead: Vec<Cid> = match r {
+                        Err(ExportError::BlockNotFound { cid }) if fetches => b
+                            .upcoming()
+                            .into_iter()
+                            .filter(|c| *c != cid && !matches!(s.has(c), Ok(true)))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    (b, r, ahead)
+                })
+                .await;
+            let sent = match stepped {
+                Ok((b, Ok(Some(bytes)), _)) => {
+                    body = Some(b);
+                    tx.send(Ok(bytes)).await
+                }
+                Ok((b, Err(ExportError::BlockNotFound { cid }), ahead)) if fetches => {
+                    let all = std::iter::once(cid).chain(ahead).map(|c| state.fetch(c));
+                    match futures::future::try_join_all(all).await.map(|_| ()) {
+                        Ok(()) => {
+                            body = Some(b);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "response body cut short");
+                            tx.send(Err(std::io::Error::other("content unavailable")))
+                                .await
+                        }
+                    }
+                }
+                Ok((_, Ok(None), _)) => return,
+                Ok((_, Err(e), _)) => {
+                    tracing::warn!(error = %e, "response body cut short");
+                    tx.send(Err(std::io::Error::other("content unavailable")))
+                        .await
+                }
+                // Already logged by `read`.
+                Err(_) => tx.send(Err(std::io::Error::other("internal error"))).await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::spawn(producer.in_current_span());
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}

@@ -16,6 +16,7 @@
 //! I/O edge that drives them and hands frames to the stream manager.
 
 pub mod config;
+pub mod dagpb;
 pub mod hls;
 pub mod http;
 pub mod ipns;

@@ -259,11 +259,10 @@ pub fn require(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, StoreError> {
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, StoreError> {
     match cid.codec() {
         DAG_PB => {
-            let node =
-                crate::unixfs::pb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
-                    cid: *cid,
-                    reason: e.to_string(),
-                })?;
+            let node = crate::dagpb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
+                cid: *cid,
+                reason: e.to_string(),
+            })?;
             node.links
                 .iter()
                 .map(|l| {
@@ -534,7 +533,7 @@ mod tests {
 
     #[test]
     fn gc_keeps_pinned_dags_only() {
-        use crate::unixfs::pb::{PbLink, PbNode};
+        use crate::dagpb::{PbLink, PbNode};
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::open(dir.path()).unwrap();
         let leaf = Block::new(cid::Version::V1, RAW, b"leaf".to_vec());

@@ -14,7 +14,7 @@
 use super::html;
 use super::sniff;
 use super::{AppState, GatewayError};
-use crate::store::{car, Blockstore, IDENTITY, RAW};
+use crate::store::{car, BlockRead, IDENTITY, RAW};
 use crate::unixfs::export::walk::{DagScope, DagWalk, EntityBytes};
 use crate::unixfs::export::{self, ExportError, FileRange, NodeKind, Resolved, Stat};
 use axum::body::Body;
@@ -830,7 +830,7 @@ fn ipfs_headers(h: &mut HeaderMap, path: &str, roots: &str) {
 
 /// A body produced one block read at a time.
 trait Step: Send + 'static {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError>;
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError>;
 
     /// Blocks the next steps will want, to fetch along with a missing one.
     fn upcoming(&self) -> Vec<Cid> {
@@ -839,7 +839,7 @@ trait Step: Send + 'static {
 }
 
 impl Step for FileRange {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         self.next_chunk(store)
     }
 
@@ -855,7 +855,7 @@ struct CarBody {
 }
 
 impl Step for CarBody {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         if let Some(h) = self.header.take() {
             return Ok(Some(h.into()));
         }

@@ -22,7 +22,7 @@ use crate::hls::streams::{Mirrored, SessionInfo, Streams};
 use crate::ipns::record::Record;
 use crate::ipns::Name;
 use crate::store::pins::PinKind;
-use crate::store::{Blockstore, Repo, StoreError};
+use crate::store::{BlockRead, Repo, StoreError};
 use crate::unixfs::export;
 use bytes::Bytes;
 use cid::Cid;

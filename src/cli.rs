@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use meshcast::config::Config;
 use meshcast::store::car::{self, CarReader};
 use meshcast::store::pins::PinKind;
-use meshcast::store::{BatchWriter, Blockstore, Repo, StoreError};
+use meshcast::store::{BatchWriter, BlockRead, Repo, StoreError};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

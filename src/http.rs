@@ -25,7 +25,7 @@ pub use error::GatewayError;
 
 use crate::config::HttpConfig;
 use crate::store::fetch::{FetchError, Fetcher};
-use crate::store::{Blockstore, StoreError};
+use crate::store::{BlockRead, StoreError};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -52,7 +52,7 @@ use tracing::Instrument;
 /// the blocks the store lacks when a [`Fetcher`] is set.
 #[derive(Clone)]
 pub struct AppState {
-    store: Arc<dyn Blockstore>,
+    store: Arc<dyn BlockRead>,
     fetcher: Option<Arc<dyn Fetcher>>,
     bitswap: Option<crate::p2p::bitswap::Bitswap>,
     config: HttpConfig,
@@ -68,7 +68,7 @@ const MAX_FETCHES_PER_READ: usize = 10_000;
 /// The store as read closures see it: notes the blocks that were asked for
 /// and missing, so they can be fetched before the closure runs again.
 struct Recording {
-    store: Arc<dyn Blockstore>,
+    store: Arc<dyn BlockRead>,
     missing: std::sync::Mutex<Vec<Cid>>,
 }
 
@@ -91,7 +91,7 @@ impl Recording {
     }
 }
 
-impl Blockstore for Recording {
+impl BlockRead for Recording {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let r = self.store.get(cid)?;
         if r.is_none() {
@@ -113,18 +113,6 @@ impl Blockstore for Recording {
         }
         Ok(r)
     }
-    fn put_many(&self, blocks: &[crate::store::Block]) -> Result<(), StoreError> {
-        self.store.put_many(blocks)
-    }
-    fn delete(&self, mh: &crate::store::Multihash) -> Result<bool, StoreError> {
-        self.store.delete(mh)
-    }
-    fn keys(&self) -> Result<Vec<crate::store::Multihash>, StoreError> {
-        self.store.keys()
-    }
-    fn get_by_hash(&self, mh: &crate::store::Multihash) -> Result<Option<Bytes>, StoreError> {
-        self.store.get_by_hash(mh)
-    }
     fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let r = self.store.get_for_send(cid)?;
         if r.is_none() {
@@ -132,14 +120,11 @@ impl Blockstore for Recording {
         }
         Ok(r)
     }
-    fn mapped_files(&self) -> Option<&Arc<crate::store::mapped::MappedFiles>> {
-        self.store.mapped_files()
-    }
 }
 
 impl AppState {
     /// State serving the blocks of `store` with the limits of `config`.
-    pub fn new(store: Arc<dyn Blockstore>, config: HttpConfig) -> Self {
+    pub fn new(store: Arc<dyn BlockRead>, config: HttpConfig) -> Self {
         Self {
             store,
             fetcher: None,
@@ -225,7 +210,7 @@ impl AppState {
     pub async fn read<T, F>(&self, f: F) -> Result<T, GatewayError>
     where
         T: Send + 'static,
-        F: Fn(&dyn Blockstore) -> T + Send + Sync + 'static,
+        F: Fn(&dyn BlockRead) -> T + Send + Sync + 'static,
     {
         let f = Arc::new(f);
         let mut fetched = 0;
@@ -253,7 +238,7 @@ impl AppState {
     /// producer, which fetches with [`AppState::fetch`] itself).
     pub(crate) async fn read_once<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Blockstore) -> T + Send + 'static,
+        f: impl FnOnce(&dyn BlockRead) -> T + Send + 'static,
     ) -> Result<T, GatewayError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&*store))
@@ -267,7 +252,7 @@ impl AppState {
         self.store.mapped_files()?.recent(cid.hash())
     }
 
-    /// A block's bytes for sending as a body ([`Blockstore::get_for_send`]:
+    /// A block's bytes for sending as a body ([`BlockRead::get_for_send`]:
     /// sent from its file when mapped), at hand or read (and fetched when
     /// missing, as [`AppState::read`] does).
     pub async fn block_for_send(&self, cid: Cid) -> Result<Bytes, GatewayError> {

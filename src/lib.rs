@@ -23,6 +23,7 @@
 
 pub mod assets;
 pub mod config;
+pub mod dagpb;
 pub mod hls;
 pub mod http;
 pub mod ipns;

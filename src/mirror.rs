@@ -22,7 +22,7 @@ use crate::ipns::Name;
 use crate::p2p::bitswap::Bitswap;
 use crate::p2p::naming::Naming;
 use crate::store::pins::PinKind;
-use crate::store::{Blockstore, Repo, StoreError};
+use crate::store::{BlockRead, Repo, StoreError};
 use crate::unixfs::export;
 use bytes::Bytes;
 use cid::Cid;

@@ -3,7 +3,8 @@
 //! Flow: the UnixFS importer hands finished [`Block`]s to a [`Blockstore`]
 //! (in batches, so the file store can make a whole batch durable with one
 //! sync); pins name the roots to keep; `repo gc` walks the pinned DAGs and
-//! deletes every other block; the gateway and exporter read blocks back.
+//! deletes every other block; the gateway and exporter read blocks back
+//! through [`BlockRead`], the read half a wrapper can implement alone.
 //!
 //! Blocks are keyed by multihash, as in kubo, so the same bytes under a CIDv0
 //! and a CIDv1 are stored once.
@@ -151,18 +152,42 @@ impl StoreError {
     }
 }
 
-/// A content-addressed block store.
+/// Reading blocks: all the exporter, the gateway and Bitswap's answers need.
 ///
+/// Only [`BlockRead::get`] is required; the other reads default to it, so a
+/// wrapper that watches or slows reads implements just the ones it changes.
+/// Stores override the defaults where they have a cheaper way (a `stat`
+/// for [`BlockRead::size`], a memory map for [`BlockRead::get_for_send`]).
 /// Methods block (the file store does file I/O); async callers use
 /// `spawn_blocking`. Implementations allow any number of concurrent readers
 /// alongside writers.
-pub trait Blockstore: Send + Sync + 'static {
+pub trait BlockRead: Send + Sync + 'static {
     /// The block's bytes, if present.
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError>;
     /// Whether the block is present.
-    fn has(&self, cid: &Cid) -> Result<bool, StoreError>;
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.get(cid)?.is_some())
+    }
     /// The block's size, if present.
-    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError>;
+    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(cid)?.map(|b| b.len() as u64))
+    }
+    /// A block's bytes for sending as they are (an HTTP body): the same
+    /// bytes as [`BlockRead::get`], which stores with one file per block
+    /// give as a memory map registered in [`BlockRead::mapped_files`].
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.get(cid)
+    }
+    /// Where the mappings [`BlockRead::get_for_send`] hands out are
+    /// registered, if it maps.
+    fn mapped_files(&self) -> Option<&std::sync::Arc<mapped::MappedFiles>> {
+        None
+    }
+}
+
+/// A content-addressed block store: reads, and the writes and maintenance
+/// (gc, verify) only the repo, the importer and fetchers do.
+pub trait Blockstore: BlockRead {
     /// Stores blocks; when this returns, all of them are durable and none is
     /// ever visible half-written. Callers must have verified the hashes.
     fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError>;
@@ -176,47 +201,6 @@ pub trait Blockstore: Send + Sync + 'static {
     fn keys(&self) -> Result<Vec<Multihash>, StoreError>;
     /// The raw bytes stored under a multihash (for verification).
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError>;
-    /// A block's bytes for sending as they are (an HTTP body): the same
-    /// bytes as [`Blockstore::get`], which stores with one file per block
-    /// give as a memory map registered in [`Blockstore::mapped_files`].
-    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        self.get(cid)
-    }
-    /// Where the mappings [`Blockstore::get_for_send`] hands out are
-    /// registered, if it maps.
-    fn mapped_files(&self) -> Option<&std::sync::Arc<mapped::MappedFiles>> {
-        None
-    }
-}
-
-impl<T: Blockstore + ?Sized> Blockstore for std::sync::Arc<T> {
-    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        (**self).get(cid)
-    }
-    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        (**self).has(cid)
-    }
-    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
-        (**self).size(cid)
-    }
-    fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        (**self).put_many(blocks)
-    }
-    fn delete(&self, mh: &Multihash) -> Result<bool, StoreError> {
-        (**self).delete(mh)
-    }
-    fn keys(&self) -> Result<Vec<Multihash>, StoreError> {
-        (**self).keys()
-    }
-    fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
-        (**self).get_by_hash(mh)
-    }
-    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        (**self).get_for_send(cid)
-    }
-    fn mapped_files(&self) -> Option<&std::sync::Arc<mapped::MappedFiles>> {
-        (**self).mapped_files()
-    }
 }
 
 /// Writes a small file so that a crash leaves the old or the new contents,
@@ -251,7 +235,7 @@ fn write_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<(), Sto
 }
 
 /// Reads a block, failing with [`StoreError::NotFound`] when absent.
-pub fn require(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, StoreError> {
+pub fn require(store: &dyn BlockRead, cid: &Cid) -> Result<Bytes, StoreError> {
     store.get(cid)?.ok_or(StoreError::NotFound { cid: *cid })
 }
 
@@ -259,11 +243,10 @@ pub fn require(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, StoreError> {
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, StoreError> {
     match cid.codec() {
         DAG_PB => {
-            let node =
-                crate::unixfs::pb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
-                    cid: *cid,
-                    reason: e.to_string(),
-                })?;
+            let node = crate::dagpb::PbNode::decode(data).map_err(|e| StoreError::Malformed {
+                cid: *cid,
+                reason: e.to_string(),
+            })?;
             node.links
                 .iter()
                 .map(|l| {
@@ -534,7 +517,7 @@ mod tests {
 
     #[test]
     fn gc_keeps_pinned_dags_only() {
-        use crate::unixfs::pb::{PbLink, PbNode};
+        use crate::dagpb::{PbLink, PbNode};
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::open(dir.path()).unwrap();
         let leaf = Block::new(cid::Version::V1, RAW, b"leaf".to_vec());

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::HttpConfig;
-use crate::store::{Block, MemStore, Multihash, StoreError, RAW};
+use crate::store::{Block, Blockstore, MemStore, StoreError, RAW};
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,28 +14,10 @@ struct Slow {
     delay: Duration,
 }
 
-impl Blockstore for Slow {
+impl BlockRead for Slow {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         std::thread::sleep(self.delay);
         self.inner.get(cid)
-    }
-    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        self.inner.has(cid)
-    }
-    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
-        self.inner.size(cid)
-    }
-    fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        self.inner.put_many(blocks)
-    }
-    fn delete(&self, mh: &Multihash) -> Result<bool, StoreError> {
-        self.inner.delete(mh)
-    }
-    fn keys(&self) -> Result<Vec<Multihash>, StoreError> {
-        self.inner.keys()
-    }
-    fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
-        self.inner.get_by_hash(mh)
     }
 }
 
@@ -45,7 +27,7 @@ fn slow_app(delay: Duration, config: HttpConfig) -> (Router, Cid) {
         delay,
     };
     let block = Block::new(cid::Version::V1, RAW, b"slow".to_vec());
-    store.put(&block).unwrap();
+    store.inner.put(&block).unwrap();
     (router(AppState::new(Arc::new(store), config)), block.cid)
 }
 

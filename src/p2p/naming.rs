@@ -569,24 +569,18 @@ pub fn topic_name(topic: &str) -> Option<Name> {
 }
 
 async fn read_message(s: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
-    let mut len = 0usize;
-    for i in 0..3 {
-        let mut b = [0u8];
-        s.read_exact(&mut b).await?;
-        len |= usize::from(b[0] & 0x7f) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            if len > MAX_FETCH_MESSAGE {
-                break;
-            }
-            let mut buf = vec![0; len];
-            s.read_exact(&mut buf).await?;
-            return Ok(buf);
-        }
+    let len = unsigned_varint::aio::read_usize(&mut *s)
+        .await
+        .map_err(|e| -> std::io::Error { e.into() })?;
+    if len > MAX_FETCH_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("fetch message longer than {MAX_FETCH_MESSAGE} bytes"),
+        ));
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("fetch message longer than {MAX_FETCH_MESSAGE} bytes"),
-    ))
+    let mut buf = vec![0; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
 }
 
 async fn write_message(s: &mut libp2p::Stream, msg: &[u8]) -> std::io::Result<()> {

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ipnet::IpNet;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -179,56 +180,31 @@ pub struct CidrError {
     pub why: &'static str,
 }
 
-/// One IPv4 or IPv6 network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `addr/prefix`; a bare address is a single host.
-    fn parse(value: &str) -> Result<Self, CidrError> {
-        let err = |why| CidrError {
-            value: value.to_owned(),
-            why,
-        };
-        let (addr, prefix) = match value.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (value.trim(), None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|&p| p <= max)
-                .ok_or_else(|| err("prefix length out of range"))?,
-        };
-        Ok(Self { addr, prefix })
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        let (net, ip, bits) = match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => (
-                u128::from(n.to_bits()) << 96,
-                u128::from(i.to_bits()) << 96,
-                self.prefix,
-            ),
-            (IpAddr::V6(n), IpAddr::V6(i)) => (n.to_bits(), i.to_bits(), self.prefix),
-            _ => return false,
-        };
-        let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
-        net & mask == ip & mask
-    }
+/// Parses `addr/prefix`; a bare address is a single host.
+fn parse_net(value: &str) -> Result<IpNet, CidrError> {
+    let err = |why| CidrError {
+        value: value.to_owned(),
+        why,
+    };
+    let (addr, prefix) = match value.trim().split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value.trim(), None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
+    let Some(prefix) = prefix else {
+        return Ok(IpNet::from(addr));
+    };
+    prefix
+        .parse::<u8>()
+        .ok()
+        .and_then(|p| IpNet::new(addr, p).ok())
+        .ok_or_else(|| err("prefix length out of range"))
 }
 
 /// The networks publishers may connect from (`rtmp.allow`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    nets: Vec<Cidr>,
+    nets: Vec<IpNet>,
 }
 
 impl Allowlist {
@@ -237,7 +213,7 @@ impl Allowlist {
     pub fn parse(entries: &[String]) -> Result<Self, CidrError> {
         let nets = entries
             .iter()
-            .map(|e| Cidr::parse(e))
+            .map(|e| parse_net(e))
             .collect::<Result<_, _>>()?;
         Ok(Self { nets })
     }
@@ -245,7 +221,8 @@ impl Allowlist {
     /// Whether `ip` may connect. IPv4-mapped IPv6 addresses (a dual-stack
     /// listener's view of IPv4 peers) match IPv4 networks.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(&ip))
     }
 }
 

@@ -32,7 +32,7 @@ pub fn header(roots: &[Cid]) -> Vec<u8> {
     })
     .expect("a list of CIDs always encodes");
     let mut out = Vec::with_capacity(body.len() + 4);
-    crate::unixfs::pb::put_varint(&mut out, body.len() as u64);
+    crate::dagpb::put_varint(&mut out, body.len() as u64);
     out.extend_from_slice(&body);
     out
 }
@@ -41,7 +41,7 @@ pub fn header(roots: &[Cid]) -> Vec<u8> {
 pub fn section(cid: &Cid, data: &[u8]) -> Vec<u8> {
     let c = cid.to_bytes();
     let mut out = Vec::with_capacity(c.len() + data.len() + 8);
-    crate::unixfs::pb::put_varint(&mut out, (c.len() + data.len()) as u64);
+    crate::dagpb::put_varint(&mut out, (c.len() + data.len()) as u64);
     out.extend_from_slice(&c);
     out.extend_from_slice(data);
     out
@@ -58,22 +58,25 @@ fn bad(msg: impl Into<String>) -> StoreError {
     StoreError::Car(msg.into())
 }
 
-/// Reads an unsigned varint; `Ok(None)` at a clean end of stream.
+/// Reads an unsigned varint; `Ok(None)` at a clean end of stream. Byte by
+/// byte, so that nothing past the length is consumed.
 fn read_varint(r: &mut impl Read) -> Result<Option<u64>, StoreError> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let mut b = [0u8];
-        match r.read(&mut b) {
+    let mut buf = unsigned_varint::encode::u64_buffer();
+    let mut i = 0;
+    while i < buf.len() {
+        match r.read(&mut buf[i..=i]) {
             Ok(0) if i == 0 => return Ok(None),
             Ok(0) => return Err(bad("stream ends inside a length")),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(bad(format!("read: {e}"))),
         }
-        v |= u64::from(b[0] & 0x7f) << (7 * i);
-        if b[0] & 0x80 == 0 {
+        if unsigned_varint::decode::is_last(buf[i]) {
+            let (v, _) = unsigned_varint::decode::u64(&buf[..=i])
+                .map_err(|e| bad(format!("length varint: {e}")))?;
             return Ok(Some(v));
         }
+        i += 1;
     }
     Err(bad("length varint too long"))
 }

@@ -10,7 +10,7 @@
 //! number of meshcast processes (a server and the CLI) can share one repo.
 
 use super::mapped::{MappedFiles, MAP_MIN};
-use super::{Block, Blockstore, Multihash, StoreError};
+use super::{Block, BlockRead, Blockstore, Multihash, StoreError};
 use bytes::Bytes;
 use cid::Cid;
 use std::fs::{self, File};
@@ -85,7 +85,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io("sync", dir))
 }
 
-impl Blockstore for FsStore {
+impl BlockRead for FsStore {
     fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         if cid.hash().code() == super::IDENTITY {
             return self.get(cid);
@@ -145,7 +145,9 @@ impl Blockstore for FsStore {
             Err(e) => Err(StoreError::io("stat", p)(e)),
         }
     }
+}
 
+impl Blockstore for FsStore {
     fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
         // Write every new block to a temp file, make the files durable, then
         // rename them into place and make the directories durable, so a

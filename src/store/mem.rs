@@ -1,6 +1,6 @@
 //! An in-memory [`Blockstore`] for tests and ephemeral nodes.
 
-use super::{Block, Blockstore, Multihash, StoreError};
+use super::{Block, BlockRead, Blockstore, Multihash, StoreError};
 use bytes::Bytes;
 use cid::Cid;
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ impl MemStore {
     }
 }
 
-impl Blockstore for MemStore {
+impl BlockRead for MemStore {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         if cid.hash().code() == super::IDENTITY {
             return Ok(Some(Bytes::copy_from_slice(cid.hash().digest())));
@@ -38,9 +38,9 @@ impl Blockstore for MemStore {
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
         Ok(cid.hash().code() == super::IDENTITY || self.read().contains_key(cid.hash()))
     }
-    fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
-        Ok(self.get(cid)?.map(|b| b.len() as u64))
-    }
+}
+
+impl Blockstore for MemStore {
     fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
         let mut map = self.write();
         for b in blocks {

@@ -9,7 +9,7 @@
 //! ([`tokio::sync::broadcast::error::RecvError::Lagged`]) and must look
 //! again at what it was waiting for.
 
-use super::{Block, Blockstore, Multihash, StoreError};
+use super::{Block, BlockRead, Blockstore, Multihash, StoreError};
 use bytes::Bytes;
 use cid::Cid;
 use tokio::sync::broadcast;
@@ -54,7 +54,9 @@ impl<S> Notifying<S> {
     }
 }
 
-impl<S: Blockstore> Blockstore for Notifying<S> {
+// Reads pass through unchanged, so the inner store's cheaper `has`, `size`
+// and mapped sends are kept.
+impl<S: BlockRead> BlockRead for Notifying<S> {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         self.inner.get(cid)
     }
@@ -64,6 +66,15 @@ impl<S: Blockstore> Blockstore for Notifying<S> {
     fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
         self.inner.size(cid)
     }
+    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.inner.get_for_send(cid)
+    }
+    fn mapped_files(&self) -> Option<&std::sync::Arc<super::mapped::MappedFiles>> {
+        self.inner.mapped_files()
+    }
+}
+
+impl<S: Blockstore> Blockstore for Notifying<S> {
     fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
         self.inner.put_many(blocks)?;
         // Only once the blocks are durable, so a subscriber reading one back
@@ -84,12 +95,6 @@ impl<S: Blockstore> Blockstore for Notifying<S> {
     }
     fn get_by_hash(&self, mh: &Multihash) -> Result<Option<Bytes>, StoreError> {
         self.inner.get_by_hash(mh)
-    }
-    fn get_for_send(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        self.inner.get_for_send(cid)
-    }
-    fn mapped_files(&self) -> Option<&std::sync::Arc<super::mapped::MappedFiles>> {
-        self.inner.mapped_files()
     }
 }
 

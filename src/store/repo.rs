@@ -8,7 +8,7 @@
 
 use super::notify::Notifying;
 use super::pins::{PinKind, Pins};
-use super::{links, Blockstore, FsStore, Multihash, StoreError};
+use super::{links, BlockRead, Blockstore, FsStore, Multihash, StoreError};
 use cid::Cid;
 use std::collections::HashSet;
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! describe what is there; [`FileRange`] reads a byte range of a file one
 //! block at a time; [`walk::DagWalk`] yields the blocks of a DAG for a CAR.
 //!
-//! Everything here is blocking, pure logic over a [`Blockstore`]. The readers
+//! Everything here is blocking, pure logic over a [`BlockRead`]. The readers
 //! do not hold the store: each step takes it as an argument, so an async
 //! caller can run one block read per `spawn_blocking` and wait for a slow
 //! client without holding a thread.
@@ -18,7 +18,7 @@ pub(crate) mod testdag;
 
 use super::hamt;
 use super::pb::{DataType, PbError, PbLink, PbNode, UnixfsData};
-use crate::store::{Blockstore, StoreError, DAG_PB, IDENTITY, RAW};
+use crate::store::{BlockRead, StoreError, DAG_PB, IDENTITY, RAW};
 use bytes::Bytes;
 use cid::Cid;
 use thiserror::Error;
@@ -211,7 +211,7 @@ impl Resolved {
 }
 
 /// Reads a block; identity CIDs carry their bytes inline.
-pub(crate) fn load(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, ExportError> {
+pub(crate) fn load(store: &dyn BlockRead, cid: &Cid) -> Result<Bytes, ExportError> {
     if cid.hash().code() == IDENTITY {
         return Ok(Bytes::copy_from_slice(cid.hash().digest()));
     }
@@ -287,7 +287,7 @@ pub(crate) fn link_cid(parent: &Cid, link: &PbLink) -> Result<Cid, ExportError> 
 }
 
 /// Describes the node at `cid`, reading only its own block.
-pub fn stat(store: &dyn Blockstore, cid: &Cid) -> Result<Stat, ExportError> {
+pub fn stat(store: &dyn BlockRead, cid: &Cid) -> Result<Stat, ExportError> {
     if cid.codec() == RAW && cid.hash().code() != IDENTITY {
         // A raw block is its own content: its size is all there is to know,
         // and the store knows it without reading the block (the gateway's
@@ -325,7 +325,7 @@ pub fn stat(store: &dyn Blockstore, cid: &Cid) -> Result<Stat, ExportError> {
 }
 
 /// The target of a symlink node.
-pub fn symlink_target(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, ExportError> {
+pub fn symlink_target(store: &dyn BlockRead, cid: &Cid) -> Result<Bytes, ExportError> {
     match decode(cid, load(store, cid)?)? {
         Node::Pb(_, fs) if fs.kind == DataType::Symlink => Ok(fs.data.unwrap_or_default().into()),
         Node::Pb(_, fs) => Err(ExportError::NotAFile {
@@ -341,7 +341,7 @@ pub fn symlink_target(store: &dyn Blockstore, cid: &Cid) -> Result<Bytes, Export
 
 /// Follows `segments` from `root` through plain and HAMT-sharded directories.
 pub fn resolve<S: AsRef<str>>(
-    store: &dyn Blockstore,
+    store: &dyn BlockRead,
     root: &Cid,
     segments: &[S],
 ) -> Result<Resolved, ExportError> {
@@ -388,7 +388,7 @@ pub fn resolve<S: AsRef<str>>(
 }
 
 /// Every entry of a plain or HAMT-sharded directory, in link order.
-pub fn list(store: &dyn Blockstore, cid: &Cid) -> Result<Vec<DirEntry>, ExportError> {
+pub fn list(store: &dyn BlockRead, cid: &Cid) -> Result<Vec<DirEntry>, ExportError> {
     let (node, fs) = match decode(cid, load(store, cid)?)? {
         Node::Raw(_) => {
             return Err(ExportError::NotAList {
@@ -457,7 +457,7 @@ impl FileRange {
     /// A missing block ([`ExportError::BlockNotFound`]) leaves the reader
     /// where it was, so it goes on once the block is fetched; after any
     /// other error the reader is finished.
-    pub fn next_chunk(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    pub fn next_chunk(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         let r = self.step(store);
         if matches!(r, Err(ref e) if !matches!(e, ExportError::BlockNotFound { .. })) {
             self.stack.clear();
@@ -471,7 +471,7 @@ impl FileRange {
         self.stack.iter().rev().take(n).map(|p| p.cid)
     }
 
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         while let Some(p) = self.stack.pop() {
             let data = match load(store, &p.cid) {
                 Ok(data) => data,
@@ -526,7 +526,7 @@ impl FileRange {
     /// The rest of the range as an iterator over `store`.
     pub fn iter(
         self,
-        store: &dyn Blockstore,
+        store: &dyn BlockRead,
     ) -> impl Iterator<Item = Result<Bytes, ExportError>> + '_ {
         let mut this = self;
         std::iter::from_fn(move || this.next_chunk(store).transpose())
@@ -535,7 +535,7 @@ impl FileRange {
 
 /// The whole content of a file (for tests and small files; large files are
 /// read with [`FileRange`]).
-pub fn read_all(store: &dyn Blockstore, cid: &Cid) -> Result<Vec<u8>, ExportError> {
+pub fn read_all(store: &dyn BlockRead, cid: &Cid) -> Result<Vec<u8>, ExportError> {
     let mut out = Vec::new();
     for chunk in FileRange::new(*cid, 0, u64::MAX).iter(store) {
         out.extend_from_slice(&chunk?);
@@ -558,32 +558,14 @@ mod tests {
         std::sync::atomic::AtomicUsize,
     );
 
-    impl Blockstore for Counting {
+    impl BlockRead for Counting {
         fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.0.get(cid)
         }
-        fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-            self.0.has(cid)
-        }
-        fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
-            self.0.size(cid)
-        }
-        fn put_many(&self, blocks: &[crate::store::Block]) -> Result<(), StoreError> {
-            self.0.put_many(blocks)
-        }
-        fn delete(&self, mh: &crate::store::Multihash) -> Result<bool, StoreError> {
-            self.0.delete(mh)
-        }
-        fn keys(&self) -> Result<Vec<crate::store::Multihash>, StoreError> {
-            self.0.keys()
-        }
-        fn get_by_hash(&self, mh: &crate::store::Multihash) -> Result<Option<Bytes>, StoreError> {
-            self.0.get_by_hash(mh)
-        }
     }
 
-    fn read(store: &dyn Blockstore, cid: &Cid, off: u64, len: u64) -> Vec<u8> {
+    fn read(store: &dyn BlockRead, cid: &Cid, off: u64, len: u64) -> Vec<u8> {
         let mut out = Vec::new();
         for c in FileRange::new(*cid, off, len).iter(store) {
             out.extend_from_slice(&c.unwrap());

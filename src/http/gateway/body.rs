@@ -3,7 +3,7 @@
 //! way fetched from peers (with those after them) before the body goes on.
 
 use super::AppState;
-use crate::store::Blockstore;
+use crate::store::BlockRead;
 use crate::unixfs::export::{ExportError, FileRange};
 use axum::body::Body;
 use bytes::Bytes;
@@ -20,7 +20,7 @@ pub(super) const READ_AHEAD: usize = 16;
 
 /// A body produced one block read at a time.
 pub(super) trait Step: Send + 'static {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError>;
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError>;
 
     /// Blocks the next steps will want, to fetch along with a missing one.
     fn upcoming(&self) -> Vec<Cid> {
@@ -29,7 +29,7 @@ pub(super) trait Step: Send + 'static {
 }
 
 impl Step for FileRange {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         self.next_chunk(store)
     }
 

@@ -4,7 +4,7 @@ use super::super::{router, AppState};
 use super::hot_block;
 use crate::config::HttpConfig;
 use crate::store::car::CarReader;
-use crate::store::{Block, Blockstore, DAG_PB, RAW};
+use crate::store::{Block, BlockRead, Blockstore, DAG_PB, RAW};
 use crate::unixfs::export::testdag::TestDag;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};

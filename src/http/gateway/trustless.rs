@@ -7,7 +7,7 @@ use super::body::{stream, Step};
 use super::negotiate::{CAR_TYPE, RAW_TYPE};
 use super::{disposition, not_modified, not_modified_response, value, ContentPath, Params};
 use super::{AppState, GatewayError};
-use crate::store::{car, Blockstore, IDENTITY};
+use crate::store::{car, BlockRead, IDENTITY};
 use crate::unixfs::export::walk::{DagScope, DagWalk, EntityBytes};
 use crate::unixfs::export::{self, ExportError, Resolved};
 use axum::body::Body;
@@ -148,7 +148,7 @@ struct CarBody {
 }
 
 impl Step for CarBody {
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Bytes>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
         if let Some(h) = self.header.take() {
             return Ok(Some(h.into()));
         }

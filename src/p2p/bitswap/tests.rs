@@ -7,7 +7,7 @@ use super::message::{BlockData, Entry, Message, Presence, Protocol, WantType};
 use super::{spawn, Bitswap, BitswapError, Config, Peers};
 use crate::p2p::PeerEvent;
 use crate::store::notify::Notifying;
-use crate::store::{Block, Blockstore, MemStore, DAG_PB, RAW};
+use crate::store::{Block, BlockRead, Blockstore, MemStore, DAG_PB, RAW};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;

@@ -2,7 +2,7 @@
 //! exporter and gateway are tested against the spec, not against our own
 //! importer's habits.
 
-use crate::store::{Block, Blockstore, MemStore, DAG_PB, RAW};
+use crate::store::{Block, BlockRead, Blockstore, MemStore, DAG_PB, RAW};
 use crate::unixfs::hamt;
 use crate::unixfs::pb::{DataType, PbLink, PbNode, UnixfsData};
 use cid::Cid;

@@ -8,7 +8,7 @@
 //! same walk with [`DagScope::All`].
 
 use super::{decode, file_len, kind_of, link_cid, load, ExportError, Node, NodeKind, Resolved};
-use crate::store::{Block, Blockstore, IDENTITY};
+use crate::store::{Block, BlockRead, IDENTITY};
 use crate::unixfs::hamt::lookup::Shard;
 use cid::Cid;
 use std::collections::{HashSet, VecDeque};
@@ -191,7 +191,7 @@ impl DagWalk {
     /// ([`ExportError::BlockNotFound`]) leaves the walk where it was, so it
     /// goes on once the block is fetched; after any other error the walk is
     /// finished.
-    pub fn next_block(&mut self, store: &dyn Blockstore) -> Result<Option<Block>, ExportError> {
+    pub fn next_block(&mut self, store: &dyn BlockRead) -> Result<Option<Block>, ExportError> {
         let r = self.step(store);
         if matches!(r, Err(ref e) if !matches!(e, ExportError::BlockNotFound { .. })) {
             self.path.clear();
@@ -203,7 +203,7 @@ impl DagWalk {
     /// The rest of the walk as an iterator over `store`.
     pub fn iter(
         self,
-        store: &dyn Blockstore,
+        store: &dyn BlockRead,
     ) -> impl Iterator<Item = Result<Block, ExportError>> + '_ {
         let mut this = self;
         std::iter::from_fn(move || this.next_block(store).transpose())
@@ -213,7 +213,7 @@ impl DagWalk {
     /// taken back, so stepping again after a fetch finds it unseen.
     fn load_marked(
         &mut self,
-        store: &dyn Blockstore,
+        store: &dyn BlockRead,
         cid: &Cid,
         new: bool,
     ) -> Result<bytes::Bytes, ExportError> {
@@ -224,7 +224,7 @@ impl DagWalk {
         })
     }
 
-    fn step(&mut self, store: &dyn Blockstore) -> Result<Option<Block>, ExportError> {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Block>, ExportError> {
         while let Some(cid) = self.path.pop_front() {
             if cid.hash().code() == IDENTITY {
                 continue;
@@ -370,7 +370,7 @@ mod tests {
     use super::super::testdag::TestDag;
     use super::super::{resolve, Resolved};
     use super::*;
-    use crate::store::{Multihash, RAW};
+    use crate::store::{Blockstore, Multihash, RAW};
 
     fn cids(t: &TestDag, walk: DagWalk) -> Vec<Cid> {
         walk.iter(&*t.store).map(|b| b.unwrap().cid).collect()

@@ -10,7 +10,7 @@
 //! crafted one cannot make a walk overflow the stack.
 
 use super::{name_hash, MURMUR3_X64_64};
-use crate::store::Blockstore;
+use crate::store::BlockRead;
 use crate::unixfs::export::{decode, link_cid, load, malformed, DirEntry, ExportError, Node};
 use crate::unixfs::pb::{DataType, PbLink, PbNode, UnixfsData};
 use cid::Cid;
@@ -77,7 +77,7 @@ impl Shard {
 }
 
 /// Decodes a HAMT sub-shard, checking it has the parent's shape.
-fn load_shard(store: &dyn Blockstore, cid: &Cid) -> Result<(PbNode, UnixfsData), ExportError> {
+fn load_shard(store: &dyn BlockRead, cid: &Cid) -> Result<(PbNode, UnixfsData), ExportError> {
     match decode(cid, load(store, cid)?)? {
         Node::Pb(node, fs) if fs.kind == DataType::HamtShard => Ok((node, fs)),
         _ => Err(malformed(
@@ -93,7 +93,7 @@ fn load_shard(store: &dyn Blockstore, cid: &Cid) -> Result<(PbNode, UnixfsData),
 /// answering "not found": a directory written with another hash layout is
 /// then still served correctly, only slower.
 pub(crate) fn find(
-    store: &dyn Blockstore,
+    store: &dyn BlockRead,
     root: &Cid,
     root_node: &PbNode,
     root_fs: &UnixfsData,
@@ -143,7 +143,7 @@ pub(crate) fn find(
 /// Depth-first search of every shard for `name`; on success `path` holds the
 /// sub-shards from the root to the entry.
 fn scan(
-    store: &dyn Blockstore,
+    store: &dyn BlockRead,
     cid: &Cid,
     node: &PbNode,
     fs: &UnixfsData,
@@ -155,7 +155,7 @@ fn scan(
 
 /// Appends every entry of the HAMT at `cid` to `out`, in link order.
 pub(crate) fn list(
-    store: &dyn Blockstore,
+    store: &dyn BlockRead,
     cid: &Cid,
     node: &PbNode,
     fs: &UnixfsData,
@@ -195,7 +195,7 @@ struct Frame<'a> {
 /// Past [`MAX_DEPTH`] levels of sub-shards the walk fails with
 /// [`ExportError::TooDeep`].
 fn walk(
-    store: &dyn Blockstore,
+    store: &dyn BlockRead,
     cid: &Cid,
     node: &PbNode,
     fs: &UnixfsData,

@@ -180,14 +180,18 @@ def wait_api(prefix, host, port, proc, what, timeout=20):
     L.die(f"{what} did not answer within {timeout} s")
 
 
-def rtmp_port_of(logfile):
+def rtmp_port_of(data_dir):
+    """The RTMP port a running node bound, from the <data>/rtmp file it writes."""
+    path = os.path.join(data_dir, "rtmp")
     for _ in range(100):
-        text = open(logfile, errors="replace").read()
-        m = re.search(r"RTMP ingest listening.*?127\.0\.0\.1:(\d+)", text)
-        if m:
-            return int(m.group(1))
+        try:
+            addr = open(path).read().strip()
+        except FileNotFoundError:
+            addr = ""
+        if addr:
+            return int(addr.rsplit(":", 1)[1])
         time.sleep(0.1)
-    L.die(f"no RTMP port in {logfile}")
+    L.die(f"no RTMP address in {path}")
 
 
 def run_once(binary, clip, tmp, label, badlink):
@@ -213,7 +217,7 @@ def run_once(binary, clip, tmp, label, badlink):
                              stdout=open(os.path.join(tmp, f"{o_label}.log"), "wb"),
                              stderr=subprocess.STDOUT)
         oinfo = wait_api([], "127.0.0.1", o_http, origin, "origin")
-        rtmp = rtmp_port_of(os.path.join(tmp, f"{o_label}.log"))
+        rtmp = rtmp_port_of(os.path.join(tmp, f"{o_label}-data"))
         _, body = http_get("127.0.0.1", o_http, "/api/v1/streams")
         name = next(s["ipns"] for s in json.loads(body)["streams"] if s["name"] == L.NAME)
         peer = f"/ip4/{origin_p2p_host}/tcp/{p2p_port}/p2p/{oinfo['peer_id']}"

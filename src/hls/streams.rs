@@ -21,14 +21,14 @@
 //! An encoder whose link died without a word reconnects while its old
 //! connection still looks open: a new publisher with the stream's key takes
 //! over from one that has sent nothing for [`LiveConfig::takeover_after`]
-//! (ended as [`EndReason::Replaced`]), instead of being refused until the
+//! (ended as [`EndReason::Replaced`](crate::rtmp::server::EndReason::Replaced)), instead of being refused until the
 //! old one's idle timeout.
 //!
 //! Before a publish's tracks reach us, the server asks
-//! [`Publishers::check_tracks`] whether the stream's segment format can
+//! [`Publishers::check_tracks`](crate::rtmp::server::Publishers::check_tracks) whether the stream's segment format can
 //! carry them (AV1 has no MPEG-TS mapping), so a codec we cannot carry is
 //! refused at ingest rather than failing every segment. A refused publish
-//! ([`EndReason::Refused`]) leaves nothing of its own behind: frames not yet
+//! ([`EndReason::Refused`](crate::rtmp::server::EndReason::Refused)) leaves nothing of its own behind: frames not yet
 //! in a segment are dropped. A session that ends without a segment (refused,
 //! or no media at all) is not recorded: no session file, playlist or site,
 //! and the API does not list it.

@@ -209,12 +209,23 @@ struct Entry<'a> {
     data: Option<&'a [u8]>,
 }
 
-const fn tag(field: u32, wire: u32) -> u32 {
-    (field << 3) | wire
-}
+// Field numbers of `IpnsEntry`.
+const ENTRY_VALUE: u32 = 1;
+const ENTRY_SIGNATURE_V1: u32 = 2;
+const ENTRY_VALIDITY_TYPE: u32 = 3;
+const ENTRY_VALIDITY: u32 = 4;
+const ENTRY_SEQUENCE: u32 = 5;
+const ENTRY_TTL: u32 = 6;
+const ENTRY_PUB_KEY: u32 = 7;
+const ENTRY_SIGNATURE_V2: u32 = 8;
+const ENTRY_DATA: u32 = 9;
 
 const VARINT: u32 = 0;
 const LEN: u32 = 2;
+
+const fn tag(field: u32, wire: u32) -> u32 {
+    (field << 3) | wire
+}
 
 impl<'a> Entry<'a> {
     fn decode(buf: &'a [u8]) -> Result<Self, RecordError> {
@@ -223,27 +234,25 @@ impl<'a> Entry<'a> {
         let mut e = Entry::default();
         while !r.is_eof() {
             let t = r.next_tag(buf).map_err(err)?;
-            match t {
-                t if t == tag(1, LEN) => e.value = Some(r.read_bytes(buf).map_err(err)?),
-                t if t == tag(2, LEN) => e.signature_v1 = Some(r.read_bytes(buf).map_err(err)?),
-                t if t == tag(3, VARINT) => {
+            match (t >> 3, t & 7) {
+                (ENTRY_VALUE, LEN) => e.value = Some(r.read_bytes(buf).map_err(err)?),
+                (ENTRY_SIGNATURE_V1, LEN) => e.signature_v1 = Some(r.read_bytes(buf).map_err(err)?),
+                (ENTRY_VALIDITY_TYPE, VARINT) => {
                     e.validity_type = Some(r.read_varint64(buf).map_err(err)?)
                 }
-                t if t == tag(4, LEN) => e.validity = Some(r.read_bytes(buf).map_err(err)?),
-                t if t == tag(5, VARINT) => e.sequence = Some(r.read_varint64(buf).map_err(err)?),
-                t if t == tag(6, VARINT) => e.ttl = Some(r.read_varint64(buf).map_err(err)?),
-                t if t == tag(7, LEN) => e.pub_key = Some(r.read_bytes(buf).map_err(err)?),
-                t if t == tag(8, LEN) => e.signature_v2 = Some(r.read_bytes(buf).map_err(err)?),
-                t if t == tag(9, LEN) => e.data = Some(r.read_bytes(buf).map_err(err)?),
-                t if (1..=9).contains(&(t >> 3)) => {
+                (ENTRY_VALIDITY, LEN) => e.validity = Some(r.read_bytes(buf).map_err(err)?),
+                (ENTRY_SEQUENCE, VARINT) => e.sequence = Some(r.read_varint64(buf).map_err(err)?),
+                (ENTRY_TTL, VARINT) => e.ttl = Some(r.read_varint64(buf).map_err(err)?),
+                (ENTRY_PUB_KEY, LEN) => e.pub_key = Some(r.read_bytes(buf).map_err(err)?),
+                (ENTRY_SIGNATURE_V2, LEN) => e.signature_v2 = Some(r.read_bytes(buf).map_err(err)?),
+                (ENTRY_DATA, LEN) => e.data = Some(r.read_bytes(buf).map_err(err)?),
+                (field @ ENTRY_VALUE..=ENTRY_DATA, wire) => {
                     return Err(RecordError::Protobuf(format!(
-                        "field {} has wire type {}",
-                        t >> 3,
-                        t & 7
+                        "field {field} has wire type {wire}"
                     )))
                 }
                 // Fields a later version may add.
-                t => r.read_unknown(buf, t).map_err(err)?,
+                _ => r.read_unknown(buf, t).map_err(err)?,
             }
         }
         Ok(e)
@@ -279,15 +288,15 @@ impl<'a> Entry<'a> {
                     .expect("writing to a Vec cannot fail");
             }
         };
-        bytes(&mut w, 1, self.value);
-        bytes(&mut w, 2, self.signature_v1);
-        varint(&mut w, 3, self.validity_type);
-        bytes(&mut w, 4, self.validity);
-        varint(&mut w, 5, self.sequence);
-        varint(&mut w, 6, self.ttl);
-        bytes(&mut w, 7, self.pub_key);
-        bytes(&mut w, 8, self.signature_v2);
-        bytes(&mut w, 9, self.data);
+        bytes(&mut w, ENTRY_VALUE, self.value);
+        bytes(&mut w, ENTRY_SIGNATURE_V1, self.signature_v1);
+        varint(&mut w, ENTRY_VALIDITY_TYPE, self.validity_type);
+        bytes(&mut w, ENTRY_VALIDITY, self.validity);
+        varint(&mut w, ENTRY_SEQUENCE, self.sequence);
+        varint(&mut w, ENTRY_TTL, self.ttl);
+        bytes(&mut w, ENTRY_PUB_KEY, self.pub_key);
+        bytes(&mut w, ENTRY_SIGNATURE_V2, self.signature_v2);
+        bytes(&mut w, ENTRY_DATA, self.data);
         out
     }
 }

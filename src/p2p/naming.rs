@@ -594,9 +594,10 @@ async fn write_message(s: &mut libp2p::Stream, msg: &[u8]) -> std::io::Result<()
 /// The fetch protocol's two messages (libp2p specs `fetch/README.md`):
 /// `FetchRequest { string identifier = 1; }` and `FetchResponse { StatusCode
 /// status = 1; bytes data = 2; }`, each sent varint-length-prefixed. The
-/// identifier of an IPNS record is its routing key, raw bytes. Two fields
-/// each: written by hand rather than generated.
+/// identifier of an IPNS record is its routing key, raw bytes. Coded with
+/// quick-protobuf's reader and writer, as Bitswap and IPNS records are.
 pub mod fetch {
+    use quick_protobuf::{BytesReader, Writer};
     use std::io::{Error, ErrorKind};
 
     /// A fetch answer's status.
@@ -610,64 +611,50 @@ pub mod fetch {
         Error,
     }
 
-    fn bad(what: &str) -> Error {
+    // Field numbers of `FetchRequest` and `FetchResponse`.
+    const REQUEST_IDENTIFIER: u32 = 1;
+    const RESPONSE_STATUS: u32 = 1;
+    const RESPONSE_DATA: u32 = 2;
+
+    const VARINT: u32 = 0;
+    const LEN: u32 = 2;
+
+    const fn tag(field: u32, wire: u32) -> u32 {
+        (field << 3) | wire
+    }
+
+    fn bad(what: impl std::fmt::Display) -> Error {
         Error::new(
             ErrorKind::InvalidData,
             format!("malformed fetch message: {what}"),
         )
     }
 
-    fn put_varint(out: &mut Vec<u8>, v: u64) {
-        let mut buf = unsigned_varint::encode::u64_buffer();
-        out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
-    }
-
-    /// A field's value: a varint, or length-delimited bytes.
-    type Value<'a> = Result<u64, &'a [u8]>;
-
-    fn fields(mut b: &[u8]) -> Result<Vec<(u64, Value<'_>)>, Error> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let (tag, rest) = unsigned_varint::decode::u64(b).map_err(|_| bad("tag"))?;
-            b = rest;
-            match tag & 7 {
-                0 => {
-                    let (v, rest) = unsigned_varint::decode::u64(b).map_err(|_| bad("varint"))?;
-                    b = rest;
-                    out.push((tag >> 3, Ok(v)));
-                }
-                2 => {
-                    let (len, rest) =
-                        unsigned_varint::decode::usize(b).map_err(|_| bad("length"))?;
-                    if rest.len() < len {
-                        return Err(bad("truncated field"));
-                    }
-                    out.push((tag >> 3, Err(&rest[..len])));
-                    b = &rest[len..];
-                }
-                _ => return Err(bad("wire type")),
-            }
-        }
-        Ok(out)
-    }
-
     /// Encodes a request for `key`.
     pub fn encode_request(key: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x0a];
-        put_varint(&mut out, key.len() as u64);
-        out.extend_from_slice(key);
+        let mut out = Vec::with_capacity(key.len() + 4);
+        Writer::new(&mut out)
+            .write_with_tag(tag(REQUEST_IDENTIFIER, LEN), |w| w.write_bytes(key))
+            .expect("writing to a Vec cannot fail");
         out
     }
 
-    /// The key a request asks for.
+    /// The key a request asks for (the first identifier, if repeated).
     pub fn decode_request(b: &[u8]) -> Result<Vec<u8>, Error> {
-        fields(b)?
-            .into_iter()
-            .find_map(|(n, v)| match (n, v) {
-                (1, Err(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-            .ok_or_else(|| bad("no identifier"))
+        let mut r = BytesReader::from_bytes(b);
+        let mut key = None;
+        while !r.is_eof() {
+            let t = r.next_tag(b).map_err(bad)?;
+            match (t >> 3, t & 7) {
+                (REQUEST_IDENTIFIER, LEN) => {
+                    let id = r.read_bytes(b).map_err(bad)?;
+                    key.get_or_insert(id);
+                }
+                (_, VARINT | LEN) => r.read_unknown(b, t).map_err(bad)?,
+                _ => return Err(bad("wire type")),
+            }
+        }
+        key.map(<[u8]>::to_vec).ok_or_else(|| bad("no identifier"))
     }
 
     /// Encodes a response.
@@ -678,32 +665,40 @@ pub mod fetch {
             Status::Error => 2,
         };
         let mut out = Vec::with_capacity(data.len() + 8);
+        let mut w = Writer::new(&mut out);
+        // Proto3 leaves out default values: OK and empty data.
         if code != 0 {
-            out.push(0x08);
-            put_varint(&mut out, code);
+            w.write_with_tag(tag(RESPONSE_STATUS, VARINT), |w| w.write_enum(code))
+                .expect("writing to a Vec cannot fail");
         }
         if !data.is_empty() {
-            out.push(0x12);
-            put_varint(&mut out, data.len() as u64);
-            out.extend_from_slice(data);
+            w.write_with_tag(tag(RESPONSE_DATA, LEN), |w| w.write_bytes(data))
+                .expect("writing to a Vec cannot fail");
         }
         out
     }
 
     /// A response's status and data.
     pub fn decode_response(b: &[u8]) -> Result<(Status, Vec<u8>), Error> {
+        let mut r = BytesReader::from_bytes(b);
         let mut status = Status::Ok;
-        let mut data = Vec::new();
-        for (n, v) in fields(b)? {
-            match (n, v) {
-                (1, Ok(0)) => status = Status::Ok,
-                (1, Ok(1)) => status = Status::NotFound,
-                (1, Ok(_)) => status = Status::Error,
-                (2, Err(bytes)) => data = bytes.to_vec(),
-                _ => {}
+        let mut data: &[u8] = &[];
+        while !r.is_eof() {
+            let t = r.next_tag(b).map_err(bad)?;
+            match (t >> 3, t & 7) {
+                (RESPONSE_STATUS, VARINT) => {
+                    status = match r.read_varint64(b).map_err(bad)? {
+                        0 => Status::Ok,
+                        1 => Status::NotFound,
+                        _ => Status::Error,
+                    }
+                }
+                (RESPONSE_DATA, LEN) => data = r.read_bytes(b).map_err(bad)?,
+                (_, VARINT | LEN) => r.read_unknown(b, t).map_err(bad)?,
+                _ => return Err(bad("wire type")),
             }
         }
-        Ok((status, data))
+        Ok((status, data.to_vec()))
     }
 
     #[cfg(test)]

@@ -250,3 +250,26 @@ fn with_no_stream_configured_serve_creates_live_with_a_kept_key() -> Result<()> 
     assert_eq!(again.trim(), key);
     Ok(())
 }
+
+#[test]
+fn a_session_whose_publisher_never_returns_ends_with_a_log_line() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    // An encoder that vanishes without unpublishing (as librtmp's rtmpsink
+    // ends, or a crash): the session waits out the reconnect grace.
+    let mut publisher = publish_cmd(rtmp_addr(&gw)?, KEY, &clip(8)?, true)
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_live_segments(&gw, "cam", 1, Duration::from_secs(20))?;
+    publisher.kill()?;
+    publisher.wait()?;
+    let gone = gw.wait_log_line(|l| l.contains("publisher gone"), Duration::from_secs(15))?;
+    let ended = gw.wait_log_line(
+        |l| l.contains("publisher did not return within 30s; session ended"),
+        Duration::from_secs(45),
+    )?;
+    ensure!(ended.contains("stream=cam"), "{gone}\n{ended}");
+    let stream = wait_ended(&gw, "cam")?;
+    ensure!(stream["sessions"][0]["ended"] == true, "{stream}");
+    Ok(())
+}

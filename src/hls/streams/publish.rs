@@ -218,6 +218,11 @@ impl Streams {
                 let still_ours = pipeline.lock().await.generation == generation;
                 let idle = !self.lock().get(&name).is_some_and(|s| s.publishing);
                 if still_ours && idle {
+                    tracing::info!(
+                        stream = %name,
+                        "publisher did not return within {}s; session ended",
+                        RECONNECT_GRACE.as_secs()
+                    );
                     self.end_session(&name, &pipeline).await;
                 }
             }

@@ -219,7 +219,10 @@ impl Follower {
         let path = self.state_file.clone();
         let _ =
             tokio::task::spawn_blocking(move || crate::store::write_atomic(&path, &bytes)).await;
-        self.retain().await;
+        // Collected now if none ran lately, else at most GC_INTERVAL later.
+        if self.gc_pending && self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL) {
+            self.collect().await;
+        }
     }
 
     async fn try_sync(&mut self, record: &Record) -> Result<(), MirrorError> {
@@ -315,6 +318,9 @@ impl Follower {
             ended: archive_text.contains("#EXT-X-ENDLIST"),
             archive_cid: (!doc.archive_cid.is_empty()).then(|| doc.archive_cid.clone()),
         };
+        // Unpinned before the new state is served, so that what the API and
+        // playlists no longer name is no longer kept.
+        self.retain(&live_text).await;
         let accepted = self.streams.set_mirrored(
             &doc.name,
             Mirrored {
@@ -352,19 +358,15 @@ impl Follower {
         fetch_dag(&self.repo, &self.bitswap, root, max_blocks).await
     }
 
-    /// Lets go of the oldest segments beyond the limits, except those the
-    /// live window still names; collects garbage now and then.
-    async fn retain(&mut self) {
+    /// Lets go of (unpins) the oldest segments beyond the limits, except
+    /// those the live window about to be served (`live_text`) names; the
+    /// next collection removes them.
+    async fn retain(&mut self, live_text: &str) {
         let (age, bytes) = (self.config.retain, self.config.retain_bytes);
         if age.is_none() && bytes.is_none() {
             return;
         }
-        let keep: HashSet<Cid> = self
-            .stream
-            .as_deref()
-            .and_then(|s| self.streams.live_playlist(s))
-            .map(|t| media_cids(&t).into_iter().collect())
-            .unwrap_or_default();
+        let keep: HashSet<Cid> = media_cids(live_text).into_iter().collect();
         let mut total: u64 = self.held.iter().map(|h| h.bytes).sum();
         let mut drop = Vec::new();
         // Oldest first; what the live window names stays whatever the limits.
@@ -394,11 +396,7 @@ impl Follower {
         if let Ok(Err(e)) = r {
             tracing::warn!(name = %self.name, "retention: {e}");
         }
-        // Collected now if none ran lately, else at most GC_INTERVAL later.
         self.gc_pending = true;
-        if self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL) {
-            self.collect().await;
-        }
         let kept: HashSet<Cid> = self.held.iter().map(|h| h.cid).collect();
         self.have.retain(|c| kept.contains(c));
     }

@@ -47,7 +47,11 @@
     // server's archive playlist for the session.
     if (s.archive_cid) {
       td.append(link(watchUrl(stream.name, { src: "/ipfs/" + s.archive_cid }), "Replay"));
-      td.append(" ", el("span", s.archive_cid, "mono"));
+      // The whole CID stays selectable and in the tooltip, shortened on
+      // screen so that a phone shows it on one line.
+      const cid = el("span", s.archive_cid, "mono cid");
+      cid.title = s.archive_cid;
+      td.append(" ", cid);
     } else {
       td.append(link(watchUrl(stream.name, { session: s.id }), s.ended ? "Replay" : "Watch from start"));
     }
@@ -73,7 +77,8 @@
       const head = document.createElement("tr");
       for (const t of ["Started", "Duration", "State", ""]) head.append(el("th", t));
       table.append(head);
-      for (const s of sessions) table.append(sessionRow(stream, s));
+      // Newest first: the API lists them oldest first.
+      for (const s of sessions.slice().reverse()) table.append(sessionRow(stream, s));
       sec.append(table);
     }
     return sec;

@@ -172,3 +172,71 @@ fn watch_says_offline_then_picks_the_stream_up_when_it_goes_live() -> Result<()>
     ensure!(states.errors.is_empty(), "{states:?}");
     Ok(())
 }
+
+#[test]
+fn the_home_page_lists_sessions_newest_first_and_fits_a_phone() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let start = std::time::Instant::now();
+    let mut stream = serde_json::Value::Null;
+    for n in 1..=2 {
+        publish_clip(&gw, KEY)?;
+        // Until the new session's first segment is stored, the last one
+        // listed is the previous, ended one.
+        loop {
+            stream = wait_ended(&gw, "cam")?;
+            if stream["sessions"].as_array().map(Vec::len) == Some(n) {
+                break;
+            }
+            ensure!(
+                start.elapsed() < std::time::Duration::from_secs(40),
+                "{stream}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let sessions = stream["sessions"].as_array().context("sessions")?;
+    let cids: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["archive_cid"].as_str().context("archive CID"))
+        .collect::<Result<_>>()?;
+    let shot = repo.path().join("home.png");
+    // Each row's archive CID as listed, and how tall its box is against a
+    // line of the table's text.
+    let probe = "[...document.querySelectorAll('.stream table .cid')].map(c => ({cid: c.title, \
+                 height: c.getBoundingClientRect().height, \
+                 line: c.closest('td').querySelector('a').getBoundingClientRect().height}))";
+    let watcher = watch_page_with(
+        &format!("{}/", gw.base),
+        3,
+        &[
+            "--viewport",
+            "390x844",
+            "--eval",
+            probe,
+            "--screenshot",
+            shot.to_str().context("path")?,
+        ],
+    )?;
+    let states = page_states(watcher)?;
+    let rows = states
+        .samples
+        .last()
+        .and_then(|s| s.value.clone())
+        .context("no sample")?;
+    let rows = rows.as_array().context("rows")?;
+    let listed: Vec<&str> = rows.iter().filter_map(|r| r["cid"].as_str()).collect();
+    ensure!(
+        listed == [cids[1], cids[0]],
+        "sessions not listed newest first: {listed:?} vs {cids:?}"
+    );
+    for r in rows {
+        let (h, line) = (r["height"].as_f64(), r["line"].as_f64());
+        ensure!(
+            matches!((h, line), (Some(h), Some(l)) if h > 0.0 && h <= l * 1.5),
+            "a CID wraps on a phone: {r}"
+        );
+    }
+    ensure!(shot.exists(), "no screenshot");
+    Ok(())
+}

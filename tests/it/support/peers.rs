@@ -531,6 +531,8 @@ pub struct PageSample {
     pub status: String,
     /// The replay link, when shown.
     pub replay: Option<String>,
+    /// What the `--eval` expression gave.
+    pub value: Option<Value>,
 }
 
 /// What `page-state.mjs` saw of a page.
@@ -548,10 +550,17 @@ pub struct PageStates {
 /// the page while the caller changes what it shows; [`page_states`] reads
 /// the result.
 pub fn watch_page(url: &str, seconds: u32) -> Result<KillOnDrop> {
+    watch_page_with(url, seconds, &[])
+}
+
+/// [`watch_page`] with more `page-state.mjs` options (`--viewport WxH`,
+/// `--eval EXPR`, `--screenshot FILE`).
+pub fn watch_page_with(url: &str, seconds: u32, options: &[&str]) -> Result<KillOnDrop> {
     let child = nodejs()
         .arg(interop_dir().join("page-state.mjs"))
         .arg(url)
         .args(["--seconds", &seconds.to_string()])
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 use clap::{Args, Parser, Subcommand};
-use meshcast::config::Config;
+use meshcast::config::{Config, ConfigOverrides};
 use meshcast::store::car::{self, CarReader};
 use meshcast::store::pins::PinKind;
 use meshcast::store::{BatchWriter, Blockstore, Repo, StoreError};
@@ -252,36 +252,18 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(d) = data {
-        config.data_dir = d;
-    }
-    if let Some(h) = args.http {
-        config.http.listen = h;
-    }
-    if let Some(r) = args.rtmp {
-        config.rtmp.listen = r;
-    }
-    if !args.streams.is_empty() {
-        config.streams = args.streams;
-    }
-    if let Some(t) = args.segment_target {
-        config.live.segment_target = t;
-    }
-    if !args.p2p.is_empty() {
-        config.p2p.listen = args.p2p;
-    }
-    config.p2p.peers.extend(args.peers);
-    if args.no_mdns {
-        config.p2p.mdns = false;
-    }
-    if args.no_p2p {
-        config.p2p.enabled = false;
-    }
-    for f in args.follow {
-        if !config.follow.iter().any(|c| c.name == f.name) {
-            config.follow.push(f);
-        }
-    }
+    config.apply(ConfigOverrides {
+        data_dir: data,
+        http_listen: args.http,
+        rtmp_listen: args.rtmp,
+        streams: args.streams,
+        segment_target: args.segment_target,
+        p2p_listen: args.p2p,
+        peers: args.peers,
+        no_mdns: args.no_mdns,
+        no_p2p: args.no_p2p,
+        follow: args.follow,
+    });
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;

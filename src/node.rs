@@ -5,7 +5,7 @@
 //! Config -> Node::bind (repo, streams, listeners) -> http + rtmp tasks -> Node::shutdown
 //! ```
 
-use crate::config::{Config, StreamConfig};
+use crate::config::{Config, ConfigError, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
 use crate::p2p::bitswap::Bitswap;
@@ -28,9 +28,9 @@ pub enum NodeError {
     /// The stream sessions could not be loaded.
     #[error("cannot load the streams: {0}")]
     Streams(#[from] Box<StreamsError>),
-    /// A stream is configured wrongly.
-    #[error("stream config: {0}")]
-    StreamConfig(String),
+    /// The configuration is invalid (a stream's name or key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// An address could not be bound.
     #[error(
         "cannot listen on {addr}: {source}; is another process using it? (set --http / --rtmp)"
@@ -53,6 +53,9 @@ pub enum NodeError {
     /// Stream names could not be published.
     #[error("naming: {0}")]
     Naming(#[from] crate::p2p::naming::NamingError),
+    /// A followed stream is configured wrongly.
+    #[error("stream config: {0}")]
+    StreamConfig(String),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -82,34 +85,13 @@ pub const API_FILE: &str = "api";
 /// configured.
 const DEFAULT_KEY_FILE: &str = "stream-key";
 
-/// The configured streams, or stream `live` with a random key kept in the
-/// data directory (created on first start). The second value is that
-/// created stream, so the caller can show its OBS settings.
+/// The configured streams (already validated), or stream `live` with a
+/// random key kept in the data directory (created on first start). The
+/// second value is that created stream, so the caller can show its OBS
+/// settings.
 fn streams_or_default(
     config: &Config,
 ) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
-    let mut seen = std::collections::HashSet::new();
-    for s in &config.streams {
-        let valid = crate::config::valid_stream_name;
-        if !valid(&s.name) {
-            return Err(NodeError::StreamConfig(format!(
-                "stream name {:?} must be 1-128 letters, digits, - or _",
-                s.name
-            )));
-        }
-        if !valid(&s.key) || s.key.len() < 8 {
-            return Err(NodeError::StreamConfig(format!(
-                "the key of stream {} must be 8-128 letters, digits, - or _",
-                s.name
-            )));
-        }
-        if !seen.insert(s.key.clone()) {
-            return Err(NodeError::StreamConfig(format!(
-                "stream {} reuses another stream's key",
-                s.name
-            )));
-        }
-    }
     if !config.streams.is_empty() {
         return Ok((config.streams.clone(), None));
     }
@@ -135,6 +117,7 @@ impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
         let repo = Repo::open(&config.data_dir)?;
+        config.validate()?;
         let (stream_configs, created_stream) = streams_or_default(&config)?;
         let streams =
             Streams::open(repo.clone(), config.live.clone(), &stream_configs).map_err(Box::new)?;

@@ -53,9 +53,10 @@ pub enum NodeError {
     /// Stream names could not be published.
     #[error("naming: {0}")]
     Naming(#[from] crate::p2p::naming::NamingError),
-    /// A followed stream is configured wrongly.
-    #[error("stream config: {0}")]
-    StreamConfig(String),
+    /// A followed stream could not be mirrored (its name is not an IPNS
+    /// name).
+    #[error("stream config: follow: {0}")]
+    Mirror(#[source] crate::ipns::NameError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -172,7 +173,7 @@ impl Node {
                     cancel.child_token(),
                 )
                 .await
-                .map_err(|e| NodeError::StreamConfig(format!("follow: {e}")))?;
+                .map_err(NodeError::Mirror)?;
             }
             state = state
                 .with_p2p(p2p.clone())

@@ -4,6 +4,11 @@
 //! ```text
 //! Config -> Node::bind (repo, streams, listeners) -> http + rtmp tasks -> Node::shutdown
 //! ```
+//!
+//! Stopping is one [`CancellationToken`] tree: the HTTP and RTMP listeners
+//! hold a child that [`Node::shutdown`] cancels first, so requests in flight
+//! finish while the libp2p node, Bitswap, naming and mirrors still run; the
+//! root, which stops those, is cancelled last.
 
 use crate::config::{Config, ConfigError, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
@@ -15,9 +20,8 @@ use crate::store::{Repo, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Why the node could not start or stopped badly.
 #[derive(Debug, Error)]
@@ -71,8 +75,12 @@ pub struct Node {
     created_stream: Option<StreamConfig>,
     p2p: Option<P2p>,
     bitswap: Option<Bitswap>,
-    stop: watch::Sender<bool>,
+    /// Stops everything: the libp2p node and the tasks that use it.
     cancel: CancellationToken,
+    /// A child of `cancel`: stops the listeners first, so that requests in
+    /// flight can still fetch from peers while they finish. Also cancelled
+    /// when the node is dropped without a shutdown.
+    listeners: DropGuard,
     http: JoinHandle<std::io::Result<()>>,
     rtmp: JoinHandle<std::io::Result<()>>,
 }
@@ -181,22 +189,20 @@ impl Node {
                 .with_bitswap(swap.clone());
             bitswap = Some(swap);
         }
-        let (stop, stopped) = watch::channel(false);
-        let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let listeners = cancel.child_token();
         let http = tokio::spawn(http::serve(
             http_listener,
             state,
-            stopped_rx(stopped.clone()),
+            listeners.clone().cancelled_owned(),
         ));
         let rtmp = tokio::spawn(crate::rtmp::server::serve(
             rtmp_listener,
             config.rtmp.clone(),
             Arc::new(StreamKeys::new(&stream_configs)),
             Arc::new(streams),
-            stopped_rx(stopped),
+            listeners.clone().cancelled_owned(),
         ));
+        let listeners = listeners.drop_guard();
         let reach = match http_addr.ip() {
             ip if ip.is_unspecified() => SocketAddr::new(
                 if ip.is_ipv4() {
@@ -219,8 +225,8 @@ impl Node {
             created_stream,
             p2p,
             bitswap,
-            stop,
             cancel,
+            listeners,
             http,
             rtmp,
         })
@@ -260,7 +266,7 @@ impl Node {
 
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        let _ = self.stop.send(true);
+        self.listeners.disarm().cancel();
         let join = |r: Result<std::io::Result<()>, tokio::task::JoinError>| match r {
             Ok(r) => r.map_err(NodeError::Serve),
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),

@@ -7,8 +7,10 @@ use cid::Cid;
 use clap::{Args, Parser, Subcommand};
 use meshcast::config::{Config, ConfigOverrides};
 use meshcast::store::car::{self, CarReader};
+use meshcast::store::fetch::{self, missing_blocks};
 use meshcast::store::pins::PinKind;
-use meshcast::store::{BatchWriter, Blockstore, Repo, StoreError};
+use meshcast::store::{BatchWriter, Blockstore, Repo};
+use meshcast::unixfs::export::{self, walk::DagWalk, FileRange};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -315,7 +317,7 @@ fn pin(repo: &Repo, cmd: PinCommand) -> Result<ExitCode> {
             for cid in cids {
                 let kind = if recursive {
                     // Refuse to pin a DAG we cannot keep whole.
-                    let (_, missing) = dag_blocks(repo, &cid)?;
+                    let missing = missing_blocks(&*repo.blocks, &cid)?;
                     if let Some(m) = missing.first() {
                         bail!("cannot pin {cid}: block {m} is not in the store (add or import it first)");
                     }
@@ -376,23 +378,6 @@ fn pin(repo: &Repo, cmd: PinCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The blocks of a DAG present in the store, and the ones missing.
-fn dag_blocks(repo: &Repo, root: &Cid) -> Result<(usize, Vec<Cid>), StoreError> {
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![*root];
-    let mut missing = Vec::new();
-    while let Some(c) = stack.pop() {
-        if !seen.insert(*c.hash()) {
-            continue;
-        }
-        match repo.blocks.get(&c)? {
-            Some(data) => stack.extend(meshcast::store::links(&c, &data)?),
-            None => missing.push(c),
-        }
-    }
-    Ok((seen.len(), missing))
-}
-
 fn repo_cmd(repo: &Repo, cmd: RepoCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -446,10 +431,11 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             out.write_all(&car::header(&[cid]))?;
-            export_blocks(repo, &cid, &mut |c, data| {
-                out.write_all(&car::section(c, data))
-                    .context("writing to standard output")
-            })?;
+            let mut walk = DagWalk::all(cid);
+            while let Some(block) = walk.next_block(&*repo.blocks)? {
+                out.write_all(&car::section(&block.cid, &block.data))
+                    .context("writing to standard output")?;
+            }
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -483,7 +469,7 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
                 eprintln!("imported {n} blocks from {}", f.display());
                 if pin_roots {
                     for root in roots {
-                        let (_, missing) = dag_blocks(repo, &root)?;
+                        let missing = missing_blocks(&*repo.blocks, &root)?;
                         if missing.is_empty() {
                             repo.pins.add(&root, PinKind::Recursive)?;
                             writeln!(out, "pinned root {root} success")?;
@@ -684,56 +670,20 @@ fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>)> {
 }
 
 /// Makes sure the DAG at `root/segments` is in the repo: when blocks are
-/// missing and a node runs on this data directory (its `api` file), they
-/// are fetched through its gateway as a CAR (the node asks its peers with
-/// Bitswap) and every block is hash-checked as it is imported.
+/// missing and a node runs on this data directory, they are fetched through
+/// it. Without a node, the local read that follows reports what is missing.
 fn fetch_missing(repo: &Repo, root: &Cid, segments: &[String]) -> Result<()> {
-    let complete = match meshcast::unixfs::export::resolve(&*repo.blocks, root, segments) {
-        Ok(r) => dag_blocks(repo, &r.cid)?.1.is_empty(),
+    let complete = match export::resolve(&*repo.blocks, root, segments) {
+        Ok(r) => missing_blocks(&*repo.blocks, &r.cid)?.is_empty(),
         Err(_) => false,
     };
-    if complete {
-        return Ok(());
+    if !complete {
+        fetch::from_node_api(repo, root, segments)?;
     }
-    let api_file = repo.dir().join(meshcast::node::API_FILE);
-    let Ok(api) = std::fs::read_to_string(&api_file) else {
-        // No node: the local read reports what is missing.
-        return Ok(());
-    };
-    let mut url = format!("{}/ipfs/{root}", api.trim());
-    for s in segments {
-        url.push('/');
-        url.push_str(
-            &percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        );
-    }
-    url.push_str("?format=car");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(600)))
-        .build()
-        .into();
-    let resp = agent.get(&url).call().with_context(|| {
-        format!(
-            "blocks are missing here and the node at {} (from {}) did not answer; is `meshcast serve` running?",
-            api.trim(),
-            api_file.display()
-        )
-    })?;
-    let body = resp.into_body().into_reader();
-    let _guard = repo.writer()?;
-    let mut reader =
-        CarReader::new(std::io::BufReader::new(body)).context("reading the CAR the node sent")?;
-    let mut writer = BatchWriter::new(repo.blocks.clone());
-    while let Some(block) = reader.next_block()? {
-        meshcast::store::BlockSink::put_block(&mut writer, block)?;
-    }
-    writer.flush()?;
     Ok(())
 }
 
 fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
-    use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
     fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
@@ -745,7 +695,6 @@ fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
 }
 
 fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
-    use meshcast::unixfs::export::{self, FileRange};
     let stat = export::stat(&*repo.blocks, cid)?;
     if !stat.is_file() {
         bail!("{cid} is a {}, not a file (use `meshcast get`)", stat.kind);
@@ -758,7 +707,6 @@ fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
 }
 
 fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
-    use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
     fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
@@ -771,7 +719,7 @@ fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
 }
 
 fn write_tree(repo: &Repo, cid: &Cid, dest: &Path) -> Result<()> {
-    use meshcast::unixfs::export::{self, NodeKind};
+    use meshcast::unixfs::export::NodeKind;
     let stat = export::stat(&*repo.blocks, cid)?;
     match stat.kind {
         k if k.is_dir() => {
@@ -805,19 +753,6 @@ fn write_tree(repo: &Repo, cid: &Cid, dest: &Path) -> Result<()> {
             write_file(repo, cid, &mut f)?;
             f.flush()?;
         }
-    }
-    Ok(())
-}
-
-/// Calls `f` with every block of the DAG under `root`, depth-first, once each.
-fn export_blocks(
-    repo: &Repo,
-    root: &Cid,
-    f: &mut dyn FnMut(&Cid, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut walk = meshcast::unixfs::export::walk::DagWalk::all(*root);
-    while let Some(block) = walk.next_block(&*repo.blocks)? {
-        f(&block.cid, &block.data)?;
     }
     Ok(())
 }

@@ -85,10 +85,8 @@ pub struct Node {
     rtmp: JoinHandle<std::io::Result<()>>,
 }
 
-/// The file that tells other `meshcast` commands on this data directory
-/// where the running node's gateway is (`http://IP:PORT`), so `cat` and
-/// `get` can fetch what the repo lacks through it.
-pub const API_FILE: &str = "api";
+/// The file the node writes its gateway's address to, for the repo commands.
+pub use crate::store::fetch::API_FILE;
 
 /// The file that keeps the key of the stream `serve` creates when none is
 /// configured.

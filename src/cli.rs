@@ -713,46 +713,7 @@ fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
     let dest = output.unwrap_or_else(|| {
         PathBuf::from(segments.last().cloned().unwrap_or_else(|| root.to_string()))
     });
-    write_tree(repo, &target, &dest)?;
+    export::write_to_dir(&*repo.blocks, &target, &dest)?;
     eprintln!("saved {} to {}", target, dest.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_tree(repo: &Repo, cid: &Cid, dest: &Path) -> Result<()> {
-    use meshcast::unixfs::export::NodeKind;
-    let stat = export::stat(&*repo.blocks, cid)?;
-    match stat.kind {
-        k if k.is_dir() => {
-            std::fs::create_dir_all(dest)
-                .with_context(|| format!("creating {}", dest.display()))?;
-            for e in export::list(&*repo.blocks, cid)? {
-                // Names come from the DAG: never let one leave `dest`.
-                if e.name.is_empty() || e.name == "." || e.name == ".." || e.name.contains('/') {
-                    bail!(
-                        "{cid} has an entry named {:?}, which cannot be written safely",
-                        e.name
-                    );
-                }
-                write_tree(repo, &e.cid, &dest.join(&e.name))?;
-            }
-        }
-        NodeKind::Symlink => {
-            let target = export::symlink_target(&*repo.blocks, cid)?;
-            let target = String::from_utf8_lossy(&target).into_owned();
-            #[cfg(unix)]
-            std::os::unix::fs::symlink(&target, dest)
-                .with_context(|| format!("creating symlink {}", dest.display()))?;
-            #[cfg(not(unix))]
-            std::fs::write(dest, target)?;
-        }
-        _ => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?,
-            );
-            write_file(repo, cid, &mut f)?;
-            f.flush()?;
-        }
-    }
-    Ok(())
 }

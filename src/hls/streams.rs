@@ -62,12 +62,13 @@ pub enum StreamsError {
     #[error(transparent)]
     Import(#[from] ImportError),
     /// A session file could not be read or written.
-    #[error("session file {path}: {reason}")]
+    #[error("session file {path}: {source}")]
     SessionFile {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (encoding errors too, as the JSON encoder
+        /// reports them).
+        source: std::io::Error,
     },
     /// The muxer refused a segment.
     #[error("muxing segment {seq}: {reason}")]
@@ -838,7 +839,7 @@ impl Inner {
         let tmp = dir.join(format!(".{}.json.tmp", record.id));
         let text = serde_json::to_vec(record).map_err(|e| StreamsError::SessionFile {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -847,9 +848,9 @@ impl Inner {
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| StreamsError::SessionFile {
+        write().map_err(|source| StreamsError::SessionFile {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })
     }
 }

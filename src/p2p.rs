@@ -74,13 +74,13 @@ pub enum P2pError {
     Key(#[from] StoreError),
     /// The node key file is not a libp2p key.
     #[error(
-        "{path} is not a libp2p private key ({reason}); move it away to create a new identity"
+        "{path} is not a libp2p private key ({source}); move it away to create a new identity"
     )]
     BadKey {
         /// The file.
         path: PathBuf,
         /// What the decoder said.
-        reason: String,
+        source: libp2p::identity::DecodingError,
     },
     /// A transport could not be set up.
     #[error("cannot set up the {what} transport: {reason}")]
@@ -270,9 +270,9 @@ pub fn node_key(dir: &Path) -> Result<Keypair, P2pError> {
 
 fn load_or_create_key(path: &Path) -> Result<Keypair, P2pError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| P2pError::BadKey {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|source| P2pError::BadKey {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();

@@ -491,8 +491,7 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
 
 fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
     use meshcast::unixfs::import::{
-        import_path, import_reader, parse_chunker, Added, DirectoryBuilder, EntryKind,
-        ImportOptions, Profile,
+        import_path, import_reader, parse_chunker, wrap, Added, EntryKind, ImportOptions, Profile,
     };
     let mut opts = match &args.profile {
         Some(p) => ImportOptions::from_profile(p.parse::<Profile>()?),
@@ -582,15 +581,7 @@ fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
         tops.push(top);
     }
     let root = if args.wrap_with_directory {
-        let mut dir = DirectoryBuilder::new();
-        for t in &tops {
-            dir.add(t.name.clone(), t.cid(), t.root.dag_size)?;
-        }
-        let wrapper = Added {
-            name: String::new(),
-            kind: EntryKind::Directory,
-            root: dir.finish(&opts, sink)?,
-        };
+        let wrapper = wrap(&tops, &opts, sink)?;
         report(&wrapper);
         vec![wrapper]
     } else {

@@ -1,6 +1,10 @@
 //! The commands: `serve`, and kubo-like repo commands (`add`, `cat`, `get`,
 //! `pin`, `repo`, `dag`, `key`) that work on the data directory directly, so
 //! they can run while a server uses the same repo.
+//!
+//! Each command turns its arguments into calls on the library (config
+//! overrides, the store and its fetch through a running node, the UnixFS
+//! importer and exporter) and prints what they did, as kubo prints it.
 
 use anyhow::{bail, Context, Result};
 use cid::Cid;

@@ -28,7 +28,7 @@ pub const API_FILE: &str = "api";
 const NODE_API_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a block could not be fetched.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum FetchError {
     /// Nobody sent the block in time.
     #[error("block {cid} was not found on any peer within {}", humantime::format_duration(*.timeout))]
@@ -43,12 +43,12 @@ pub enum FetchError {
     Busy(String),
     /// Anything else (the block cannot be verified, the store failed, the
     /// fetcher stopped).
-    #[error("cannot fetch block {cid}: {reason}")]
+    #[error("cannot fetch block {cid}: {source}")]
     Failed {
         /// The block.
         cid: Cid,
-        /// Why.
-        reason: String,
+        /// Why (the fetcher's own error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

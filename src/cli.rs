@@ -1,14 +1,20 @@
 //! The commands: `serve`, and kubo-like repo commands (`add`, `cat`, `get`,
 //! `pin`, `repo`, `dag`, `key`) that work on the data directory directly, so
 //! they can run while a server uses the same repo.
+//!
+//! Each command turns its arguments into calls on the library (config
+//! overrides, the store and its fetch through a running node, the UnixFS
+//! importer and exporter) and prints what they did, as kubo prints it.
 
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 use clap::{Args, Parser, Subcommand};
-use meshcast::config::Config;
+use meshcast::config::{Config, ConfigOverrides};
 use meshcast::store::car::{self, CarReader};
+use meshcast::store::fetch::{self, missing_blocks};
 use meshcast::store::pins::PinKind;
-use meshcast::store::{BatchWriter, BlockRead, Repo, StoreError};
+use meshcast::store::{BatchWriter, BlockRead, Repo};
+use meshcast::unixfs::export::{self, walk::DagWalk, FileRange};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -252,36 +258,18 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(d) = data {
-        config.data_dir = d;
-    }
-    if let Some(h) = args.http {
-        config.http.listen = h;
-    }
-    if let Some(r) = args.rtmp {
-        config.rtmp.listen = r;
-    }
-    if !args.streams.is_empty() {
-        config.streams = args.streams;
-    }
-    if let Some(t) = args.segment_target {
-        config.live.segment_target = t;
-    }
-    if !args.p2p.is_empty() {
-        config.p2p.listen = args.p2p;
-    }
-    config.p2p.peers.extend(args.peers);
-    if args.no_mdns {
-        config.p2p.mdns = false;
-    }
-    if args.no_p2p {
-        config.p2p.enabled = false;
-    }
-    for f in args.follow {
-        if !config.follow.iter().any(|c| c.name == f.name) {
-            config.follow.push(f);
-        }
-    }
+    config.apply(ConfigOverrides {
+        data_dir: data,
+        http_listen: args.http,
+        rtmp_listen: args.rtmp,
+        streams: args.streams,
+        segment_target: args.segment_target,
+        p2p_listen: args.p2p,
+        peers: args.peers,
+        no_mdns: args.no_mdns,
+        no_p2p: args.no_p2p,
+        follow: args.follow,
+    });
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;
@@ -333,7 +321,7 @@ fn pin(repo: &Repo, cmd: PinCommand) -> Result<ExitCode> {
             for cid in cids {
                 let kind = if recursive {
                     // Refuse to pin a DAG we cannot keep whole.
-                    let (_, missing) = dag_blocks(repo, &cid)?;
+                    let missing = missing_blocks(&*repo.blocks, &cid)?;
                     if let Some(m) = missing.first() {
                         bail!("cannot pin {cid}: block {m} is not in the store (add or import it first)");
                     }
@@ -394,23 +382,6 @@ fn pin(repo: &Repo, cmd: PinCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The blocks of a DAG present in the store, and the ones missing.
-fn dag_blocks(repo: &Repo, root: &Cid) -> Result<(usize, Vec<Cid>), StoreError> {
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![*root];
-    let mut missing = Vec::new();
-    while let Some(c) = stack.pop() {
-        if !seen.insert(*c.hash()) {
-            continue;
-        }
-        match repo.blocks.get(&c)? {
-            Some(data) => stack.extend(meshcast::store::links(&c, &data)?),
-            None => missing.push(c),
-        }
-    }
-    Ok((seen.len(), missing))
-}
-
 fn repo_cmd(repo: &Repo, cmd: RepoCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -464,10 +435,11 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             out.write_all(&car::header(&[cid]))?;
-            export_blocks(repo, &cid, &mut |c, data| {
-                out.write_all(&car::section(c, data))
-                    .context("writing to standard output")
-            })?;
+            let mut walk = DagWalk::all(cid);
+            while let Some(block) = walk.next_block(&*repo.blocks)? {
+                out.write_all(&car::section(&block.cid, &block.data))
+                    .context("writing to standard output")?;
+            }
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -501,7 +473,7 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
                 eprintln!("imported {n} blocks from {}", f.display());
                 if pin_roots {
                     for root in roots {
-                        let (_, missing) = dag_blocks(repo, &root)?;
+                        let missing = missing_blocks(&*repo.blocks, &root)?;
                         if missing.is_empty() {
                             repo.pins.add(&root, PinKind::Recursive)?;
                             writeln!(out, "pinned root {root} success")?;
@@ -523,8 +495,7 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
 
 fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
     use meshcast::unixfs::import::{
-        import_path, import_reader, parse_chunker, Added, DirectoryBuilder, EntryKind,
-        ImportOptions, Profile,
+        import_path, import_reader, parse_chunker, wrap, Added, EntryKind, ImportOptions, Profile,
     };
     let mut opts = match &args.profile {
         Some(p) => ImportOptions::from_profile(p.parse::<Profile>()?),
@@ -614,15 +585,7 @@ fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
         tops.push(top);
     }
     let root = if args.wrap_with_directory {
-        let mut dir = DirectoryBuilder::new();
-        for t in &tops {
-            dir.add(t.name.clone(), t.cid(), t.root.dag_size)?;
-        }
-        let wrapper = Added {
-            name: String::new(),
-            kind: EntryKind::Directory,
-            root: dir.finish(&opts, sink)?,
-        };
+        let wrapper = wrap(&tops, &opts, sink)?;
         report(&wrapper);
         vec![wrapper]
     } else {
@@ -702,56 +665,20 @@ fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>)> {
 }
 
 /// Makes sure the DAG at `root/segments` is in the repo: when blocks are
-/// missing and a node runs on this data directory (its `api` file), they
-/// are fetched through its gateway as a CAR (the node asks its peers with
-/// Bitswap) and every block is hash-checked as it is imported.
+/// missing and a node runs on this data directory, they are fetched through
+/// it. Without a node, the local read that follows reports what is missing.
 fn fetch_missing(repo: &Repo, root: &Cid, segments: &[String]) -> Result<()> {
-    let complete = match meshcast::unixfs::export::resolve(&*repo.blocks, root, segments) {
-        Ok(r) => dag_blocks(repo, &r.cid)?.1.is_empty(),
+    let complete = match export::resolve(&*repo.blocks, root, segments) {
+        Ok(r) => missing_blocks(&*repo.blocks, &r.cid)?.is_empty(),
         Err(_) => false,
     };
-    if complete {
-        return Ok(());
+    if !complete {
+        fetch::from_node_api(repo, root, segments)?;
     }
-    let api_file = repo.dir().join(meshcast::node::API_FILE);
-    let Ok(api) = std::fs::read_to_string(&api_file) else {
-        // No node: the local read reports what is missing.
-        return Ok(());
-    };
-    let mut url = format!("{}/ipfs/{root}", api.trim());
-    for s in segments {
-        url.push('/');
-        url.push_str(
-            &percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        );
-    }
-    url.push_str("?format=car");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(600)))
-        .build()
-        .into();
-    let resp = agent.get(&url).call().with_context(|| {
-        format!(
-            "blocks are missing here and the node at {} (from {}) did not answer; is `meshcast serve` running?",
-            api.trim(),
-            api_file.display()
-        )
-    })?;
-    let body = resp.into_body().into_reader();
-    let _guard = repo.writer()?;
-    let mut reader =
-        CarReader::new(std::io::BufReader::new(body)).context("reading the CAR the node sent")?;
-    let mut writer = BatchWriter::new(repo.blocks.clone());
-    while let Some(block) = reader.next_block()? {
-        meshcast::store::BlockSink::put_block(&mut writer, block)?;
-    }
-    writer.flush()?;
     Ok(())
 }
 
 fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
-    use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
     fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
@@ -763,7 +690,6 @@ fn cat(repo: &Repo, path: &str) -> Result<ExitCode> {
 }
 
 fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
-    use meshcast::unixfs::export::{self, FileRange};
     let stat = export::stat(&*repo.blocks, cid)?;
     if !stat.is_file() {
         bail!("{cid} is a {}, not a file (use `meshcast get`)", stat.kind);
@@ -776,66 +702,13 @@ fn write_file(repo: &Repo, cid: &Cid, out: &mut dyn Write) -> Result<()> {
 }
 
 fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
-    use meshcast::unixfs::export;
     let (root, segments) = parse_ipfs_path(path)?;
     fetch_missing(repo, &root, &segments)?;
     let target = export::resolve(&*repo.blocks, &root, &segments)?.cid;
     let dest = output.unwrap_or_else(|| {
         PathBuf::from(segments.last().cloned().unwrap_or_else(|| root.to_string()))
     });
-    write_tree(repo, &target, &dest)?;
+    export::write_to_dir(&*repo.blocks, &target, &dest)?;
     eprintln!("saved {} to {}", target, dest.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_tree(repo: &Repo, cid: &Cid, dest: &Path) -> Result<()> {
-    use meshcast::unixfs::export::{self, NodeKind};
-    let stat = export::stat(&*repo.blocks, cid)?;
-    match stat.kind {
-        k if k.is_dir() => {
-            std::fs::create_dir_all(dest)
-                .with_context(|| format!("creating {}", dest.display()))?;
-            for e in export::list(&*repo.blocks, cid)? {
-                // Names come from the DAG: never let one leave `dest`.
-                if e.name.is_empty() || e.name == "." || e.name == ".." || e.name.contains('/') {
-                    bail!(
-                        "{cid} has an entry named {:?}, which cannot be written safely",
-                        e.name
-                    );
-                }
-                write_tree(repo, &e.cid, &dest.join(&e.name))?;
-            }
-        }
-        NodeKind::Symlink => {
-            let target = export::symlink_target(&*repo.blocks, cid)?;
-            let target = String::from_utf8_lossy(&target).into_owned();
-            #[cfg(unix)]
-            std::os::unix::fs::symlink(&target, dest)
-                .with_context(|| format!("creating symlink {}", dest.display()))?;
-            #[cfg(not(unix))]
-            std::fs::write(dest, target)?;
-        }
-        _ => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?,
-            );
-            write_file(repo, cid, &mut f)?;
-            f.flush()?;
-        }
-    }
-    Ok(())
-}
-
-/// Calls `f` with every block of the DAG under `root`, depth-first, once each.
-fn export_blocks(
-    repo: &Repo,
-    root: &Cid,
-    f: &mut dyn FnMut(&Cid, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut walk = meshcast::unixfs::export::walk::DagWalk::all(*root);
-    while let Some(block) = walk.next_block(&*repo.blocks)? {
-        f(&block.cid, &block.data)?;
-    }
-    Ok(())
 }

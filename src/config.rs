@@ -2,7 +2,9 @@
 //!
 //! Every field has a default that gives a working local node, unknown keys
 //! are rejected, durations are written as in `"30s"`, and command-line flags
-//! override the file (see `main.rs`). `meshcast config default` prints
+//! override the file ([`ConfigOverrides`], filled by the CLI and applied by
+//! [`Config::apply`]); [`Config::validate`] then checks what parsing alone
+//! cannot (stream names and keys). `meshcast config default` prints
 //! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
 
 use crate::media::SegmentFormat;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Errors loading the configuration.
+/// Errors loading or validating the configuration.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -32,6 +34,19 @@ pub enum ConfigError {
         path: PathBuf,
         /// What the parser said (names the key and line).
         source: Box<toml::de::Error>,
+    },
+    /// A configured stream's key is too short or holds other characters.
+    #[error("stream config: the key of stream {stream} must be 8-128 letters, digits, - or _")]
+    StreamKey {
+        /// The stream whose key it is.
+        stream: String,
+    },
+    /// Two configured streams share a key, so a publisher's key would not
+    /// say which stream it sends.
+    #[error("stream config: stream {stream} reuses another stream's key")]
+    StreamKeyReused {
+        /// The second stream with the key.
+        stream: String,
     },
 }
 
@@ -362,6 +377,90 @@ impl Config {
     }
 }
 
+/// The `serve` flags, applied onto the config file's values by
+/// [`Config::apply`]: a value given replaces the file's, except where a
+/// field says it adds.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// `--data`.
+    pub data_dir: Option<PathBuf>,
+    /// `--http`.
+    pub http_listen: Option<SocketAddr>,
+    /// `--rtmp`.
+    pub rtmp_listen: Option<SocketAddr>,
+    /// `--stream`: when any are given, they replace the file's streams.
+    pub streams: Vec<StreamConfig>,
+    /// `--segment-target`.
+    pub segment_target: Option<Duration>,
+    /// `--p2p`: when any are given, they replace the listen addresses.
+    pub p2p_listen: Vec<Multiaddr>,
+    /// `--peer`: added to the file's peers.
+    pub peers: Vec<Multiaddr>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+    /// `--no-p2p`.
+    pub no_p2p: bool,
+    /// `--follow`: added to the file's follows, unless a name is there
+    /// already (whose retention settings are kept).
+    pub follow: Vec<FollowConfig>,
+}
+
+impl Config {
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, overrides: ConfigOverrides) {
+        let o = overrides;
+        if let Some(d) = o.data_dir {
+            self.data_dir = d;
+        }
+        if let Some(h) = o.http_listen {
+            self.http.listen = h;
+        }
+        if let Some(r) = o.rtmp_listen {
+            self.rtmp.listen = r;
+        }
+        if !o.streams.is_empty() {
+            self.streams = o.streams;
+        }
+        if let Some(t) = o.segment_target {
+            self.live.segment_target = t;
+        }
+        if !o.p2p_listen.is_empty() {
+            self.p2p.listen = o.p2p_listen;
+        }
+        self.p2p.peers.extend(o.peers);
+        if o.no_mdns {
+            self.p2p.mdns = false;
+        }
+        if o.no_p2p {
+            self.p2p.enabled = false;
+        }
+        for f in o.follow {
+            if !self.follow.iter().any(|c| c.name == f.name) {
+                self.follow.push(f);
+            }
+        }
+    }
+
+    /// Checks what parsing alone cannot: every stream has a key of its own
+    /// that is long enough (names are [`StreamName`]s, checked as parsed).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.streams {
+            if !StreamName::is_valid(&s.key) || s.key.len() < 8 {
+                return Err(ConfigError::StreamKey {
+                    stream: s.name.to_string(),
+                });
+            }
+            if !seen.insert(&s.key) {
+                return Err(ConfigError::StreamKeyReused {
+                    stream: s.name.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +502,71 @@ mod tests {
         c.streams.push(s);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!("no-equals".parse::<StreamConfig>().is_err());
+    }
+
+    fn stream(name: &str, key: &str) -> StreamConfig {
+        StreamConfig {
+            name: name.parse().unwrap(),
+            key: key.into(),
+            format: None,
+        }
+    }
+
+    #[test]
+    fn validate_refuses_bad_stream_names_and_keys() {
+        let mut c = Config {
+            streams: vec![stream("talks", "a-long-key"), stream("cam", "other-key")],
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        let err = Config::parse("[[streams]]\nname = \"a b\"\nkey = \"a-long-key\"\n").unwrap_err();
+        assert!(err.to_string().contains("is not a stream name"), "{err}");
+        c.streams = vec![stream("talks", "short")];
+        assert!(matches!(c.validate(), Err(ConfigError::StreamKey { .. })));
+        c.streams = vec![stream("talks", "a long key")];
+        assert!(matches!(c.validate(), Err(ConfigError::StreamKey { .. })));
+        c.streams = vec![stream("talks", "a-long-key"), stream("cam", "a-long-key")];
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stream config: stream cam reuses another stream's key"
+        );
+    }
+
+    #[test]
+    fn overrides_replace_or_add() {
+        let mut c = Config::parse(
+            "[p2p]\npeers = [\"/ip4/10.0.0.1/tcp/4001\"]\n\
+             [[follow]]\nname = \"k51a\"\nretain = \"1h\"\n",
+        )
+        .unwrap();
+        c.apply(ConfigOverrides {
+            http_listen: Some("127.0.0.1:9000".parse().unwrap()),
+            streams: vec![stream("cam", "a-long-key")],
+            peers: vec!["/ip4/10.0.0.2/tcp/4001".parse().unwrap()],
+            no_mdns: true,
+            follow: vec![
+                FollowConfig {
+                    name: "k51a".into(),
+                    retain: None,
+                    retain_bytes: None,
+                },
+                FollowConfig {
+                    name: "k51b".into(),
+                    retain: None,
+                    retain_bytes: None,
+                },
+            ],
+            ..ConfigOverrides::default()
+        });
+        assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.rtmp.listen, RtmpConfig::default().listen);
+        assert_eq!(c.streams, vec![stream("cam", "a-long-key")]);
+        assert_eq!(c.p2p.peers.len(), 2);
+        assert!(!c.p2p.mdns && c.p2p.enabled);
+        assert_eq!(c.p2p.listen, P2pConfig::default().listen);
+        assert_eq!(c.follow.len(), 2);
+        assert_eq!(c.follow[0].retain, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -22,8 +22,46 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, as `{:#}` prints them, but without a cause the
+/// text so far already shows: most of the library's errors say their source
+/// in their own message and also return it from `source()`.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer ({source})")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_already_shown_are_not_repeated() {
+        let e = anyhow::Error::new(Outer {
+            source: std::io::Error::other("inner"),
+        });
+        assert_eq!(report(&e), "outer (inner)");
+        let e = e.context("reading x");
+        assert_eq!(report(&e), "reading x: outer (inner)");
+        let e = anyhow::Error::new(std::io::Error::other("bare")).context("ctx");
+        assert_eq!(report(&e), "ctx: bare");
     }
 }

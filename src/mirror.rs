@@ -44,12 +44,12 @@ const GC_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Error)]
 pub enum MirrorError {
     /// A block could not be fetched.
-    #[error("fetching {cid}: {reason}")]
+    #[error("fetching {cid}: {source}")]
     Fetch {
         /// The block.
         cid: Cid,
-        /// Why.
-        reason: String,
+        /// Why (boxed to keep the error small).
+        source: Box<crate::p2p::bitswap::BitswapError>,
     },
     /// The record does not point to a site.
     #[error("the name points to {0:?}, not /ipfs/<cid>")]
@@ -450,7 +450,7 @@ async fn fetch_block(repo: &Repo, bitswap: &Bitswap, cid: Cid) -> Result<Bytes, 
         Some(d) => Ok(d),
         None => bitswap.get(&cid).await.map_err(|e| MirrorError::Fetch {
             cid,
-            reason: e.to_string(),
+            source: Box::new(e),
         }),
     }
 }

@@ -4,8 +4,13 @@
 //! ```text
 //! Config -> Node::bind (repo, streams, listeners) -> http + rtmp tasks -> Node::shutdown
 //! ```
+//!
+//! Stopping is one [`CancellationToken`] tree: the HTTP and RTMP listeners
+//! hold a child that [`Node::shutdown`] cancels first, so requests in flight
+//! finish while the libp2p node, Bitswap, naming and mirrors still run; the
+//! root, which stops those, is cancelled last.
 
-use crate::config::{Config, StreamConfig};
+use crate::config::{Config, ConfigError, StreamConfig};
 use crate::hls::streams::{Streams, StreamsError};
 use crate::http::{self, AppState};
 use crate::p2p::bitswap::Bitswap;
@@ -15,9 +20,8 @@ use crate::store::{Repo, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Why the node could not start or stopped badly.
 #[derive(Debug, Error)]
@@ -28,9 +32,9 @@ pub enum NodeError {
     /// The stream sessions could not be loaded.
     #[error("cannot load the streams: {0}")]
     Streams(#[from] Box<StreamsError>),
-    /// A stream is configured wrongly.
-    #[error("stream config: {0}")]
-    StreamConfig(String),
+    /// The configuration is invalid (a stream's name or key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// An address could not be bound.
     #[error(
         "cannot listen on {addr}: {source}; is another process using it? (set --http / --rtmp)"
@@ -53,6 +57,10 @@ pub enum NodeError {
     /// Stream names could not be published.
     #[error("naming: {0}")]
     Naming(#[from] crate::p2p::naming::NamingError),
+    /// A followed stream could not be mirrored (its name is not an IPNS
+    /// name).
+    #[error("stream config: follow: {0}")]
+    Mirror(#[source] crate::ipns::NameError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -67,16 +75,18 @@ pub struct Node {
     created_stream: Option<StreamConfig>,
     p2p: Option<P2p>,
     bitswap: Option<Bitswap>,
-    stop: watch::Sender<bool>,
+    /// Stops everything: the libp2p node and the tasks that use it.
     cancel: CancellationToken,
+    /// A child of `cancel`: stops the listeners first, so that requests in
+    /// flight can still fetch from peers while they finish. Also cancelled
+    /// when the node is dropped without a shutdown.
+    listeners: DropGuard,
     http: JoinHandle<std::io::Result<()>>,
     rtmp: JoinHandle<std::io::Result<()>>,
 }
 
-/// The file that tells other `meshcast` commands on this data directory
-/// where the running node's gateway is (`http://IP:PORT`), so `cat` and
-/// `get` can fetch what the repo lacks through it.
-pub const API_FILE: &str = "api";
+/// The file the node writes its gateway's address to, for the repo commands.
+pub use crate::store::fetch::API_FILE;
 
 /// The file, beside [`API_FILE`], that tells where the running node's RTMP
 /// ingest listens (`IP:PORT`, as bound), so a publisher need not be told a
@@ -87,34 +97,13 @@ pub const RTMP_FILE: &str = "rtmp";
 /// configured.
 const DEFAULT_KEY_FILE: &str = "stream-key";
 
-/// The configured streams, or stream `live` with a random key kept in the
-/// data directory (created on first start). The second value is that
-/// created stream, so the caller can show its OBS settings.
+/// The configured streams (already validated), or stream `live` with a
+/// random key kept in the data directory (created on first start). The
+/// second value is that created stream, so the caller can show its OBS
+/// settings.
 fn streams_or_default(
     config: &Config,
 ) -> Result<(Vec<StreamConfig>, Option<StreamConfig>), NodeError> {
-    let mut seen = std::collections::HashSet::new();
-    for s in &config.streams {
-        let valid = crate::name::StreamName::is_valid;
-        if !valid(&s.name) {
-            return Err(NodeError::StreamConfig(format!(
-                "stream name {:?} must be 1-128 letters, digits, - or _",
-                s.name
-            )));
-        }
-        if !valid(&s.key) || s.key.len() < 8 {
-            return Err(NodeError::StreamConfig(format!(
-                "the key of stream {} must be 8-128 letters, digits, - or _",
-                s.name
-            )));
-        }
-        if !seen.insert(s.key.clone()) {
-            return Err(NodeError::StreamConfig(format!(
-                "stream {} reuses another stream's key",
-                s.name
-            )));
-        }
-    }
     if !config.streams.is_empty() {
         return Ok((config.streams.clone(), None));
     }
@@ -140,6 +129,7 @@ impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
         let repo = Repo::open(&config.data_dir)?;
+        config.validate()?;
         let (stream_configs, created_stream) = streams_or_default(&config)?;
         let streams =
             Streams::open(repo.clone(), config.live.clone(), &stream_configs).map_err(Box::new)?;
@@ -194,7 +184,7 @@ impl Node {
                     cancel.child_token(),
                 )
                 .await
-                .map_err(|e| NodeError::StreamConfig(format!("follow: {e}")))?;
+                .map_err(NodeError::Mirror)?;
             }
             state = state
                 .with_p2p(p2p.clone())
@@ -202,22 +192,20 @@ impl Node {
                 .with_bitswap(swap.clone());
             bitswap = Some(swap);
         }
-        let (stop, stopped) = watch::channel(false);
-        let stopped_rx = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let listeners = cancel.child_token();
         let http = tokio::spawn(http::serve(
             http_listener,
             state,
-            stopped_rx(stopped.clone()),
+            listeners.clone().cancelled_owned(),
         ));
         let rtmp = tokio::spawn(crate::rtmp::server::serve(
             rtmp_listener,
             config.rtmp.clone(),
             Arc::new(StreamKeys::new(&stream_configs)),
             Arc::new(streams),
-            stopped_rx(stopped),
+            listeners.clone().cancelled_owned(),
         ));
+        let listeners = listeners.drop_guard();
         let reach = match http_addr.ip() {
             ip if ip.is_unspecified() => SocketAddr::new(
                 if ip.is_ipv4() {
@@ -244,8 +232,8 @@ impl Node {
             created_stream,
             p2p,
             bitswap,
-            stop,
             cancel,
+            listeners,
             http,
             rtmp,
         })
@@ -285,7 +273,7 @@ impl Node {
 
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        let _ = self.stop.send(true);
+        self.listeners.disarm().cancel();
         let join = |r: Result<std::io::Result<()>, tokio::task::JoinError>| match r {
             Ok(r) => r.map_err(NodeError::Serve),
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),

@@ -55,13 +55,13 @@ pub enum P2pError {
     Key(#[from] StoreError),
     /// The node key file is not a libp2p key.
     #[error(
-        "{path} is not a libp2p private key ({reason}); move it away to create a new identity"
+        "{path} is not a libp2p private key ({source}); move it away to create a new identity"
     )]
     BadKey {
         /// The file.
         path: PathBuf,
         /// What the decoder said.
-        reason: String,
+        source: libp2p::identity::DecodingError,
     },
     /// A transport could not be set up.
     #[error("cannot set up the {what} transport: {reason}")]

@@ -57,12 +57,13 @@ pub enum StreamsError {
     #[error(transparent)]
     Import(#[from] ImportError),
     /// A session file could not be read or written.
-    #[error("session file {path}: {reason}")]
+    #[error("session file {path}: {source}")]
     SessionFile {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (encoding errors too, as the JSON encoder
+        /// reports them).
+        source: std::io::Error,
     },
     /// The muxer refused a segment.
     #[error("muxing segment {seq}: {reason}")]

@@ -11,12 +11,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum GatewayError {
     /// The CID in the URL does not parse.
-    #[error("invalid CID {input:?}: {reason}. A CID looks like bafy… (CIDv1) or Qm… (CIDv0)")]
+    #[error("invalid CID {input:?}: {source}. A CID looks like bafy… (CIDv1) or Qm… (CIDv0)")]
     InvalidCid {
         /// What the URL held.
         input: String,
         /// Why it is not a CID.
-        reason: String,
+        source: cid::Error,
     },
     /// A malformed request: bad path, query parameter or header.
     #[error("{0}")]
@@ -34,12 +34,12 @@ pub enum GatewayError {
         cid: Cid,
     },
     /// The content path does not exist in the DAG.
-    #[error("{path} not found: {reason}")]
+    #[error("{path} not found: {source}")]
     PathNotFound {
         /// The part of the content path that exists, plus the missing segment.
         path: String,
-        /// What was missing.
-        reason: String,
+        /// What was missing (boxed to keep the error small).
+        source: Box<crate::unixfs::export::ExportError>,
     },
     /// A `Range` outside the file.
     #[error("range not satisfiable: the file has {size} bytes")]

@@ -113,9 +113,9 @@ impl ContentPath {
                 "the path has no CID; use /ipfs/{cid}".into(),
             ));
         }
-        let cid = Cid::try_from(cid_str).map_err(|e| GatewayError::InvalidCid {
+        let cid = Cid::try_from(cid_str).map_err(|source| GatewayError::InvalidCid {
             input: cid_str.chars().take(100).collect(),
-            reason: e.to_string(),
+            source,
         })?;
         let mut segments = Vec::new();
         for part in parts {
@@ -165,7 +165,7 @@ impl ContentPath {
             ExportError::PathNotFound { segment, .. }
             | ExportError::NotADirectory { segment, .. } => GatewayError::PathNotFound {
                 path: self.prefix(segment + 1),
-                reason: e.to_string(),
+                source: Box::new(e),
             },
             ExportError::NotUnixfs { cid, codec } => GatewayError::NotImplemented(format!(
                 "{cid} has codec 0x{codec:x}, which this gateway does not render; \

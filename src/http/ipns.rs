@@ -177,9 +177,9 @@ async fn providers(
     State(state): State<AppState>,
     Path(cid): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let cid = Cid::try_from(cid.as_str()).map_err(|e| GatewayError::InvalidCid {
+    let cid = Cid::try_from(cid.as_str()).map_err(|source| GatewayError::InvalidCid {
         input: cid.chars().take(100).collect(),
-        reason: e.to_string(),
+        source,
     })?;
     let p2p = state.p2p().ok_or(GatewayError::P2pOff)?.clone();
     let internal = |e| GatewayError::internal("p2p node", e);

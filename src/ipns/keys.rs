@@ -49,12 +49,12 @@ pub enum KeyError {
         source: io::Error,
     },
     /// A key file does not hold a keypair.
-    #[error("key file {path} is not a libp2p private key ({reason}); restore it from a backup, or move it away to make a new key (and a new name)")]
+    #[error("key file {path} is not a libp2p private key ({source}); restore it from a backup, or move it away to make a new key (and a new name)")]
     KeyFile {
         /// The file.
         path: PathBuf,
         /// What the decoder said.
-        reason: String,
+        source: libp2p::identity::DecodingError,
     },
     /// The stored last record does not verify with its key.
     #[error("the last record in {path} is unusable ({source}); signing again from sequence 0 could lose to it on the network, so restore or remove it deliberately")]
@@ -137,10 +137,12 @@ impl KeyStore {
         }
         let path = self.key_path(name)?;
         let key = Keypair::generate_ed25519();
-        let bytes = key.to_protobuf_encoding().map_err(|e| KeyError::KeyFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = key
+            .to_protobuf_encoding()
+            .map_err(|source| KeyError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
         let tmp = tmp_path(&self.keys, name);
         write_synced(&tmp, &bytes, 0o600)?;
         let linked = fs::hard_link(&tmp, &path);
@@ -269,9 +271,9 @@ fn check_name(name: &str) -> Result<(), KeyError> {
 }
 
 fn decode_key(path: &Path, bytes: &[u8]) -> Result<Keypair, KeyError> {
-    Keypair::from_protobuf_encoding(bytes).map_err(|e| KeyError::KeyFile {
+    Keypair::from_protobuf_encoding(bytes).map_err(|source| KeyError::KeyFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })
 }
 

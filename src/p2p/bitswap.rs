@@ -287,7 +287,7 @@ impl Fetcher for Bitswap {
                 Err(e @ BitswapError::TooManyWants { .. }) => Err(FetchError::Busy(e.to_string())),
                 Err(e) => Err(FetchError::Failed {
                     cid,
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 }),
             }
         })

@@ -27,9 +27,9 @@ pub fn node_key(dir: &Path) -> Result<Keypair, P2pError> {
 
 fn load_or_create_key(path: &Path) -> Result<Keypair, P2pError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| P2pError::BadKey {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|source| P2pError::BadKey {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();

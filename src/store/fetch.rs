@@ -1,17 +1,34 @@
 //! Blocks the store lacks, fetched from somewhere else (peers, with
-//! Bitswap).
+//! Bitswap, or the node running on this data directory).
 //!
 //! Readers of the blocking store (the gateway's exporter calls) cannot wait
 //! for the network themselves: they note which block was missing, await a
 //! [`Fetcher`] to put it into the store, and read again.
+//!
+//! The repo commands (`cat`, `get`) run beside a server rather than inside
+//! it: [`missing_blocks`] tells what a DAG lacks, and [`from_node_api`]
+//! asks the node named by the [`API_FILE`] for the DAG as a CAR (it asks its
+//! peers) and imports every block, hash-checked, into the repo.
 
+use super::car::CarReader;
+use super::{links, BatchWriter, BlockSink, Blockstore, Repo, StoreError};
 use cid::Cid;
 use futures::future::BoxFuture;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
+/// The file that tells other `meshcast` commands on this data directory
+/// where the running node's gateway is (`http://IP:PORT`), so `cat` and
+/// `get` can fetch what the repo lacks through it.
+pub const API_FILE: &str = "api";
+
+/// How long a fetch through the node may take in all.
+const NODE_API_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Why a block could not be fetched.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum FetchError {
     /// Nobody sent the block in time.
     #[error("block {cid} was not found on any peer within {}", humantime::format_duration(*.timeout))]
@@ -26,12 +43,12 @@ pub enum FetchError {
     Busy(String),
     /// Anything else (the block cannot be verified, the store failed, the
     /// fetcher stopped).
-    #[error("cannot fetch block {cid}: {reason}")]
+    #[error("cannot fetch block {cid}: {source}")]
     Failed {
         /// The block.
         cid: Cid,
-        /// Why.
-        reason: String,
+        /// Why (the fetcher's own error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -39,4 +56,94 @@ pub enum FetchError {
 pub trait Fetcher: Send + Sync + 'static {
     /// Fetches `cid` into the store, waiting at most `timeout`.
     fn fetch(&self, cid: Cid, timeout: Duration) -> BoxFuture<'static, Result<(), FetchError>>;
+}
+
+/// Why blocks could not be fetched through the node's API.
+#[derive(Debug, Error)]
+pub enum NodeApiError {
+    /// The node did not answer, or answered with an error status.
+    #[error(
+        "blocks are missing here and the node at {api} (from {}) did not answer: {source}; is `meshcast serve` running?",
+        file.display()
+    )]
+    Unreachable {
+        /// The node's gateway, as the API file names it.
+        api: String,
+        /// The API file.
+        file: PathBuf,
+        /// What the HTTP client said.
+        source: Box<ureq::Error>,
+    },
+    /// The answer is not a CAR, or a block in it does not match its CID.
+    #[error("reading the CAR the node sent: {source}")]
+    Car {
+        /// What the reader found.
+        source: StoreError,
+    },
+    /// The repo could not take the blocks.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The blocks of the DAG under `root` that `store` lacks (each once), in
+/// the order a depth-first walk meets them.
+pub fn missing_blocks(store: &dyn Blockstore, root: &Cid) -> Result<Vec<Cid>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*root];
+    let mut missing = Vec::new();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(*c.hash()) {
+            continue;
+        }
+        match store.get(&c)? {
+            Some(data) => stack.extend(links(&c, &data)?),
+            None => missing.push(c),
+        }
+    }
+    Ok(missing)
+}
+
+/// Fetches the DAG at `root/segments` into `repo` through the gateway of
+/// the node running on it, as a CAR. Returns `false`, fetching nothing,
+/// when no node runs there (no [`API_FILE`]).
+pub fn from_node_api(repo: &Repo, root: &Cid, segments: &[String]) -> Result<bool, NodeApiError> {
+    let file = repo.dir().join(API_FILE);
+    let Ok(api) = std::fs::read_to_string(&file) else {
+        return Ok(false);
+    };
+    let api = api.trim().to_owned();
+    let mut url = format!("{api}/ipfs/{root}");
+    for s in segments {
+        url.push('/');
+        url.extend(percent_encoding::utf8_percent_encode(
+            s,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    url.push_str("?format=car");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(NODE_API_TIMEOUT))
+        .build()
+        .into();
+    let resp = match agent.get(&url).call() {
+        Ok(resp) => resp,
+        Err(e) => {
+            return Err(NodeApiError::Unreachable {
+                api,
+                file,
+                source: Box::new(e),
+            })
+        }
+    };
+    let body = resp.into_body().into_reader();
+    // Held while the blocks are written, so a GC does not run halfway.
+    let _guard = repo.writer()?;
+    let car = |source| NodeApiError::Car { source };
+    let mut reader = CarReader::new(std::io::BufReader::new(body)).map_err(car)?;
+    let mut writer = BatchWriter::new(repo.blocks.clone());
+    while let Some(block) = reader.next_block().map_err(car)? {
+        writer.put_block(block)?;
+    }
+    writer.flush()?;
+    Ok(true)
 }

@@ -11,6 +11,7 @@
 //! caller can run one block read per `spawn_blocking` and wait for a slow
 //! client without holding a thread.
 
+pub mod to_dir;
 pub mod walk;
 
 #[cfg(test)]
@@ -22,6 +23,8 @@ use crate::store::{BlockRead, StoreError, DAG_PB, IDENTITY, RAW};
 use bytes::Bytes;
 use cid::Cid;
 use thiserror::Error;
+
+pub use to_dir::{write_to_dir, ToDirError};
 
 /// Why a DAG could not be read.
 #[derive(Debug, Error)]

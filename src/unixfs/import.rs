@@ -39,7 +39,7 @@ use crate::unixfs::hamt::{self, HamtError};
 
 pub use dir::{DirEntry, DirectoryBuilder};
 pub use file::FileImporter;
-pub use walk::{import_path, import_reader, Added, EntryKind};
+pub use walk::{import_path, import_reader, wrap, Added, EntryKind};
 
 /// kubo's default chunk size (`size-262144`).
 pub const DEFAULT_CHUNK_SIZE: usize = 256 * 1024;

@@ -193,7 +193,7 @@ impl Inner {
         let tmp = dir.join(format!(".{}.json.tmp", record.id));
         let text = serde_json::to_vec(record).map_err(|e| StreamsError::SessionFile {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -202,9 +202,9 @@ impl Inner {
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| StreamsError::SessionFile {
+        write().map_err(|source| StreamsError::SessionFile {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })
     }
 }

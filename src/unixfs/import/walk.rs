@@ -88,22 +88,34 @@ pub fn import_path(
         on_progress,
     };
     let mut dirs = Vec::new();
-    let top = walk.entry(path, &meta, name.clone(), &mut dirs)?;
+    let top = walk.entry(path, &meta, name, &mut dirs)?;
     for d in &dirs {
         (walk.on_added)(d);
     }
     if !opts.wrap_with_directory {
         return Ok(top);
     }
-    let mut wrapper = DirectoryBuilder::new();
-    wrapper.add(name, top.root.cid, top.root.dag_size)?;
-    let added = Added {
-        name: String::new(),
-        kind: EntryKind::Directory,
-        root: wrapper.finish(opts, walk.sink)?,
-    };
+    let added = wrap(&[top], opts, walk.sink)?;
     (walk.on_added)(&added);
     Ok(added)
+}
+
+/// The unnamed directory holding `entries` under their names, as
+/// `--wrap-with-directory` adds it (several paths share one wrapper).
+pub fn wrap(
+    entries: &[Added],
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Added, ImportError> {
+    let mut wrapper = DirectoryBuilder::new();
+    for e in entries {
+        wrapper.add(e.name.clone(), e.root.cid, e.root.dag_size)?;
+    }
+    Ok(Added {
+        name: String::new(),
+        kind: EntryKind::Directory,
+        root: wrapper.finish(opts, sink)?,
+    })
 }
 
 /// Imports everything `reader` yields as one file (`ipfs add` of stdin).

@@ -73,10 +73,10 @@ struct ServeArgs {
     /// A TOML config file; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address for the HTTP gateway [default: 0.0.0.0:8080].
+    /// Address for the HTTP gateway [default: [::]:8080].
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
-    /// Address publishers connect to with RTMP [default: 0.0.0.0:1935].
+    /// Address publishers connect to with RTMP [default: [::]:1935].
     #[arg(long, value_name = "ADDR")]
     rtmp: Option<SocketAddr>,
     /// A stream publishers may send, as NAME=KEY (repeatable; replaces the

@@ -176,7 +176,8 @@ pub struct P2pConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
-    /// Address and port publishers connect to. Also `--rtmp`.
+    /// Address and port publishers connect to. Also `--rtmp`. `[::]` takes
+    /// every address: IPv4 (dual stack) and mesh ones (Yggdrasil, cjdns).
     pub listen: SocketAddr,
     /// Publisher connections served at once; more are refused.
     pub max_connections: usize,
@@ -234,7 +235,8 @@ pub struct StreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address and port to listen on.
+    /// Address and port to listen on. `[::]` takes every address: IPv4
+    /// (dual stack) and mesh ones (Yggdrasil, cjdns).
     pub listen: SocketAddr,
     /// A request that has not completed in this time is answered 408.
     #[serde(with = "humantime_serde")]
@@ -319,7 +321,7 @@ impl std::str::FromStr for StreamConfig {
 impl Default for RtmpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            listen: SocketAddr::from(([0u16; 8], 1935)),
             max_connections: 64,
             allow: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
@@ -344,7 +346,7 @@ impl Default for LiveConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from(([0u16; 8], 8080)),
             request_timeout: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(30),
             max_connections: 1024,

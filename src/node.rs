@@ -125,6 +125,32 @@ fn streams_or_default(
     Ok((vec![s.clone()], Some(s)))
 }
 
+/// Binds `addr`; `[::]` (the default, every address) falls back to
+/// `0.0.0.0` on a host whose kernel has no IPv6, which still serves IPv4.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {
+    let source = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => return Ok(listener),
+        Err(e) => e,
+    };
+    match ipv4_fallback(addr, &source) {
+        Some(v4) => {
+            tracing::warn!(%addr, "no IPv6 on this host; listening on {v4} instead");
+            tokio::net::TcpListener::bind(v4)
+                .await
+                .map_err(|source| NodeError::Bind { addr: v4, source })
+        }
+        None => Err(NodeError::Bind { addr, source }),
+    }
+}
+
+/// The IPv4 address to listen on instead of `addr` when binding it failed
+/// with `err` because the kernel has no IPv6 at all.
+fn ipv4_fallback(addr: SocketAddr, err: &std::io::Error) -> Option<SocketAddr> {
+    let no_ipv6 = rustix::io::Errno::from_io_error(err) == Some(rustix::io::Errno::AFNOSUPPORT);
+    (no_ipv6 && addr.is_ipv6() && addr.ip().is_unspecified())
+        .then(|| SocketAddr::from(([0, 0, 0, 0], addr.port())))
+}
+
 impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
@@ -133,11 +159,6 @@ impl Node {
         let (stream_configs, created_stream) = streams_or_default(&config)?;
         let streams =
             Streams::open(repo.clone(), config.live.clone(), &stream_configs).map_err(Box::new)?;
-        let bind = |addr: SocketAddr| async move {
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| NodeError::Bind { addr, source })
-        };
         let http_listener = bind(config.http.listen).await?;
         let rtmp_listener = bind(config.rtmp.listen).await?;
         let http_addr = http_listener.local_addr().map_err(NodeError::Serve)?;
@@ -322,4 +343,33 @@ fn site_feed(streams: &Streams, cancel: CancellationToken) -> crate::p2p::naming
         }
     });
     crate::p2p::naming::SiteFeed { current, updates }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_every_ipv6_address_falls_back_to_ipv4_and_only_without_ipv6() {
+        let no_ipv6 = std::io::Error::from(rustix::io::Errno::AFNOSUPPORT);
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let any: SocketAddr = "[::]:1935".parse().unwrap();
+        assert_eq!(
+            ipv4_fallback(any, &no_ipv6),
+            Some("0.0.0.0:1935".parse().unwrap())
+        );
+        assert_eq!(ipv4_fallback(any, &in_use), None);
+        for addr in [
+            "[200::1]:1935",
+            "[fc00::1]:1935",
+            "[::1]:1935",
+            "0.0.0.0:1935",
+        ] {
+            assert_eq!(
+                ipv4_fallback(addr.parse().unwrap(), &no_ipv6),
+                None,
+                "{addr}"
+            );
+        }
+    }
 }

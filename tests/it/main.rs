@@ -21,3 +21,4 @@ mod p2p_node;
 mod player;
 mod store_cli;
 mod support;
+mod yggdrasil;

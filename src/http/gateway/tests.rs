@@ -182,8 +182,32 @@ async fn byte_ranges() {
     let r = range("bytes=1000-").await;
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.header("content-range"), "bytes */1000");
-    // Several ranges, other units and garbage: the whole file.
-    for whole in ["bytes=0-1,5-6", "items=0-1", "bytes=x-y"] {
+    // Positions past u64 are still positions past the end: a last one is
+    // clamped, a first one or a suffix too.
+    let r = range("bytes=0-18446744073709551616").await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.header("content-range"), "bytes 0-999/1000");
+    assert_eq!(r.body, s.data_bytes);
+    let r = range("bytes=990-99999999999999999999999999").await;
+    assert_eq!(r.header("content-range"), "bytes 990-999/1000");
+    let r = range("bytes=-99999999999999999999999999").await;
+    assert_eq!(r.header("content-range"), "bytes 0-999/1000");
+    for past in [
+        "bytes=18446744073709551616-",
+        "bytes=99999999999999999999-99999999999999999999",
+    ] {
+        let r = range(past).await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{past}");
+        assert_eq!(r.header("content-range"), "bytes */1000");
+    }
+    // Several ranges, other units, garbage and signs: the whole file.
+    for whole in [
+        "bytes=0-1,5-6",
+        "items=0-1",
+        "bytes=x-y",
+        "bytes=+1-5",
+        "bytes=5-2",
+    ] {
         let r = range(whole).await;
         assert_eq!(r.status, StatusCode::OK, "{whole}");
         assert_eq!(r.body.len(), 1000);

@@ -301,6 +301,32 @@ async fn content_types_by_name_and_by_content() {
 }
 
 #[tokio::test]
+async fn content_from_the_store_is_sandboxed() {
+    let t = TestDag::new();
+    let script = t.raw(b"<script>fetch('/api/v1/streams')</script>");
+    let page = t.raw(b"<!DOCTYPE html><title>x</title>");
+    let dir = t.dir(&[("index.html", page), ("x", script)]);
+    let app = app(&t);
+    // Whatever the type, and however it was asked for: a node without
+    // streams has no site of its own.
+    for uri in [
+        format!("/ipfs/{script}?filename=x.html"),
+        format!("/ipfs/{script}"),
+        format!("/ipfs/{dir}/"),
+        format!("/ipfs/{dir}/x?filename=x.html"),
+        format!("/ipfs/{dir}/index.html"),
+        format!("/ipfs/{dir}/?format=car"),
+        format!("/ipfs/{page}?format=raw"),
+    ] {
+        let r = get(&app, &uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert_eq!(r.header("content-security-policy"), "sandbox", "{uri}");
+    }
+    let r = get(&app, &format!("/ipfs/{script}?filename=x.html")).await;
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+}
+
+#[tokio::test]
 async fn raw_blocks() {
     let s = site();
     let app = app(&s.t);

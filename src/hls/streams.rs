@@ -268,6 +268,14 @@ impl Streams {
             .collect()
     }
 
+    /// Whether `root` is an own stream's latest site (not a mirrored
+    /// one's: that is the origin's content).
+    pub fn is_own_site(&self, root: &Cid) -> bool {
+        self.lock()
+            .values()
+            .any(|s| s.mirror_of.is_none() && s.site.as_ref() == Some(root))
+    }
+
     /// Serves a followed stream as its origin does: its playlists, state
     /// and sessions. Refused (false) when an own stream has that name.
     pub fn set_mirrored(&self, name: &str, m: Mirrored) -> bool {

@@ -6,10 +6,11 @@
 //! (`?format=` over `Accept`), honour `Cache-Control: only-if-cached`,
 //! resolve the path with the exporter, then answer with a raw block, a CAR
 //! stream (`dag-scope`, `entity-bytes`), file bytes (`Range`, sniffed
-//! `Content-Type`), `index.html` or a generated directory listing. Bodies are
-//! streamed: a task reads one block per blocking call into a small bounded
-//! channel, so memory stays flat whatever the file's size and a slow client
-//! holds no thread.
+//! `Content-Type`), `index.html` or a generated directory listing; every
+//! answer but this node's own stream sites is sandboxed ([`SANDBOX`]).
+//! Bodies are streamed: a task reads one block per blocking call into a
+//! small bounded channel, so memory stays flat whatever the file's size and
+//! a slow client holds no thread.
 //!
 //! This file parses the request and routes it; `negotiate` picks the format,
 //! `trustless` answers raw blocks and CARs, `deserialized` file bytes,
@@ -31,6 +32,19 @@ use tower_http::cors::{Any, CorsLayer};
 
 /// `Cache-Control` of everything under `/ipfs/`: content never changes.
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+/// The `Content-Security-Policy` of everything the gateway serves but
+/// this node's own stream sites. Content comes from the store, which peers
+/// fill, and is served on the same origin as the UI and the API; whoever
+/// controls the bytes also controls their type (`?filename=x.html`). A
+/// sandboxed document runs no script and has an opaque origin of its own,
+/// so a page from a peer cannot act as this node's UI. Subresources (a
+/// segment, a playlist, an image) ignore the header, so players that fetch
+/// them, the node's own included, are unaffected. Only an own stream's site
+/// (`/ipns/<own name>/`, or `/ipfs/<root>/` while `root` is an own
+/// stream's latest site) runs its player; a mirrored site is the origin's
+/// content and is sandboxed like any other.
+const SANDBOX: &str = "sandbox";
 
 mod body;
 mod deserialized;
@@ -233,15 +247,27 @@ fn disposition(kind: &str, name: &str) -> HeaderValue {
     value(&v)
 }
 
-/// `GET`/`HEAD /ipfs/{cid}[/{path}]` (also what `/ipns` serves once the
-/// name is resolved).
-pub(super) async fn ipfs(
+/// `GET`/`HEAD /ipfs/{cid}[/{path}]`.
+async fn ipfs(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
+    content(state, method, uri, headers, false).await
+}
+
+/// Answers `/ipfs/{cid}[/{path}]` (also what `/ipns` serves once the name
+/// is resolved; `own_name` when it is one of this node's streams' names).
+pub(super) async fn content(
+    state: AppState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    own_name: bool,
+) -> Result<Response, GatewayError> {
     let path = ContentPath::parse(uri.path())?;
+    let own_site = own_name || state.streams().is_some_and(|s| s.is_own_site(&path.cid));
     let params = Query::<Params>::try_from_uri(&uri)
         .map_err(|e| GatewayError::BadRequest(format!("bad query string: {e}")))?
         .0;
@@ -288,7 +314,7 @@ pub(super) async fn ipfs(
     };
     let h = resp.headers_mut();
     let roots: Vec<String> = resolved.roots.iter().map(Cid::to_string).collect();
-    ipfs_headers(h, &path.raw, &roots.join(","));
+    ipfs_headers(h, &path.raw, &roots.join(","), own_site);
     if let (true, Some(f)) = (from_accept, format.query_value()) {
         // Lets caches keep this response apart from the deserialized one.
         let url = match uri.query() {
@@ -313,10 +339,17 @@ fn not_modified_response(etag: &str) -> Response {
 }
 
 /// What every `/ipfs` answer carries: immutable caching (unless the
-/// answer set its own), the path asked for and the CIDs it went through.
-fn ipfs_headers(h: &mut HeaderMap, path: &str, roots: &str) {
+/// answer set its own), the path asked for and the CIDs it went through,
+/// and, unless it is this node's own stream site, [`SANDBOX`].
+fn ipfs_headers(h: &mut HeaderMap, path: &str, roots: &str, own_site: bool) {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    }
+    if !own_site {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
     }
     h.insert(X_IPFS_PATH.clone(), value(path));
     h.insert(X_IPFS_ROOTS.clone(), value(roots));

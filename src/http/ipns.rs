@@ -120,7 +120,9 @@ async fn ipns(
     let inner_uri: Uri = with_query
         .parse()
         .map_err(|_| GatewayError::BadRequest("bad path".into()))?;
-    let mut resp = super::gateway::ipfs(State(state), method, inner_uri, headers).await?;
+    // Our own name points only at our own sites: they run their player.
+    let own = naming(&state)?.is_own(&name);
+    let mut resp = super::gateway::content(state, method, inner_uri, headers, own).await?;
     let h = resp.headers_mut();
     // The name moves: caches may keep the answer only for the record's TTL.
     let ttl = record.ttl().as_secs();

@@ -187,6 +187,11 @@ impl Naming {
         self.table().own.get(stream).cloned()
     }
 
+    /// Whether `name` is one of our streams' published names.
+    pub fn is_own(&self, name: &Name) -> bool {
+        self.table().own.values().any(|n| n == name)
+    }
+
     /// The name of a stream's key (created if needed), published or not.
     pub fn name_of(&self, stream: &str) -> Result<Name, NamingError> {
         let key = self

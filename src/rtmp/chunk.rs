@@ -87,6 +87,10 @@ pub enum ChunkError {
         /// The configured limit.
         limit: usize,
     },
+    /// Set Chunk Size with its reserved top bit set, which the spec says
+    /// must be zero.
+    #[error("Set Chunk Size 0x{0:08X} has the reserved top bit set")]
+    ChunkSizeTopBit(u32),
     /// Set Chunk Size with a value of 0 or above the limit.
     #[error("chunk size {size} outside 1..={max}")]
     BadChunkSize {
@@ -237,7 +241,12 @@ impl ChunkDecoder {
     fn apply_control(&mut self, msg: &RawMessage) -> Result<(), ChunkError> {
         match msg.type_id {
             TYPE_SET_CHUNK_SIZE => {
-                let size = control_u32(msg)? & 0x7FFF_FFFF;
+                let size = control_u32(msg)?;
+                // Masking the bit off would read 0x8000_0080 as 128, which
+                // is not what the peer will send with.
+                if size & 0x8000_0000 != 0 {
+                    return Err(ChunkError::ChunkSizeTopBit(size));
+                }
                 if size == 0 || size > self.limits.max_chunk_size {
                     return Err(ChunkError::BadChunkSize {
                         size,
@@ -775,6 +784,12 @@ mod tests {
                 Err(ChunkError::BadChunkSize { .. })
             ));
         }
+        let mut top_bit = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
+        top_bit.extend_from_slice(&0x8000_0080u32.to_be_bytes());
+        assert_eq!(
+            decode_all(&mut ChunkDecoder::new(limits), &top_bit),
+            Err(ChunkError::ChunkSizeTopBit(0x8000_0080))
+        );
         let big = [0x03, 0, 0, 0, 0, 0x03, 0xE9, 9, 0, 0, 0, 0];
         assert!(matches!(
             decode_all(&mut ChunkDecoder::new(limits), &big),

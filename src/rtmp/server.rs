@@ -18,6 +18,8 @@
 //!       codec we cannot carry -> fail_publish: onStatus(error, NetStream.Failed,
 //!                                what to publish instead) -> End(Refused) -> close
 //!     Unpublish / EOF / idle_timeout / error  -> End(reason) -> close
+//!       (a session error writes what the session answered first, e.g. the
+//!        `_error` of a connect whose app name is too long, then lingers)
 //!     the manager closes the channel (a new publisher took over) -> close
 //! ```
 //!
@@ -418,6 +420,12 @@ impl Connection<'_> {
                 Err(e) => return EndReason::Error(format!("reading from the publisher: {e}")),
             };
             if let Err(e) = self.session.handle_input(&buf[..n]) {
+                // A session that failed may have said why first (a refused
+                // connect does): let the client read it, briefly.
+                let answered = tokio::time::timeout(REJECT_LINGER, self.flush()).await;
+                if matches!(answered, Ok(Ok(true))) {
+                    self.linger().await;
+                }
                 return EndReason::Error(e.to_string());
             }
             let mut flow = Flow::Continue;
@@ -433,7 +441,7 @@ impl Connection<'_> {
                 r = self.flush() => r,
             };
             match (flow, flushed) {
-                (Flow::Close(EndReason::Unpublished), Ok(())) => {
+                (Flow::Close(EndReason::Unpublished), Ok(_)) => {
                     self.close_after_unpublish().await;
                     return EndReason::Unpublished;
                 }
@@ -446,7 +454,7 @@ impl Connection<'_> {
                 }
                 (_, Err(e)) if is_disconnect(&e) => return EndReason::Disconnected,
                 (_, Err(e)) => return EndReason::Error(format!("writing to the publisher: {e}")),
-                (Flow::Continue, Ok(())) => {}
+                (Flow::Continue, Ok(_)) => {}
             }
         }
     }
@@ -462,11 +470,14 @@ impl Connection<'_> {
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    /// Writes what the session has to send; says whether there was any.
+    async fn flush(&mut self) -> std::io::Result<bool> {
+        let mut wrote = false;
         while let Some(out) = self.session.poll_transmit() {
             self.socket.write_all(&out).await?;
+            wrote = true;
         }
-        Ok(())
+        Ok(wrote)
     }
 
     /// Half-closes and waits a moment for the client to close, so that it

@@ -40,6 +40,22 @@ const CSID_COMMAND: u32 = 3;
 /// Chunk stream for stream-level status messages.
 const CSID_STREAM: u32 = 5;
 
+/// Bytes of a peer's command name an error carries at most.
+pub const MAX_LOGGED_NAME: usize = 64;
+
+/// `name` cut to [`MAX_LOGGED_NAME`] bytes at a character boundary.
+fn clip(mut name: String) -> String {
+    if name.len() > MAX_LOGGED_NAME {
+        let mut end = MAX_LOGGED_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push_str("...");
+    }
+    name
+}
+
 /// Tunables of a session. `Default` is what OBS and ffmpeg work well with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -60,6 +76,9 @@ pub struct SessionConfig {
     pub max_pending_events: usize,
     /// Most bytes waiting for [`Session::poll_transmit`].
     pub max_pending_output: usize,
+    /// Longest application name `connect` may give, in bytes. The name
+    /// reaches the log, so one the size of a message is refused.
+    pub max_app_len: usize,
 }
 
 impl Default for SessionConfig {
@@ -72,6 +91,8 @@ impl Default for SessionConfig {
             max_streams: 8,
             max_pending_events: 1024,
             max_pending_output: 4 * 1024 * 1024,
+            // Encoders send `live` or a path of a few parts.
+            max_app_len: 256,
         }
     }
 }
@@ -96,10 +117,21 @@ pub enum SessionError {
     /// A command other than `connect` before `connect`, or `connect` twice.
     #[error("command {name:?} out of order: {why}")]
     OutOfOrder {
-        /// The command.
+        /// The command, cut to [`MAX_LOGGED_NAME`] bytes: it is the
+        /// peer's and goes to the log.
         name: String,
         /// What was expected.
         why: &'static str,
+    },
+    /// `connect` named an application longer than
+    /// [`SessionConfig::max_app_len`]; the client was answered `_error`
+    /// (`NetConnection.Connect.Rejected`).
+    #[error("connect with an application name of {len} bytes; at most {limit} are accepted")]
+    AppTooLong {
+        /// Bytes in the name.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
     },
     /// The caller let events pile up.
     #[error("more than {limit} RTMP events pending; drain poll_event after each handle_input")]
@@ -566,7 +598,7 @@ impl Session {
         }
         let Some(app) = self.app.clone() else {
             return Err(SessionError::OutOfOrder {
-                name: cmd.name,
+                name: clip(cmd.name),
                 why: "expected connect first",
             });
         };
@@ -675,7 +707,7 @@ impl Session {
     fn handle_connect(&mut self, cmd: Command) -> Result<(), SessionError> {
         if self.app.is_some() {
             return Err(SessionError::OutOfOrder {
-                name: cmd.name,
+                name: clip(cmd.name),
                 why: "connect was already received",
             });
         }
@@ -689,6 +721,17 @@ impl Session {
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_owned();
+        let limit = self.config.max_app_len;
+        if app.len() > limit {
+            let len = app.len();
+            let description = format!("application name of {len} bytes; at most {limit}");
+            self.send_error(
+                cmd.transaction_id,
+                "NetConnection.Connect.Rejected",
+                &description,
+            )?;
+            return Err(SessionError::AppTooLong { len, limit });
+        }
         let (tc_url, flash_ver) = (field("tcUrl"), field("flashVer"));
         self.app = Some(app.clone());
 

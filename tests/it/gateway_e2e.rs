@@ -314,3 +314,41 @@ fn the_bound_rtmp_address_is_written_beside_api() -> Result<()> {
     ensure!(!repo.path().join("api").exists(), "api outlives the node");
     Ok(())
 }
+
+#[test]
+fn gateway_sandboxes_store_content_and_clamps_huge_ranges() -> Result<()> {
+    let repo = Repo::new()?;
+    let tmp = tempdir()?;
+    let page = tmp.path().join("page");
+    let html = b"<!DOCTYPE html><script>fetch('/api/v1/streams')</script>";
+    write(&page, html)?;
+    let cid = repo.add([&page])?;
+    let gw = Gateway::start(&repo, &[])?;
+
+    // Typed as HTML by the query, on the node's own origin: the browser
+    // must not run its script as the node's.
+    let r = gw.expect(&format!("/ipfs/{cid}?filename=x.html"), &[], 200)?;
+    ensure!(r.header("content-type") == Some("text/html; charset=utf-8"));
+    ensure!(
+        r.header("content-security-policy") == Some("sandbox"),
+        "no sandbox: {:?}",
+        r.headers
+    );
+
+    // A last position past u64 is still a last position past the end.
+    let len = html.len();
+    let r = gw.expect(
+        &format!("/ipfs/{cid}"),
+        &[("range", "bytes=0-18446744073709551616")],
+        206,
+    )?;
+    ensure!(r.header("content-range") == Some(format!("bytes 0-{}/{len}", len - 1).as_str()));
+    ensure!(r.body == html);
+    let r = gw.expect(
+        &format!("/ipfs/{cid}"),
+        &[("range", "bytes=18446744073709551616-")],
+        416,
+    )?;
+    ensure!(r.header("content-range") == Some(format!("bytes */{len}").as_str()));
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
 mod ingest_codecs;
+mod ingest_hostile;
 mod ipns_interop;
 mod ipns_peers;
 mod live;

@@ -76,6 +76,36 @@ fn chromium_plays_a_live_stream_then_its_archive() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn chromium_plays_a_stream_site_and_only_own_sites_run_script() -> Result<()> {
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
+    let out = publish_cmd(rtmp_addr(&gw)?, KEY, &clip(8)?, false).output()?;
+    check(&out, "ffmpeg publishing")?;
+    let stream = wait_ended(&gw, "cam")?;
+    let name = ipns_name(&gw, "cam")?;
+    let (doc, _) = wait_resolved(&gw, &name, std::time::Duration::from_secs(10))?;
+    let site = ipns_site(&gw, "cam")?;
+    // The node's own site runs its player; what else the store holds, the
+    // archive playlist included, is sandboxed.
+    for own in [format!("/ipns/{name}/"), format!("/ipfs/{site}/")] {
+        let r = gw.expect(&own, &[], 200)?;
+        ensure!(
+            r.header("content-security-policy").is_none(),
+            "{own} is sandboxed: {:?}",
+            r.headers
+        );
+    }
+    let archive = doc["archive_cid"].as_str().context("archive_cid")?;
+    let r = gw.expect(&format!("/ipfs/{archive}?filename=x.html"), &[], 200)?;
+    ensure!(r.header("content-security-policy") == Some("sandbox"));
+    ensure!(stream["sessions"][0]["archive_cid"] == archive);
+
+    let played = play(&format!("{}/ipns/{name}/", gw.base))?;
+    assert_eq!(played.engine.as_deref(), Some("hls.js"), "{played:?}");
+    Ok(())
+}
+
 /// The number of segments the archive of `stream`'s session lists.
 fn archive_segments(gw: &Gateway, stream: &str) -> Result<usize> {
     let r = gw.get(&format!("/live/{stream}/archive.m3u8"), &[])?;

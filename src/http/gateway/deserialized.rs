@@ -136,7 +136,13 @@ async fn listing(
 /// A single byte range from a `Range` header, as `[start, end)`.
 ///
 /// Headers that do not parse, other units and multiple ranges are ignored
-/// (the whole file is sent), as RFC 9110 allows.
+/// (the whole file is sent), as RFC 9110 allows. Positions are any run of
+/// digits (RFC 9110 section 14.1.1 sets no limit): one too large for a
+/// `u64` is still a position past the end, so it is read as `u64::MAX`. A
+/// last position past the end is clamped to the last byte, and a suffix
+/// longer than the file selects all of it (206 either way: `bytes=0-` and
+/// twenty digits are a satisfiable range); a first position at or past the
+/// end is unsatisfiable (416 with `Content-Range: bytes */LEN`).
 fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, GatewayError> {
     let Some(spec) = headers
         .get(header::RANGE)
@@ -154,19 +160,19 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Gate
     let (a, b) = (a.trim(), b.trim());
     let unsatisfiable = GatewayError::RangeNotSatisfiable { size };
     let range = if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else {
+        let Some(n) = position(b) else {
             return Ok(None);
         };
         (size.saturating_sub(n), size)
     } else {
-        let Ok(start) = a.parse::<u64>() else {
+        let Some(start) = position(a) else {
             return Ok(None);
         };
         let end = if b.is_empty() {
             size
         } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e.saturating_add(1).min(size),
+            match position(b) {
+                Some(e) if e >= start => e.saturating_add(1).min(size),
                 _ => return Ok(None),
             }
         };
@@ -176,6 +182,15 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Gate
         return Err(unsatisfiable);
     }
     Ok(Some(range))
+}
+
+/// A byte position: one or more ASCII digits (no sign, unlike
+/// `u64::from_str`), saturating at `u64::MAX`.
+fn position(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 /// File bytes, whole or one range, with a type from the name or content.

@@ -127,7 +127,8 @@ pub fn hot_block<B>(state: &AppState, req: &Request<B>) -> Option<Response> {
         filename,
         false,
     );
-    ipfs_headers(&mut h, uri.path(), &cid_string);
+    // A raw block is never a stream's site.
+    ipfs_headers(&mut h, uri.path(), &cid_string, false);
     for (n, v) in CORS.iter() {
         h.insert(n.clone(), v.clone());
     }

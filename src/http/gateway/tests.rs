@@ -182,8 +182,32 @@ async fn byte_ranges() {
     let r = range("bytes=1000-").await;
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.header("content-range"), "bytes */1000");
-    // Several ranges, other units and garbage: the whole file.
-    for whole in ["bytes=0-1,5-6", "items=0-1", "bytes=x-y"] {
+    // Positions past u64 are still positions past the end: a last one is
+    // clamped, a first one or a suffix too.
+    let r = range("bytes=0-18446744073709551616").await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.header("content-range"), "bytes 0-999/1000");
+    assert_eq!(r.body, s.data_bytes);
+    let r = range("bytes=990-99999999999999999999999999").await;
+    assert_eq!(r.header("content-range"), "bytes 990-999/1000");
+    let r = range("bytes=-99999999999999999999999999").await;
+    assert_eq!(r.header("content-range"), "bytes 0-999/1000");
+    for past in [
+        "bytes=18446744073709551616-",
+        "bytes=99999999999999999999-99999999999999999999",
+    ] {
+        let r = range(past).await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{past}");
+        assert_eq!(r.header("content-range"), "bytes */1000");
+    }
+    // Several ranges, other units, garbage and signs: the whole file.
+    for whole in [
+        "bytes=0-1,5-6",
+        "items=0-1",
+        "bytes=x-y",
+        "bytes=+1-5",
+        "bytes=5-2",
+    ] {
         let r = range(whole).await;
         assert_eq!(r.status, StatusCode::OK, "{whole}");
         assert_eq!(r.body.len(), 1000);
@@ -274,6 +298,32 @@ async fn content_types_by_name_and_by_content() {
         r.header("content-disposition"),
         "attachment; filename=\"pic _.png\"; filename*=UTF-8''pic%20%D1%84%2Epng"
     );
+}
+
+#[tokio::test]
+async fn content_from_the_store_is_sandboxed() {
+    let t = TestDag::new();
+    let script = t.raw(b"<script>fetch('/api/v1/streams')</script>");
+    let page = t.raw(b"<!DOCTYPE html><title>x</title>");
+    let dir = t.dir(&[("index.html", page), ("x", script)]);
+    let app = app(&t);
+    // Whatever the type, and however it was asked for: a node without
+    // streams has no site of its own.
+    for uri in [
+        format!("/ipfs/{script}?filename=x.html"),
+        format!("/ipfs/{script}"),
+        format!("/ipfs/{dir}/"),
+        format!("/ipfs/{dir}/x?filename=x.html"),
+        format!("/ipfs/{dir}/index.html"),
+        format!("/ipfs/{dir}/?format=car"),
+        format!("/ipfs/{page}?format=raw"),
+    ] {
+        let r = get(&app, &uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert_eq!(r.header("content-security-policy"), "sandbox", "{uri}");
+    }
+    let r = get(&app, &format!("/ipfs/{script}?filename=x.html")).await;
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
 }
 
 #[tokio::test]

@@ -455,6 +455,78 @@ fn command_before_connect_is_an_error() {
     ));
 }
 
+/// Feeds `cmd` on the connection's command stream, returning the session's
+/// verdict instead of unwrapping it.
+fn try_command(c: &mut Client, cmd: Command) -> Result<(), SessionError> {
+    let (type_id, payload) = Message::Command(cmd).encode();
+    let mut out = BytesMut::new();
+    c.encoder
+        .encode(
+            &RawMessage {
+                csid: 3,
+                timestamp: 0,
+                type_id,
+                stream_id: 0,
+                payload,
+            },
+            &mut out,
+        )
+        .unwrap();
+    c.session.handle_input(&out)
+}
+
+#[test]
+fn an_application_name_past_the_limit_is_refused_and_kept_out_of_errors() {
+    let mut c = Client::new(SessionConfig::default(), None);
+    let app = "a".repeat(100_000);
+    let object = Amf0Value::object([("app", Amf0Value::string(app.clone()))]);
+    let err = try_command(&mut c, Command::new("connect", 1.0, object, vec![])).unwrap_err();
+    assert!(matches!(
+        err,
+        SessionError::AppTooLong {
+            len: 100_000,
+            limit: 256
+        }
+    ));
+    assert!(!err.to_string().contains(&app[..300]));
+    assert_eq!(c.session.app(), None);
+    assert!(c.events().is_empty(), "no Connect event");
+    // The client is told, with the code encoders report.
+    let answers = c.received();
+    let [(0, Message::Command(answer))] = &answers[..] else {
+        panic!("one _error answer, got {answers:?}");
+    };
+    assert_eq!(answer.name, "_error");
+    let info = answer.args.first().unwrap();
+    assert_eq!(
+        info.get("code").and_then(Amf0Value::as_str),
+        Some("NetConnection.Connect.Rejected")
+    );
+
+    // At the limit it is fine.
+    let mut c = Client::new(SessionConfig::default(), None);
+    let object = Amf0Value::object([("app", Amf0Value::string("b".repeat(256)))]);
+    try_command(&mut c, Command::new("connect", 1.0, object, vec![])).unwrap();
+    assert_eq!(c.session.app().map(str::len), Some(256));
+}
+
+#[test]
+fn an_out_of_order_command_name_is_clipped_in_the_error() {
+    let mut c = Client::new(SessionConfig::default(), None);
+    let name = "é".repeat(50_000);
+    let cmd = Command::new(&name, 2.0, Amf0Value::Null, vec![]);
+    let err = try_command(&mut c, cmd).unwrap_err();
+    let SessionError::OutOfOrder { name: logged, .. } = &err else {
+        panic!("expected OutOfOrder, got {err:?}");
+    };
+    assert!(
+        logged.len() <= MAX_LOGGED_NAME + 3,
+        "{} bytes",
+        logged.len()
+    );
+    assert!(logged.starts_with("éé"));
+}
+
 #[test]
 fn acknowledges_each_window() {
     let mut c = Client::new(SessionConfig::default(), None);

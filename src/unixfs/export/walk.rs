@@ -131,24 +131,39 @@ enum Visit {
     /// A HAMT sub-shard: emit it and its sub-shards, not the entries.
     Shard(Cid),
     /// Part of a file: emit it and its children overlapping `[start, end)`;
-    /// it starts at file offset `offset`.
+    /// it starts at file offset `offset`, and `whole` when the range covers
+    /// all of it.
     Range {
         cid: Cid,
         offset: u64,
         start: u64,
         end: u64,
+        whole: bool,
     },
 }
 
 /// Yields the blocks of a CAR response, one block read per step.
 ///
-/// The dedupe set grows with the blocks emitted (a CID each); the stack is
+/// The dedupe sets grow with the blocks emitted (a CID each); the stack is
 /// bounded by the DAG's depth times its fanout.
+///
+/// Work stays in proportion to what is sent, however a DAG repeats
+/// itself: without duplicates a block's subtree is entered once, except
+/// for a range's edges (a range may need another part of a repeated
+/// subtree than it sent before, but only the two blocks holding its ends
+/// at each level are partly covered); with duplicates every block entered
+/// is sent, so the client's reading paces the walk, as it does the bytes
+/// of a large file. A HAMT linking one sub-shard twice (a valid one never
+/// does) is malformed, as in `unixfs::hamt::lookup`.
 #[derive(Debug)]
 pub struct DagWalk {
     path: VecDeque<Cid>,
     stack: Vec<Visit>,
     seen: HashSet<Cid>,
+    /// Blocks of a file a range covered whole: all below them was sent.
+    whole: HashSet<Cid>,
+    /// HAMT sub-shards pushed.
+    shards: HashSet<Cid>,
     dups: bool,
 }
 
@@ -173,6 +188,8 @@ impl DagWalk {
             path: resolved.path_blocks.iter().copied().collect(),
             stack: vec![first],
             seen: HashSet::new(),
+            whole: HashSet::new(),
+            shards: HashSet::new(),
             dups,
         }
     }
@@ -244,8 +261,13 @@ impl DagWalk {
                 }
                 // A range may need other parts of a block's subtree than an
                 // earlier visit sent, so repeated range blocks are still
-                // entered.
-                Visit::Range { cid, .. } => (cid, false),
+                // entered, unless an earlier visit covered all of the block.
+                Visit::Range { cid, whole, .. } => {
+                    if whole && !self.dups && self.whole.contains(&cid) {
+                        continue;
+                    }
+                    (cid, false)
+                }
             };
             // Sent if not sent before, or duplicates are on.
             let new = self.seen.insert(cid);
@@ -261,6 +283,11 @@ impl DagWalk {
                 }
             };
             self.push_children(&visit, &data)?;
+            // Marked once entered: the stack pops everything pushed below
+            // it before any later visit of the same block.
+            if let Visit::Range { whole: true, .. } = visit {
+                self.whole.insert(cid);
+            }
             if fresh && cid.hash().code() != IDENTITY {
                 return Ok(Some(Block { cid, data }));
             }
@@ -314,6 +341,7 @@ impl DagWalk {
                 offset,
                 start,
                 end,
+                ..
             } => {
                 if let Node::Pb(node, fs) = decode(&cid, data.clone())? {
                     file_len(&cid, &node, &fs)?;
@@ -334,7 +362,14 @@ impl DagWalk {
         let shard = Shard::of(cid, fs)?;
         for l in &node.links {
             if shard.split(cid, l)?.1.is_empty() {
-                self.stack.push(Visit::Shard(link_cid(cid, l)?));
+                let child = link_cid(cid, l)?;
+                if !self.shards.insert(child) {
+                    return Err(super::malformed(
+                        cid,
+                        format!("HAMT links the sub-shard {child} a second time"),
+                    ));
+                }
+                self.stack.push(Visit::Shard(child));
             }
         }
         Ok(())
@@ -351,15 +386,16 @@ impl DagWalk {
     ) -> Result<(), ExportError> {
         let mut at = offset + fs.data.as_ref().map_or(0, Vec::len) as u64;
         for (l, size) in node.links.iter().zip(&fs.blocksizes) {
-            if at < end && at + size > start {
+            if at < end && at.saturating_add(*size) > start {
                 self.stack.push(Visit::Range {
                     cid: link_cid(&cid, l)?,
                     offset: at,
                     start,
                     end,
+                    whole: start <= at && at.saturating_add(*size) <= end,
                 });
             }
-            at += size;
+            at = at.saturating_add(*size);
         }
         Ok(())
     }
@@ -520,6 +556,93 @@ mod tests {
             ),
         );
         assert_eq!(got, vec![file, inner, a, b]);
+    }
+
+    /// A file of `2^levels` copies of one byte from `levels + 1` blocks:
+    /// each level links the one below twice.
+    fn doubling_file(t: &TestDag, levels: u32) -> Cid {
+        let mut cur = t.raw(b"x");
+        for level in 0..levels {
+            let size = 1u64 << level;
+            cur = t.file(b"", &[(cur, size), (cur, size)]);
+        }
+        cur
+    }
+
+    #[test]
+    fn a_range_over_a_file_that_repeats_itself_is_walked_in_proportion() {
+        let t = TestDag::new();
+        // 2^50 bytes: a walk that entered every copy would never end.
+        let file = doubling_file(&t, 50);
+        let started = std::time::Instant::now();
+        for range in ["0:*", "1:-2", "12345:1125899906842622", "-100:*"] {
+            let walk = DagWalk::new(
+                &at(file),
+                DagScope::Entity,
+                Some(range.parse().unwrap()),
+                false,
+            );
+            let got = cids(&t, walk);
+            assert_eq!(got.len(), 51, "{range}: every block once");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // With duplicates every block entered is sent: the client paces it.
+        let mut dups = DagWalk::new(
+            &at(file),
+            DagScope::Entity,
+            Some("0:*".parse().unwrap()),
+            true,
+        );
+        for _ in 0..1000 {
+            assert!(dups.next_block(&*t.store).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn a_hamt_that_links_a_sub_shard_twice_is_malformed() {
+        let t = TestDag::new();
+        // A fanout-256 shard with `links` (slot, link name, CID).
+        let shard = |links: &[(usize, &str, Cid)]| {
+            use crate::unixfs::pb::{DataType, PbLink, PbNode, UnixfsData};
+            let mut d = UnixfsData::new(DataType::HamtShard);
+            d.data = Some(crate::unixfs::hamt::encode_bitfield(
+                links.iter().map(|l| l.0),
+                256,
+            ));
+            d.hash_type = Some(crate::unixfs::hamt::MURMUR3_X64_64);
+            d.fanout = Some(256);
+            let node = PbNode {
+                links: links
+                    .iter()
+                    .map(|(_, name, cid)| PbLink {
+                        hash: cid.to_bytes(),
+                        name: Some((*name).to_owned()),
+                        tsize: Some(1),
+                    })
+                    .collect(),
+                data: Some(d.encode()),
+            };
+            t.put(crate::store::Block::new(
+                cid::Version::V1,
+                crate::store::DAG_PB,
+                node.encode(),
+            ))
+        };
+        let entry = t.raw(b"entry");
+        let mut cur = shard(&[(0, "00e", entry)]);
+        for _ in 0..60 {
+            cur = shard(&[(0, "00", cur), (1, "01", cur)]);
+        }
+        let started = std::time::Instant::now();
+        for dups in [false, true] {
+            let walk = DagWalk::new(&at(cur), DagScope::Entity, None, dups);
+            let r: Result<Vec<_>, _> = walk.iter(&*t.store).collect();
+            assert!(
+                matches!(r, Err(ExportError::Malformed { .. })),
+                "dups {dups}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! from the network, so both walks keep their own stack instead of the
 //! thread's and stop at [`MAX_DEPTH`] levels below the root: no valid HAMT
 //! is deeper (even a fanout of 2 runs out of the 64 hash bits there), and a
-//! crafted one cannot make a walk overflow the stack.
+//! crafted one cannot make a walk overflow the stack. A walk also enters
+//! each sub-shard once: entries sit where their hash bits put them, so no
+//! valid HAMT links one sub-shard from two slots, while a crafted one that
+//! does so at every level would be walked once per path (2^60 visits for
+//! 60 levels of two links each); a second link to a sub-shard is malformed.
 
 use super::{name_hash, MURMUR3_X64_64};
 use crate::store::BlockRead;
@@ -15,6 +19,7 @@ use crate::unixfs::export::{decode, link_cid, load, malformed, DirEntry, ExportE
 use crate::unixfs::pb::{DataType, PbLink, PbNode, UnixfsData};
 use cid::Cid;
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 /// Levels of sub-shards below the root a walk enters at most.
 pub const MAX_DEPTH: usize = 64;
@@ -193,7 +198,8 @@ struct Frame<'a> {
 /// was.
 ///
 /// Past [`MAX_DEPTH`] levels of sub-shards the walk fails with
-/// [`ExportError::TooDeep`].
+/// [`ExportError::TooDeep`], and at a second link to a sub-shard it has
+/// entered with [`ExportError::Malformed`], so it reads each block once.
 fn walk(
     store: &dyn BlockRead,
     cid: &Cid,
@@ -208,6 +214,7 @@ fn walk(
         shard: Shard::of(cid, fs)?,
         next: 0,
     }];
+    let mut entered = HashSet::from([*cid]);
     while let Some(top) = stack.last_mut() {
         let Some(link) = top.node.links.get(top.next) else {
             stack.pop();
@@ -219,7 +226,7 @@ fn walk(
         };
         top.next += 1;
         let (_, entry) = top.shard.split(&top.cid, link)?;
-        let child = link_cid(&top.cid, link)?;
+        let (parent, child) = (top.cid, link_cid(&top.cid, link)?);
         if !entry.is_empty() {
             if stop(entry, child, link) {
                 return Ok(Some(child));
@@ -231,6 +238,12 @@ fn walk(
                 cid: child,
                 max: MAX_DEPTH,
             });
+        }
+        if !entered.insert(child) {
+            return Err(malformed(
+                &parent,
+                format!("HAMT links the sub-shard {child} a second time"),
+            ));
         }
         let (n, f) = load_shard(store, &child)?;
         let shard = Shard::of(&child, &f)?;
@@ -315,6 +328,37 @@ mod tests {
         assert!(matches!(
             list(&*t.store, &root),
             Err(ExportError::TooDeep { max: MAX_DEPTH, .. })
+        ));
+    }
+
+    #[test]
+    fn a_sub_shard_linked_twice_is_malformed_not_walked_once_per_path() {
+        let t = TestDag::new();
+        // Within the depth cap, two links per level: 2^60 paths to walk
+        // for a walk that entered a shard once per link.
+        let (root, entry) = chain(&t, 60, 2);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            list(&*t.store, &root),
+            Err(ExportError::Malformed { .. })
+        ));
+        assert!(matches!(
+            resolve(&*t.store, &root, &["absent"]),
+            Err(ExportError::Malformed { .. })
+        ));
+        // The first path down reaches the entry before any second link.
+        assert_eq!(resolve(&*t.store, &root, &["deep"]).unwrap().cid, entry);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        // Two parents sharing a child are caught as well.
+        let leaf = shard(&t, &[(0, "00deep".into(), entry)]);
+        let a = shard(&t, &[(0, "00".into(), leaf)]);
+        let other = t.raw(b"another");
+        let b = shard(&t, &[(0, "00".into(), leaf), (1, "01other".into(), other)]);
+        let root = shard(&t, &[(0, "00".into(), a), (1, "01".into(), b)]);
+        assert!(matches!(
+            list(&*t.store, &root),
+            Err(ExportError::Malformed { .. })
         ));
     }
 

@@ -73,11 +73,11 @@ struct ServeArgs {
     /// A TOML config file; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address for the HTTP gateway [default: [::]:8080].
-    #[arg(long, value_name = "ADDR")]
+    /// Address for the HTTP gateway, IP:PORT or HOST:PORT [default: [::]:8080].
+    #[arg(long, value_name = "ADDR", value_parser = meshcast::config::parse_listen_addr)]
     http: Option<SocketAddr>,
-    /// Address publishers connect to with RTMP [default: [::]:1935].
-    #[arg(long, value_name = "ADDR")]
+    /// Address publishers connect to with RTMP, IP:PORT or HOST:PORT [default: [::]:1935].
+    #[arg(long, value_name = "ADDR", value_parser = meshcast::config::parse_listen_addr)]
     rtmp: Option<SocketAddr>,
     /// A stream publishers may send, as NAME=KEY (repeatable; replaces the
     /// config file's streams).

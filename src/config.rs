@@ -41,6 +41,12 @@ pub enum ConfigError {
         /// The stream whose key it is.
         stream: String,
     },
+    /// Two configured streams have the same name.
+    #[error("stream config: two streams are named {stream}; give each its own name")]
+    StreamNameReused {
+        /// The name.
+        stream: String,
+    },
     /// Two configured streams share a key, so a publisher's key would not
     /// say which stream it sends.
     #[error("stream config: stream {stream} reuses another stream's key")]
@@ -205,7 +211,9 @@ pub struct LiveConfig {
     /// `--segment-target`.
     #[serde(with = "humantime_serde")]
     pub segment_target: Duration,
-    /// Segments listed in the live playlist.
+    /// Segments listed in the live playlist at least; more while the
+    /// listed ones last less than three target durations, as RFC 8216
+    /// (6.2.2) requires (with 2 s segments and a 6 s target duration, 9).
     pub window: usize,
     /// Packaging for streams that do not set their own.
     pub format: SegmentFormat,
@@ -443,11 +451,18 @@ impl Config {
         }
     }
 
-    /// Checks what parsing alone cannot: every stream has a key of its own
-    /// that is long enough (names are [`StreamName`]s, checked as parsed).
+    /// Checks what parsing alone cannot: every stream has a name and a key
+    /// of its own, the key long enough (names are [`StreamName`]s, checked
+    /// as parsed).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
         for s in &self.streams {
+            if !names.insert(&s.name) {
+                return Err(ConfigError::StreamNameReused {
+                    stream: s.name.to_string(),
+                });
+            }
             if !StreamName::is_valid(&s.key) || s.key.len() < 8 {
                 return Err(ConfigError::StreamKey {
                     stream: s.name.to_string(),
@@ -460,6 +475,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A listen address as the command line takes it: `IP:PORT`, `[IPv6]:PORT`,
+/// or `HOST:PORT` with the host name resolved now (`localhost:8080`), to
+/// the first address it resolves to.
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "{text:?} is not IP:PORT or HOST:PORT ({e}); e.g. 127.0.0.1:8080, [::]:8080 or localhost:8080"
+        )),
     }
 }
 
@@ -521,6 +554,11 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+        c.streams = vec![stream("talks", "a-long-key"), stream("talks", "other-key")];
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "stream config: two streams are named talks; give each its own name"
+        );
         let err = Config::parse("[[streams]]\nname = \"a b\"\nkey = \"a-long-key\"\n").unwrap_err();
         assert!(err.to_string().contains("is not a stream name"), "{err}");
         c.streams = vec![stream("talks", "short")];
@@ -575,5 +613,21 @@ mod tests {
     fn durations_are_humantime() {
         let c = Config::parse("[http]\nrequest_timeout = \"2m 5s\"\n").unwrap();
         assert_eq!(c.http.request_timeout, Duration::from_secs(125));
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:8080"),
+            Ok("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("[::]:1935"),
+            Ok("[::]:1935".parse().unwrap())
+        );
+        let local = parse_listen_addr("localhost:8080").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
+        let err = parse_listen_addr("localhost").unwrap_err();
+        assert!(err.contains("HOST:PORT"), "{err}");
     }
 }

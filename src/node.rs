@@ -109,11 +109,18 @@ fn streams_or_default(
     }
     let path = config.data_dir.join(DEFAULT_KEY_FILE);
     let key = match std::fs::read_to_string(&path) {
-        Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        Ok(k) if !k.trim().is_empty() => {
+            // Kept by an older version readable by all: a secret all the same.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(StoreError::io("restrict", &path))?;
+            k.trim().to_owned()
+        }
         _ => {
             use rand::distr::{Alphanumeric, SampleString};
             let k = Alphanumeric.sample_string(&mut rand::rng(), 24);
-            std::fs::write(&path, format!("{k}\n")).map_err(StoreError::io("write", &path))?;
+            // A secret, like node.key: readable by this user only.
+            crate::store::write_secret(&path, format!("{k}\n").as_bytes())?;
             k
         }
     };

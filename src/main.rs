@@ -21,11 +21,22 @@ fn main() -> ExitCode {
         .init();
     match cli::run(args) {
         Ok(code) => code,
+        // The reader went away (`meshcast pin ls | head`): what it wanted
+        // was written, as for any Unix filter.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether writing our output failed because its reader closed the pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes, as `{:#}` prints them, but without a cause the
@@ -45,7 +56,7 @@ fn report(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::report;
+    use super::{is_broken_pipe, report};
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer ({source})")]
@@ -63,5 +74,34 @@ mod tests {
         assert_eq!(report(&e), "reading x: outer (inner)");
         let e = anyhow::Error::new(std::io::Error::other("bare")).context("ctx");
         assert_eq!(report(&e), "ctx: bare");
+    }
+
+    #[test]
+    fn a_closed_pipe_is_no_error_to_report() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(
+            &anyhow::Error::new(pipe).context("write a pin")
+        ));
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!is_broken_pipe(&anyhow::Error::new(other)));
+    }
+
+    #[test]
+    fn listen_flags_take_host_names() {
+        use clap::Parser;
+        let args = [
+            "meshcast",
+            "serve",
+            "--http",
+            "localhost:8080",
+            "--rtmp",
+            "[::]:1935",
+        ];
+        assert!(crate::cli::Cli::try_parse_from(args).is_ok());
+        let bad = ["meshcast", "serve", "--http", "localhost"];
+        let err = crate::cli::Cli::try_parse_from(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HOST:PORT"), "{err}");
     }
 }

@@ -444,3 +444,30 @@ fn gc_during_add_keeps_the_new_blocks() -> Result<()> {
     assert!(pins.contains(&cid), "{pins}");
     Ok(())
 }
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() -> Result<()> {
+    let repo = Repo::new()?;
+    let tmp = tempdir()?;
+    for seed in 0..3 {
+        let f = tmp.path().join(format!("f{seed}"));
+        write_random_file(&f, seed, 1000)?;
+        repo.add([&f])?;
+    }
+    // `meshcast pin ls | head -0`: the reading end is closed before
+    // meshcast writes a byte, so its first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = repo
+        .cmd(["pin", "ls"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && stderr.is_empty(),
+        "pin ls into a closed pipe: {} {stderr}",
+        out.status
+    );
+    Ok(())
+}

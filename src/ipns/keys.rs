@@ -23,7 +23,7 @@
 use super::record::{Record, RecordError};
 use super::Name;
 use crate::name::{StreamName, MAX_STREAM_NAME_LEN};
-use libp2p::identity::Keypair;
+use libp2p::identity::{KeyType, Keypair};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -48,8 +48,8 @@ pub enum KeyError {
         /// The OS error.
         source: io::Error,
     },
-    /// A key file does not hold a keypair.
-    #[error("key file {path} is not a libp2p private key ({reason}); restore it from a backup, or move it away to make a new key (and a new name)")]
+    /// A key file does not hold an Ed25519 keypair.
+    #[error("key file {path} is not a libp2p Ed25519 private key ({reason}); restore it from a backup, or move it away to make a new key (and a new name)")]
     KeyFile {
         /// The file.
         path: PathBuf,
@@ -268,11 +268,18 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     }
 }
 
+/// Reads a stream key. libp2p reads other key types too (for peers), but a
+/// stream's key is Ed25519, so its name inlines the key.
 fn decode_key(path: &Path, bytes: &[u8]) -> Result<Keypair, KeyError> {
-    Keypair::from_protobuf_encoding(bytes).map_err(|e| KeyError::KeyFile {
+    let bad = |reason: String| KeyError::KeyFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let key = Keypair::from_protobuf_encoding(bytes).map_err(|e| bad(e.to_string()))?;
+    if key.key_type() != KeyType::Ed25519 {
+        return Err(bad(format!("the key is {}", key.key_type())));
+    }
+    Ok(key)
 }
 
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
@@ -381,6 +388,15 @@ mod tests {
             Err(KeyError::KeyFile { .. })
         ));
         assert!(matches!(store.list(), Err(KeyError::KeyFile { .. })));
+        // A key libp2p reads, but not of the type stream keys have.
+        let secp = Keypair::generate_secp256k1()
+            .to_protobuf_encoding()
+            .unwrap();
+        fs::write(dir.path().join("keys/live"), secp).unwrap();
+        assert!(matches!(
+            store.get_or_create("live"),
+            Err(KeyError::KeyFile { .. })
+        ));
     }
 
     #[test]

@@ -746,10 +746,12 @@ mod tests {
                 .map(<[u8]>::to_vec);
             match k.key_type() {
                 KeyType::Secp256k1 => {
+                    assert!(n.peer_id().to_base58().starts_with("16Uiu2"), "{n:?}");
                     assert_eq!(inlined, Some(k.public()));
                     assert_eq!(embedded, None);
                 }
                 t => {
+                    assert!(n.peer_id().to_base58().starts_with("Qm"), "{t:?} {n:?}");
                     assert_eq!(inlined, None, "{t:?}");
                     assert_eq!(embedded, Some(k.public().encode_protobuf()), "{t:?}");
                     let bare = rewrite(&r.to_bytes(), |e| e.pub_key = None);

@@ -78,9 +78,10 @@ pub enum NameError {
 
 /// An IPNS name: the PeerId of the key that signs its records.
 ///
-/// meshcast's own names are Ed25519 keys, inlined in the PeerId; names of
-/// other keys (e.g. RSA, `Qm...`) parse too, and their records must then
-/// carry the key.
+/// meshcast's own names are Ed25519 keys, inlined in the PeerId. Names of
+/// other keys parse too: a secp256k1 key is inlined as well (`16Uiu2...`),
+/// an RSA or ECDSA key is hashed (`Qm...`, `k2k4r8...` in base36), and
+/// records for such a name must then carry the key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(PeerId);
 

@@ -53,15 +53,15 @@ pub enum P2pError {
     /// The node key could not be read or written.
     #[error("node key: {0}")]
     Key(#[from] StoreError),
-    /// The node key file is not a libp2p key.
+    /// The node key file is not a libp2p Ed25519 key.
     #[error(
-        "{path} is not a libp2p private key ({source}); move it away to create a new identity"
+        "{path} is not a libp2p Ed25519 private key ({reason}); move it away to create a new identity"
     )]
     BadKey {
         /// The file.
         path: PathBuf,
-        /// What the decoder said.
-        source: libp2p::identity::DecodingError,
+        /// What the decoder said, or which other key type it holds.
+        reason: String,
     },
     /// A transport could not be set up.
     #[error("cannot set up the {what} transport: {reason}")]

@@ -23,7 +23,7 @@
 use super::record::{Record, RecordError};
 use super::Name;
 use crate::name::{StreamName, MAX_STREAM_NAME_LEN};
-use libp2p::identity::Keypair;
+use libp2p::identity::{KeyType, Keypair};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -48,13 +48,13 @@ pub enum KeyError {
         /// The OS error.
         source: io::Error,
     },
-    /// A key file does not hold a keypair.
-    #[error("key file {path} is not a libp2p private key ({source}); restore it from a backup, or move it away to make a new key (and a new name)")]
+    /// A key file does not hold an Ed25519 keypair.
+    #[error("key file {path} is not a libp2p Ed25519 private key ({reason}); restore it from a backup, or move it away to make a new key (and a new name)")]
     KeyFile {
         /// The file.
         path: PathBuf,
-        /// What the decoder said.
-        source: libp2p::identity::DecodingError,
+        /// What the decoder said, or which other key type it holds.
+        reason: String,
     },
     /// The stored last record does not verify with its key.
     #[error("the last record in {path} is unusable ({source}); signing again from sequence 0 could lose to it on the network, so restore or remove it deliberately")]
@@ -137,12 +137,10 @@ impl KeyStore {
         }
         let path = self.key_path(name)?;
         let key = Keypair::generate_ed25519();
-        let bytes = key
-            .to_protobuf_encoding()
-            .map_err(|source| KeyError::KeyFile {
-                path: path.clone(),
-                source,
-            })?;
+        let bytes = key.to_protobuf_encoding().map_err(|e| KeyError::KeyFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let tmp = tmp_path(&self.keys, name);
         write_synced(&tmp, &bytes, 0o600)?;
         let linked = fs::hard_link(&tmp, &path);
@@ -270,11 +268,18 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     }
 }
 
+/// Reads a stream key. libp2p reads other key types too (for peers), but a
+/// stream's key is Ed25519, so its name inlines the key.
 fn decode_key(path: &Path, bytes: &[u8]) -> Result<Keypair, KeyError> {
-    Keypair::from_protobuf_encoding(bytes).map_err(|source| KeyError::KeyFile {
+    let bad = |reason: String| KeyError::KeyFile {
         path: path.to_path_buf(),
-        source,
-    })
+        reason,
+    };
+    let key = Keypair::from_protobuf_encoding(bytes).map_err(|e| bad(e.to_string()))?;
+    if key.key_type() != KeyType::Ed25519 {
+        return Err(bad(format!("the key is {}", key.key_type())));
+    }
+    Ok(key)
 }
 
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
@@ -383,6 +388,15 @@ mod tests {
             Err(KeyError::KeyFile { .. })
         ));
         assert!(matches!(store.list(), Err(KeyError::KeyFile { .. })));
+        // A key libp2p reads, but not of the type stream keys have.
+        let secp = Keypair::generate_secp256k1()
+            .to_protobuf_encoding()
+            .unwrap();
+        fs::write(dir.path().join("keys/live"), secp).unwrap();
+        assert!(matches!(
+            store.get_or_create("live"),
+            Err(KeyError::KeyFile { .. })
+        ));
     }
 
     #[test]

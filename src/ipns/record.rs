@@ -5,16 +5,18 @@
 //!
 //! ```text
 //! 1 value        bytes   V1 copy of data.Value
-//! 2 signatureV1  bytes   Ed25519(value || validity || "EOL"), for old readers only
+//! 2 signatureV1  bytes   sign(value || validity || "EOL"), for old readers only
 //! 3 validityType enum    V1 copy of data.ValidityType (0 = EOL)
 //! 4 validity     bytes   V1 copy of data.Validity
 //! 5 sequence     uint64  V1 copy of data.Sequence
 //! 6 ttl          uint64  V1 copy of data.TTL
-//! 7 pubKey       bytes   only when the name cannot inline the key
-//! 8 signatureV2  bytes   Ed25519("ipns-signature:" || data)
+//! 7 pubKey       bytes   only when the name cannot inline the key (RSA, ECDSA)
+//! 8 signatureV2  bytes   sign("ipns-signature:" || data)
 //! 9 data         bytes   DAG-CBOR {TTL, Value, Sequence, Validity, ValidityType}
 //! ```
 //!
+//! `sign` signs with the name's key: Ed25519 for meshcast's names, any of
+//! libp2p's key types (RSA, secp256k1, ECDSA too) for the names of others.
 //! [`Record::sign`] writes all of them (the V1 copies let readers from
 //! before 2021 resolve our names, as kubo still does by default).
 //! [`Record::verify`] trusts only `signatureV2` over `data`: it never checks
@@ -517,6 +519,7 @@ fn public_key_for(name: &Name, embedded: Option<&[u8]>) -> Result<PublicKey, Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::identity::KeyType;
     use proptest::prelude::*;
     use std::time::UNIX_EPOCH;
 
@@ -715,6 +718,80 @@ mod tests {
             Record::verify(&n, &r.to_bytes()),
             Err(RecordError::NoPublicKey { name: n })
         );
+    }
+
+    /// A fixed key of each other type libp2p defines: RSA (2048 bits, a
+    /// fixture: libp2p cannot make RSA keys), secp256k1 and ECDSA P-256.
+    fn other_keys() -> [Keypair; 3] {
+        let mut pkcs8 = include_bytes!("../../tests/data/rsa-2048.pk8").to_vec();
+        let rsa = Keypair::rsa_from_pkcs8(&mut pkcs8).unwrap();
+        let secp = libp2p::identity::secp256k1::SecretKey::try_from_bytes([5; 32]).unwrap();
+        let ecdsa = libp2p::identity::ecdsa::SecretKey::try_from_bytes([6; 32]).unwrap();
+        [
+            rsa,
+            libp2p::identity::secp256k1::Keypair::from(secp).into(),
+            libp2p::identity::ecdsa::Keypair::from(ecdsa).into(),
+        ]
+    }
+
+    #[test]
+    fn records_of_rsa_secp256k1_and_ecdsa_keys_verify() {
+        for k in other_keys() {
+            let n = name(&k);
+            let r = Record::sign(&k, CID_PATH, 4, at(2_000_000_000, 0), DEFAULT_TTL).unwrap();
+            let v = Record::verify(&n, &r.to_bytes()).unwrap();
+            assert_eq!(
+                (v.value(), v.sequence()),
+                (CID_PATH, 4),
+                "{:?}",
+                k.key_type()
+            );
+            // Only a secp256k1 key is small enough to be inlined in its name;
+            // the others' names hash the key, and their records carry it.
+            let inlined = n.inlined_public_key();
+            let embedded = Entry::decode(&r.to_bytes())
+                .unwrap()
+                .pub_key
+                .map(<[u8]>::to_vec);
+            match k.key_type() {
+                KeyType::Secp256k1 => {
+                    assert!(n.peer_id().to_base58().starts_with("16Uiu2"), "{n:?}");
+                    assert_eq!(inlined, Some(k.public()));
+                    assert_eq!(embedded, None);
+                }
+                t => {
+                    assert!(n.peer_id().to_base58().starts_with("Qm"), "{t:?} {n:?}");
+                    assert_eq!(inlined, None, "{t:?}");
+                    assert_eq!(embedded, Some(k.public().encode_protobuf()), "{t:?}");
+                    let bare = rewrite(&r.to_bytes(), |e| e.pub_key = None);
+                    assert_eq!(
+                        Record::verify(&n, &bare),
+                        Err(RecordError::NoPublicKey { name: n })
+                    );
+                }
+            }
+            // Another key's signature does not pass for this name.
+            let forged =
+                Record::sign(&key(9), CID_PATH, 4, at(2_000_000_000, 0), DEFAULT_TTL).unwrap();
+            let own = k.public().encode_protobuf();
+            let forged = rewrite(&forged.to_bytes(), |e| e.pub_key = Some(&own));
+            assert_eq!(
+                Record::verify(&n, &forged),
+                Err(RecordError::BadSignature { name: n })
+            );
+        }
+    }
+
+    #[test]
+    fn an_rsa_name_is_a_sha256_peer_id() {
+        let [rsa, ..] = other_keys();
+        let n = name(&rsa);
+        // As kubo prints an RSA identity and its IPNS name.
+        assert!(n.peer_id().to_base58().starts_with("Qm"), "{}", n.peer_id());
+        assert!(n.to_string().starts_with("k2k4r8"), "{n}");
+        assert_eq!(n.to_string().parse::<Name>(), Ok(n));
+        assert_eq!(n.peer_id().to_base58().parse::<Name>(), Ok(n));
+        assert_eq!(Name::from_routing_key(&n.routing_key()), Ok(n));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::P2pError;
 use crate::store::StoreError;
-use libp2p::identity::Keypair;
+use libp2p::identity::{KeyType, Keypair};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -27,10 +27,19 @@ pub fn node_key(dir: &Path) -> Result<Keypair, P2pError> {
 
 fn load_or_create_key(path: &Path) -> Result<Keypair, P2pError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|source| P2pError::BadKey {
-            path: path.to_owned(),
-            source,
-        }),
+        Ok(bytes) => {
+            let bad = |reason: String| P2pError::BadKey {
+                path: path.to_owned(),
+                reason,
+            };
+            let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| bad(e.to_string()))?;
+            // libp2p reads every key type (peers have them), but ours stay
+            // Ed25519: a peer id that inlines the key, and small signatures.
+            if key.key_type() != KeyType::Ed25519 {
+                return Err(bad(format!("the key is {}", key.key_type())));
+            }
+            Ok(key)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key
@@ -131,6 +140,9 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "the key is readable by its owner only");
         std::fs::write(dir.path().join(NODE_KEY_FILE), b"junk").unwrap();
+        assert!(matches!(node_key(dir.path()), Err(P2pError::BadKey { .. })));
+        let ecdsa = Keypair::generate_ecdsa().to_protobuf_encoding().unwrap();
+        std::fs::write(dir.path().join(NODE_KEY_FILE), ecdsa).unwrap();
         assert!(matches!(node_key(dir.path()), Err(P2pError::BadKey { .. })));
     }
 

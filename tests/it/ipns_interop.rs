@@ -1,8 +1,9 @@
 //! IPNS against the JS `ipns` package (Helia's), through
 //! `tests/interop/ipns-check.mjs`: records we sign validate there and read
-//! back with the same fields; records it signs verify here, and stop
-//! verifying when tampered with; both sides spell names, routing keys and
-//! pubsub topics the same. Also `meshcast key list`.
+//! back with the same fields; records it signs verify here (with Ed25519,
+//! RSA and secp256k1 keys), and stop verifying when tampered with; both
+//! sides spell names, routing keys and pubsub topics the same. Also
+//! `meshcast key list`.
 
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
@@ -187,6 +188,48 @@ fn records_js_signs_verify_here() -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn records_js_signs_with_rsa_and_secp256k1_keys_verify_here() -> Result<()> {
+    let dir = tempdir()?;
+    for (key_type, peer_id_prefix, name_prefix) in
+        [("RSA", "Qm", "k2k4r8"), ("secp256k1", "16Uiu2", "kzwfwjn5")]
+    {
+        let file = dir.path().join(format!("js-{key_type}.ipns-record"));
+        let file_arg = file.display().to_string();
+        let js = ipns_check([
+            "create",
+            &file_arg,
+            VALUE,
+            "7",
+            "3600000",
+            "--key-type",
+            key_type,
+        ])?;
+        ensure!(
+            js.peer_id.starts_with(peer_id_prefix) && js.name.starts_with(name_prefix),
+            "{key_type}: {js:?}"
+        );
+        let name: Name = js.name.parse()?;
+        assert_same_names(&js, &name);
+        let bytes = std::fs::read(&file)?;
+        // An RSA name hashes the key, so the record must carry it.
+        ensure!(
+            name.inlined_public_key().is_none() == (key_type == "RSA"),
+            "{key_type}"
+        );
+        let record = Record::verify(&name, &bytes).with_context(|| key_type.to_owned())?;
+        ensure!(
+            (record.value(), record.sequence()) == (VALUE, 7),
+            "{record:?}"
+        );
+        let by_peer_id: Name = js.peer_id.parse()?;
+        ensure!(Record::verify(&by_peer_id, &bytes).is_ok(), "{key_type}");
+        let other = Name::from_public_key(&Keypair::generate_ed25519().public());
+        ensure!(Record::verify(&other, &bytes).is_err(), "{key_type}");
     }
     Ok(())
 }

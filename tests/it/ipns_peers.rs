@@ -10,6 +10,8 @@
 //!   numbers kubo sees never go backwards for one signer (peers that track
 //!   them drop older ones; without the signer rotation in
 //!   `p2p::pubsub_author` this test fails).
+//! - kubo with the RSA identity of a go-ipfs repo from before 0.7 (peer id
+//!   `Qm...`) connects, receives the records and downloads a segment too.
 //! - Helia with `@helia/ipns` pubsub routing resolves the name to the site.
 //! - Helia with `@libp2p/kad-dht` (a client on kubo's LAN DHT protocol)
 //!   and no pubsub resolves the name: meshcast answers the DHT query with
@@ -74,21 +76,10 @@ fn origin_with_a_session(repo: &Repo) -> Result<(Gateway, String)> {
     Ok((origin, name))
 }
 
-#[test]
-fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> Result<()> {
-    let repo = Repo::new()?;
-    let stream = format!("cam={KEY}");
-    let (origin, name) = origin_with_a_session(&repo)?;
-    let topic = name.parse::<Name>()?.pubsub_topic();
-    let site = ipns_site(&origin, "cam")?;
-
-    let kubo = Kubo::start()?;
-    let sub = kubo.subscribe(&topic)?;
-    kubo.connect(&tcp_addr(&origin)?)?;
-    // Joining the topic, kubo is sent the current record.
-    let first = wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
-    // And kubo fetches a segment of the stream from meshcast with Bitswap.
-    let archive = get_text(&origin, "/live/cam/archive.m3u8")?;
+/// kubo downloads the first segment of `cam`'s archive from `origin` with
+/// Bitswap and gets the bytes the gateway serves for it.
+fn download_a_segment(kubo: &Kubo, origin: &Gateway) -> Result<()> {
+    let archive = get_text(origin, "/live/cam/archive.m3u8")?;
     let (_, segments) = uris(&archive);
     let segment = segments[0]
         .trim_start_matches("/ipfs/")
@@ -103,6 +94,24 @@ fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> 
         std::fs::read(&dest)? == want,
         "kubo downloaded other bytes for {segment}"
     );
+    Ok(())
+}
+
+#[test]
+fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> Result<()> {
+    let repo = Repo::new()?;
+    let stream = format!("cam={KEY}");
+    let (origin, name) = origin_with_a_session(&repo)?;
+    let topic = name.parse::<Name>()?.pubsub_topic();
+    let site = ipns_site(&origin, "cam")?;
+
+    let kubo = Kubo::start()?;
+    let sub = kubo.subscribe(&topic)?;
+    kubo.connect(&tcp_addr(&origin)?)?;
+    // Joining the topic, kubo is sent the current record.
+    let first = wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
+    // And kubo fetches a segment of the stream from meshcast with Bitswap.
+    download_a_segment(&kubo, &origin)?;
 
     // The origin comes back with its clock a day behind and publishes again.
     drop(origin);
@@ -131,6 +140,27 @@ fn kubo_receives_stream_records_over_pubsub_even_after_the_clock_goes_back() -> 
         // Same signer: its sequence numbers must have grown.
         ensure!(seq(&second) > seq(&first), "{first:?} then {second:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn kubo_with_an_rsa_identity_connects_receives_records_and_fetches_a_segment() -> Result<()> {
+    let repo = Repo::new()?;
+    let (origin, name) = origin_with_a_session(&repo)?;
+    let topic = name.parse::<Name>()?.pubsub_topic();
+    let site = ipns_site(&origin, "cam")?;
+
+    let kubo = Kubo::start_rsa()?;
+    ensure!(
+        kubo.peer_id.starts_with("Qm"),
+        "an RSA key's peer id is its sha2-256 multihash: {}",
+        kubo.peer_id
+    );
+    let sub = kubo.subscribe(&topic)?;
+    kubo.connect(&tcp_addr(&origin)?)?;
+    wait_peer(&origin, &kubo.peer_id, true, Duration::from_secs(20))?;
+    wait_record(&kubo, sub, &name, &site, Duration::from_secs(20))?;
+    download_a_segment(&kubo, &origin)?;
     Ok(())
 }
 

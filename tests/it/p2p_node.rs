@@ -3,7 +3,10 @@
 //!
 //! Checks `GET /api/v1/node` (peer id, full multiaddrs, connected peers with
 //! identify's agent), that the node key persists across restarts, and that
-//! a configured peer that goes away is redialled when it comes back.
+//! a configured peer that goes away is redialled when it comes back. Peers
+//! of the test's own with each key type libp2p defines (RSA, secp256k1,
+//! ECDSA, Ed25519) connect, are identified, and the IPNS records they sign
+//! and publish over gossipsub for their own names resolve.
 
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
@@ -102,5 +105,120 @@ fn peers_connect_over_quic() -> Result<()> {
             .any(|a| a.as_str().is_some_and(|a| a.contains("/quic-v1"))),
         "B reached A over QUIC: {seen}"
     );
+    Ok(())
+}
+
+/// A libp2p peer of the test's own, with identify and gossipsub.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct KeyedPeer {
+    identify: libp2p::identify::Behaviour,
+    gossipsub: libp2p::gossipsub::Behaviour,
+}
+
+#[test]
+fn peers_with_every_key_type_connect_and_their_names_resolve() -> Result<()> {
+    use futures::StreamExt;
+    use libp2p::gossipsub;
+    use libp2p::identity::Keypair;
+    use meshcast::ipns::{Name, Record};
+
+    let repo = Repo::new()?;
+    let gw = Gateway::start(&repo, &[])?;
+    let addr: libp2p::Multiaddr = tcp_addr(&gw)?.parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let _in_rt = rt.enter();
+    // libp2p cannot make RSA keys: a fixture made with openssl.
+    let mut pkcs8 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rsa-2048.pk8"),
+    )?;
+    let keys = [
+        Keypair::rsa_from_pkcs8(&mut pkcs8)?,
+        Keypair::generate_secp256k1(),
+        Keypair::generate_ecdsa(),
+        Keypair::generate_ed25519(),
+    ];
+    for key in keys {
+        let kind = key.key_type();
+        let agent = format!("meshcast-test/{kind}");
+        let name = Name::from_public_key(&key.public());
+        let record = Record::sign(
+            &key,
+            "/ipfs/bafkqaddwgevxmmraojswg33smq",
+            1,
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+            Duration::from_secs(60),
+        )?;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )?
+            .with_behaviour(|key| {
+                Ok(KeyedPeer {
+                    identify: libp2p::identify::Behaviour::new(
+                        libp2p::identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                            .with_agent_version(agent.clone()),
+                    ),
+                    gossipsub: gossipsub::Behaviour::new(
+                        gossipsub::MessageAuthenticity::Signed(key.clone()),
+                        gossipsub::Config::default(),
+                    )?,
+                })
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let peer = swarm.local_peer_id().to_string();
+        swarm.dial(addr.clone())?;
+        // The record goes out on the name's topic, signed by this peer, as
+        // soon as meshcast subscribes to it.
+        let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
+        let data = record.to_bytes().to_vec();
+        let task = rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = swarm.select_next_some() => {}
+                    _ = tick.tick() => {
+                        let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data.clone());
+                    }
+                }
+            }
+        });
+
+        // identify has run both ways when meshcast knows the agent.
+        let start = Instant::now();
+        loop {
+            let p = wait_peer(&gw, &peer, true, Duration::from_secs(20))?;
+            if p["agent"] == agent.as_str() {
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(20),
+                "{kind}: no identify: {p}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Resolving subscribes to the topic, and the peer's record arrives.
+        let start = Instant::now();
+        loop {
+            let r = gw.get(&format!("/routing/v1/ipns/{name}"), &[])?;
+            if r.status == 200 {
+                ensure!(r.body == record.to_bytes(), "{kind}: another record");
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "{kind}: /routing/v1/ipns/{name}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        task.abort();
+    }
     Ok(())
 }

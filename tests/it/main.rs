@@ -19,5 +19,6 @@ mod mirror;
 mod naming;
 mod p2p_node;
 mod player;
+mod providers;
 mod store_cli;
 mod support;

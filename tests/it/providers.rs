@@ -11,10 +11,14 @@
 //!   the providers of a live segment and of the site root: `b`'s answer
 //!   names `a`, with addresses to dial.
 //! - kubo with `Routing.Type = "dhtclient"`, connected to `b` only, downloads
-//!   a segment: its Bitswap session finds `a` through the DHT and fetches
-//!   from it. (kubo as the DHT server between them is not tried: it drops
-//!   provider records that carry no addresses, and meshcast has no confirmed
-//!   external address to put in them.)
+//!   a segment: its Bitswap session looks the segment up in the DHT, gets to
+//!   `a` and fetches from it. On a network this small kubo's lookup also
+//!   walks to `a` as the peer closest to the key, and Bitswap then asks every
+//!   connected peer, so this passes even without `a`'s record; the Helia
+//!   test is the one that checks the record `b` holds. (kubo as the DHT
+//!   server between them is not tried: it drops provider records that carry
+//!   no addresses, and meshcast has no confirmed external address to put in
+//!   them.)
 //! - A mirror that retains about one segment's bytes stops providing what
 //!   retention unpins: asked directly over the DHT, it names itself for a
 //!   segment of its live window and not for the oldest segment. (Peers it

@@ -330,7 +330,7 @@ impl Follower {
         {
             gone.push(old);
         }
-        let _ = self.p2p.stop_providing(gone).await;
+        self.withdraw(gone).await;
         if self.stream.as_deref().is_some_and(|s| s != doc.name) {
             tracing::warn!(name = %self.name, "the followed stream changed its name to {}", doc.name);
         }
@@ -381,6 +381,13 @@ impl Follower {
         }
     }
 
+    /// Stops providing what was let go.
+    async fn withdraw(&self, cids: Vec<Cid>) {
+        if !cids.is_empty() {
+            let _ = self.p2p.stop_providing(cids).await;
+        }
+    }
+
     async fn fetch_dag(&self, root: Cid, max_blocks: usize) -> Result<u64, MirrorError> {
         fetch_dag(&self.repo, &self.bitswap, root, max_blocks).await
     }
@@ -416,7 +423,7 @@ impl Follower {
             return;
         }
         tracing::debug!(name = %self.name, "retention lets go of {} segments", drop.len());
-        let _ = self.p2p.stop_providing(drop.clone()).await;
+        self.withdraw(drop.clone()).await;
         let repo = self.repo.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             for cid in &drop {

@@ -9,6 +9,11 @@
 //!   -> retention: segments past the age or byte limit unpinned, then GC
 //! ```
 //!
+//! What the mirror pins it also provides on the DHTs (each segment, the
+//! site and its archive playlist, through [`P2p::provide`]), and what it
+//! lets go it stops providing: a replaced site and archive, and the
+//! segments retention unpins.
+//!
 //! The record itself is the origin's, signed by it: the mirror keeps and
 //! rebroadcasts it (pubsub forwarding, fetch answers) but never signs, so
 //! `/ipns/<name>/` resolves and plays on the mirror too, also after the
@@ -21,6 +26,7 @@ use crate::ipns::record::Record;
 use crate::ipns::Name;
 use crate::p2p::bitswap::Bitswap;
 use crate::p2p::naming::Naming;
+use crate::p2p::P2p;
 use crate::store::pins::PinKind;
 use crate::store::{BlockRead, Repo, StoreError};
 use crate::unixfs::export;
@@ -97,9 +103,12 @@ struct Follower {
     repo: Repo,
     bitswap: Bitswap,
     streams: Streams,
+    p2p: P2p,
     state_file: PathBuf,
     stream: Option<String>,
     site: Option<Cid>,
+    /// The archive playlist of `site`, as provided.
+    archive: Option<Cid>,
     held: VecDeque<Held>,
     have: HashSet<Cid>,
     last_gc: Option<Instant>,
@@ -115,6 +124,7 @@ pub async fn spawn(
     bitswap: Bitswap,
     streams: Streams,
     repo: Repo,
+    p2p: P2p,
     shutdown: CancellationToken,
 ) -> Result<std::sync::Arc<std::sync::Mutex<MirrorStats>>, crate::ipns::NameError> {
     let stats = std::sync::Arc::default();
@@ -134,9 +144,11 @@ pub async fn spawn(
             repo: repo.clone(),
             bitswap: bitswap.clone(),
             streams: streams.clone(),
+            p2p: p2p.clone(),
             state_file,
             stream: None,
             site: None,
+            archive: None,
             held: VecDeque::new(),
             have: HashSet::new(),
             last_gc: None,
@@ -277,9 +289,11 @@ impl Follower {
                     .map(|cid| self.fetch_dag(*cid, MAX_SEGMENT_BLOCKS)),
             )
             .await;
+            let mut pinned = Vec::new();
             for (cid, r) in chunk.iter().zip(fetched) {
                 let bytes = r?;
                 self.pin(cid).await?;
+                pinned.push(*cid);
                 self.have.insert(*cid);
                 fetched_bytes.insert(*cid, bytes);
                 if let Ok(mut s) = self.stats.lock() {
@@ -287,6 +301,7 @@ impl Follower {
                     s.bytes += bytes;
                 }
             }
+            self.provide(pinned).await;
         }
         // Held in media order (the archive's), oldest first, for retention.
         let now = Instant::now();
@@ -304,10 +319,21 @@ impl Follower {
         }
         // The site last, so what it names is all here when it is served.
         self.pin(&root).await?;
+        let archive = Cid::try_from(doc.archive_cid.as_str()).ok();
+        self.provide([Some(root), archive].into_iter().flatten().collect())
+            .await;
+        let mut gone = Vec::new();
         if let Some(old) = self.site.replace(root).filter(|o| *o != root) {
             let repo = self.repo.clone();
             let _ = tokio::task::spawn_blocking(move || repo.pins.remove(&old)).await;
+            gone.push(old);
         }
+        if let Some(old) =
+            std::mem::replace(&mut self.archive, archive).filter(|o| Some(*o) != archive)
+        {
+            gone.push(old);
+        }
+        self.withdraw(gone).await;
         if self.stream.as_deref().is_some_and(|s| s != doc.name) {
             tracing::warn!(name = %self.name, "the followed stream changed its name to {}", doc.name);
         }
@@ -354,6 +380,20 @@ impl Follower {
         Ok(())
     }
 
+    /// Provides what was just pinned; a stopped node has nothing to tell.
+    async fn provide(&self, cids: Vec<Cid>) {
+        if !cids.is_empty() {
+            let _ = self.p2p.provide(cids).await;
+        }
+    }
+
+    /// Stops providing what was let go.
+    async fn withdraw(&self, cids: Vec<Cid>) {
+        if !cids.is_empty() {
+            let _ = self.p2p.stop_providing(cids).await;
+        }
+    }
+
     async fn fetch_dag(&self, root: Cid, max_blocks: usize) -> Result<u64, MirrorError> {
         fetch_dag(&self.repo, &self.bitswap, root, max_blocks).await
     }
@@ -385,6 +425,7 @@ impl Follower {
             return;
         }
         tracing::debug!(name = %self.name, "retention lets go of {} segments", drop.len());
+        self.withdraw(drop.clone()).await;
         let repo = self.repo.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             for cid in &drop {

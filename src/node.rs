@@ -189,6 +189,7 @@ impl Node {
                 cancel.child_token(),
             )
             .await?;
+            provide_feed(&streams, p2p.clone(), cancel.child_token());
             // Bitswap serves and fetches blocks; every block the repo
             // stores (ingest included) is announced to it, so a want that
             // arrived before its segment is answered the moment it exists.
@@ -209,6 +210,7 @@ impl Node {
                     swap.clone(),
                     streams.clone(),
                     repo.clone(),
+                    p2p.clone(),
                     cancel.child_token(),
                 )
                 .await
@@ -350,6 +352,89 @@ fn site_feed(streams: &Streams, cancel: CancellationToken) -> crate::p2p::naming
         }
     });
     crate::p2p::naming::SiteFeed { current, updates }
+}
+
+/// Feeds the DHT provider records from the HLS stage. At start: every own
+/// session's archive playlist, and each own stream's site and live window.
+/// Then, on each site change: the new site root, archive playlist and the
+/// live window's media (init segments included; those provided already are
+/// not announced again), withdrawing the stream's previous site and the
+/// session's previous archive (an ended session's last archive stays).
+/// Segments stay provided after they leave the window, as the origin keeps
+/// them, until the provider limit lets the oldest go.
+fn provide_feed(streams: &Streams, p2p: P2p, cancel: CancellationToken) {
+    let mut changes = streams.site_updates();
+    let streams = streams.clone();
+    tokio::spawn(async move {
+        // The current session and its archive.
+        let archive_of = |stream: &str| -> Option<(String, cid::Cid)> {
+            let info = streams.list().into_iter().find(|s| s.name == stream)?;
+            let session = info.sessions.last()?;
+            let cid = session.archive_cid.as_deref()?.parse().ok()?;
+            Some((session.id.clone(), cid))
+        };
+        let window = |stream: &str| {
+            streams
+                .live_playlist(stream)
+                .map(|t| crate::mirror::media_cids(&t))
+                .unwrap_or_default()
+        };
+        let archives: Vec<cid::Cid> = streams
+            .list()
+            .into_iter()
+            .filter(|s| s.mirror_of.is_none())
+            .flat_map(|s| s.sessions)
+            .filter_map(|s| s.archive_cid?.parse().ok())
+            .collect();
+        if p2p.provide(archives).await.is_err() {
+            return;
+        }
+        // Each own stream's site and session archive as last provided (one
+        // entry per stream).
+        type Provided = (cid::Cid, Option<(String, cid::Cid)>);
+        let mut last: std::collections::HashMap<String, Provided> =
+            std::collections::HashMap::new();
+        let mut sites = streams.sites();
+        loop {
+            for site in sites {
+                let archive = archive_of(&site.stream);
+                let mut cids = vec![site.root];
+                cids.extend(archive.as_ref().map(|a| a.1));
+                cids.extend(window(&site.stream));
+                if p2p.provide(cids).await.is_err() {
+                    return;
+                }
+                if let Some((old_root, old_archive)) =
+                    last.insert(site.stream.clone(), (site.root, archive.clone()))
+                {
+                    let same_session = |(id, cid): (String, cid::Cid)| {
+                        archive
+                            .as_ref()
+                            .is_some_and(|(now, c)| *now == id && *c != cid)
+                            .then_some(cid)
+                    };
+                    let gone: Vec<cid::Cid> = [
+                        (old_root != site.root).then_some(old_root),
+                        old_archive.and_then(same_session),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    if !gone.is_empty() && p2p.stop_providing(gone).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            sites = tokio::select! {
+                _ = cancel.cancelled() => return,
+                change = changes.recv() => match change {
+                    Ok(site) => vec![site],
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => streams.sites(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+        }
+    });
 }
 
 #[cfg(test)]

@@ -17,21 +17,27 @@
 //!
 //! The DHTs keep this node's IPNS records ([`P2p::put_record`]) and answer
 //! provider lookups ([`P2p::providers`]): provider records peers announced
-//! here, then a `get_providers` query per DHT with peers.
+//! here, then a `get_providers` query per DHT with peers. They also carry
+//! this node's own provider records: [`P2p::provide`] announces what it
+//! holds (segments, sites, archives), within a budget, and
+//! [`P2p::stop_providing`] withdraws what it let go (see `provide`).
 //!
 //! This file holds the handle, its commands and the public types; `identity`
-//! the keys and pubsub sequence numbers kept in the data directory; `swarm`
-//! the task that owns the swarm.
+//! the keys and pubsub sequence numbers kept in the data directory;
+//! `provide` which provider records to announce when; `swarm` the task that
+//! owns the swarm.
 
 pub mod bitswap;
 mod identity;
 pub mod naming;
+pub mod provide;
 mod swarm;
 
 pub use identity::node_key;
 
 use crate::config::P2pConfig;
 use crate::store::StoreError;
+use cid::Cid;
 use libp2p::{gossipsub, Multiaddr, PeerId, StreamProtocol};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -199,6 +205,8 @@ enum Command {
         topic: String,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    Provide(Vec<Cid>),
+    StopProviding(Vec<Cid>),
 }
 
 /// The handle to the running node. Cheap to clone.
@@ -327,6 +335,20 @@ impl P2p {
         let (reply, rx) = mpsc::channel(64);
         self.send(Command::Providers { key, reply }).await?;
         Ok(rx)
+    }
+
+    /// Announces on both DHTs that this node provides `cids` (keyed by
+    /// multihash, as kubo and Helia look them up). Queued and announced
+    /// within a budget (see [`provide`]); what is provided already is not
+    /// announced again, Kademlia republishes it.
+    pub async fn provide(&self, cids: Vec<Cid>) -> Result<(), P2pError> {
+        self.send(Command::Provide(cids)).await
+    }
+
+    /// Stops providing `cids`: no longer answered or republished here;
+    /// the records peers hold expire.
+    pub async fn stop_providing(&self, cids: Vec<Cid>) -> Result<(), P2pError> {
+        self.send(Command::StopProviding(cids)).await
     }
 
     /// A snapshot for the API.

@@ -8,8 +8,12 @@
 //! redials configured peers with backoff. Swarm events become [`PeerEvent`]
 //! and [`PubsubEvent`] broadcasts and the state the handle's snapshot reads;
 //! DHT provider queries answer their [`Command::Providers`] as they progress.
+//! Keys to provide go through the [`Announcer`], drained after each
+//! [`Command::Provide`] and on the tick, within its budget; a DHT that gets
+//! its first peer has every provided key announced to it again.
 
 use super::identity::PubsubSeqno;
+use super::provide::{Announcer, MAX_PROVIDED};
 use super::{
     Command, NodeInfo, P2p, P2pError, PeerEvent, PeerInfo, Provider, PubsubEvent, Verdict, AGENT,
     KAD_LAN, KAD_WAN,
@@ -18,7 +22,7 @@ use crate::config::P2pConfig;
 use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::MemoryStore;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -96,6 +100,8 @@ struct Task {
     identified_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Provider lookups under way: each DHT query's lookup.
     provider_queries: HashMap<kad::QueryId, ProviderLookup>,
+    /// This node's own provider records.
+    announcer: Announcer,
     seqno: PubsubSeqno,
 }
 
@@ -155,7 +161,14 @@ pub(super) async fn spawn(
             let kad_with = |protocol: StreamProtocol| {
                 let mut cfg = kad::Config::new(protocol);
                 cfg.set_query_timeout(Duration::from_secs(30));
-                let mut k = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), cfg);
+                let store = MemoryStore::with_config(
+                    peer_id,
+                    MemoryStoreConfig {
+                        max_provided_keys: MAX_PROVIDED,
+                        ..MemoryStoreConfig::default()
+                    },
+                );
+                let mut k = kad::Behaviour::with_config(peer_id, store, cfg);
                 // Mesh nodes rarely have a confirmed public address, yet
                 // should still answer DHT queries from their neighbours.
                 k.set_mode(Some(kad::Mode::Server));
@@ -252,6 +265,7 @@ pub(super) async fn spawn(
         remote_addrs: HashMap::new(),
         identified_addrs: HashMap::new(),
         provider_queries: HashMap::new(),
+        announcer: Announcer::new(Instant::now()),
         seqno,
     };
     tokio::spawn(task.run(shutdown));
@@ -277,7 +291,10 @@ impl Task {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                _ = tick.tick() => self.redial(),
+                _ = tick.tick() => {
+                    self.redial();
+                    self.announce();
+                }
             }
         }
     }
@@ -365,6 +382,23 @@ impl Task {
                 let _ = reply.send(self.info());
             }
             Command::Providers { key, reply } => self.find_providers(key, reply),
+            Command::Provide(cids) => {
+                for cid in cids {
+                    self.announcer
+                        .want(kad::RecordKey::new(&cid.hash().to_bytes()));
+                }
+                self.announce();
+            }
+            Command::StopProviding(cids) => {
+                for cid in cids {
+                    let key = kad::RecordKey::new(&cid.hash().to_bytes());
+                    if self.announcer.forget(&key) {
+                        let b = self.swarm.behaviour_mut();
+                        b.kad.stop_providing(&key);
+                        b.lan_kad.stop_providing(&key);
+                    }
+                }
+            }
             Command::TopicPeers { topic, reply } => {
                 let hash = gossipsub::IdentTopic::new(topic).hash();
                 let peers = self
@@ -376,6 +410,31 @@ impl Task {
                     .map(|(p, _)| *p)
                     .collect();
                 let _ = reply.send(peers);
+            }
+        }
+    }
+
+    /// Starts what the announcer's budget allows. A DHT without peers only
+    /// keeps the record (for clients that ask this node); its query ends at
+    /// once.
+    fn announce(&mut self) {
+        let now = Instant::now();
+        while let Some(a) = self.announcer.next(now) {
+            let b = self.swarm.behaviour_mut();
+            let mut stored = true;
+            for k in [&mut b.kad, &mut b.lan_kad] {
+                if let Some(old) = &a.evict {
+                    k.stop_providing(old);
+                }
+                // The store is full of peers' records: nothing to do
+                // but leave this key out.
+                if let Err(e) = k.start_providing(a.key.clone()) {
+                    tracing::debug!("DHT provide: {e}");
+                    stored = false;
+                }
+            }
+            if !stored {
+                self.announcer.forget(&a.key);
             }
         }
     }
@@ -578,6 +637,28 @@ impl Task {
                     topic: topic.into_string(),
                 });
             }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            }) if routing_entries(&mut self.swarm.behaviour_mut().kad) == 1 => {
+                self.announcer.reannounce();
+            }
+            BehaviourEvent::LanKad(kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            }) if routing_entries(&mut self.swarm.behaviour_mut().lan_kad) == 1 => {
+                self.announcer.reannounce();
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(r) | kad::QueryResult::RepublishProvider(r),
+                ..
+            })
+            | BehaviourEvent::LanKad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(r) | kad::QueryResult::RepublishProvider(r),
+                ..
+            }) => {
+                if let Err(e) = r {
+                    tracing::debug!("DHT provide: {e:?}");
+                }
+            }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::PutRecord(r),
                 ..
@@ -622,4 +703,9 @@ impl Task {
             _ => {}
         }
     }
+}
+
+/// Peers in a DHT's routing table.
+fn routing_entries(k: &mut kad::Behaviour<MemoryStore>) -> usize {
+    k.kbuckets().map(|b| b.num_entries()).sum()
 }

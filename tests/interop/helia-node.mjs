@@ -35,6 +35,11 @@
 //   {"cmd": "provide", "cid": CID, "timeout": SECONDS}
 //                                          -> (announces that this node
 //       provides CID: Helia's routing, so the DHT with --dht)
+//   {"cmd": "dht_providers", "cid": CID, "timeout": SECONDS}
+//                                          -> responses: [{"from": PEER_ID,
+//       "providers": [{"id": PEER_ID, "addrs": [MULTIADDR...]}...]}...]
+//       (with --dht: every answer to the DHT's GET_PROVIDERS query for CID,
+//       by the peer that gave it, until the query ends or the timeout passes)
 //   {"cmd": "stop"}                        -> answers, then exits
 //
 // End of input also stops the node.
@@ -143,6 +148,25 @@ const commands = {
     const signal = AbortSignal.timeout(1000 * (req.timeout ?? 30))
     await helia.routing.provide(CID.parse(need(req, 'cid')), { signal })
     return {}
+  },
+  dht_providers: async (req) => {
+    const dht = helia.libp2p.services.dht
+    if (dht === undefined) throw new Error('dht_providers needs --dht')
+    const signal = AbortSignal.timeout(1000 * (req.timeout ?? 30))
+    const responses = []
+    try {
+      for await (const event of dht.findProviders(CID.parse(need(req, 'cid')), { signal })) {
+        if (event.name === 'PEER_RESPONSE' && event.messageName === 'GET_PROVIDERS') {
+          responses.push({
+            from: event.from.toString(),
+            providers: event.providers.map((p) => ({ id: p.id.toString(), addrs: p.multiaddrs.map(String) }))
+          })
+        }
+      }
+    } catch (e) {
+      if (!signal.aborted) throw e
+    }
+    return { responses }
   },
   resolve: async (req) => {
     const name = need(req, 'name')

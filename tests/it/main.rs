@@ -20,6 +20,7 @@ mod mirror;
 mod naming;
 mod p2p_node;
 mod player;
+mod providers;
 mod store_cli;
 mod support;
 mod yggdrasil;

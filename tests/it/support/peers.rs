@@ -339,6 +339,15 @@ impl Kubo {
         Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
     }
 
+    /// A node with `Routing.Type = "dhtclient"`: it finds providers by
+    /// asking the DHT servers it is connected to (there are no bootstrap
+    /// peers).
+    pub fn start_dht_client() -> Result<Self> {
+        let mut c = kubo_cmd();
+        c.arg("daemon").arg("--routing").arg("dhtclient");
+        Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
+    }
+
     /// A node on the repo in `dir` (created on first use).
     pub fn start_in(dir: &Path) -> Result<Self> {
         let mut c = kubo_cmd();
@@ -408,6 +417,10 @@ impl Kubo {
     }
 }
 
+/// One DHT peer's answer to a provider lookup: the peer, and the providers
+/// it named with their addresses.
+pub type DhtAnswer = (String, Vec<(String, Vec<String>)>);
+
 /// A Helia node (`helia-node.mjs`, on Node 22): loopback TCP, Noise,
 /// Yamux, identify, ping, gossipsub; no discovery or routing. Killed on drop.
 pub struct Helia(pub LinePeer);
@@ -469,6 +482,52 @@ impl Helia {
             .as_str()
             .map(str::to_owned)
             .context("resolve: no value")
+    }
+
+    /// Runs a DHT provider lookup for `cid` (a node from
+    /// [`Helia::start_dht`]): each answer to its `GET_PROVIDERS` requests,
+    /// as (the peer that answered, the providers it named with their
+    /// addresses).
+    pub fn dht_providers(&self, cid: &str, timeout: Duration) -> Result<Vec<DhtAnswer>> {
+        let v = self.call(
+            serde_json::json!({
+                "cmd": "dht_providers",
+                "cid": cid,
+                "timeout": timeout.as_secs_f64(),
+            }),
+            timeout + Duration::from_secs(10),
+        )?;
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let responses = v["responses"]
+            .as_array()
+            .context("dht_providers: no responses")?;
+        Ok(responses
+            .iter()
+            .map(|r| {
+                let providers = r["providers"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| {
+                                (
+                                    p["id"].as_str().unwrap_or_default().to_owned(),
+                                    strings(&p["addrs"]),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (r["from"].as_str().unwrap_or_default().to_owned(), providers)
+            })
+            .collect())
     }
 
     /// Reads the file `cid` (fetching blocks from peers) into `dest`.

@@ -225,6 +225,7 @@ pub(super) async fn spawn(
             ev = swarm.select_next_some() => match ev {
                 SwarmEvent::NewListenAddr { listener_id, address } => {
                     pending.remove(&listener_id);
+                    confirm_listen_addr(&mut swarm, &address);
                     listen_addrs.insert(address);
                 }
                 SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
@@ -514,9 +515,11 @@ impl Task {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("p2p listening on {address}");
+                confirm_listen_addr(&mut self.swarm, &address);
                 self.listen_addrs.insert(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
                 self.listen_addrs.remove(&address);
             }
             SwarmEvent::ConnectionEstablished {
@@ -708,4 +711,13 @@ impl Task {
 /// Peers in a DHT's routing table.
 fn routing_entries(k: &mut kad::Behaviour<MemoryStore>) -> usize {
     k.kbuckets().map(|b| b.num_entries()).sum()
+}
+
+/// Takes a listen address as one peers can reach us at. On a mesh or a LAN
+/// there is no NAT to discover: the interface addresses (a Yggdrasil 200::/7
+/// or cjdns fc00::/8 one too) are where peers dial. Kademlia puts only
+/// confirmed addresses in our provider records, and kubo's DHT servers drop
+/// a provider record that carries none.
+fn confirm_listen_addr(swarm: &mut Swarm<Behaviour>, address: &Multiaddr) {
+    swarm.add_external_address(address.clone());
 }

@@ -15,10 +15,12 @@
 //!   `a` and fetches from it. On a network this small kubo's lookup also
 //!   walks to `a` as the peer closest to the key, and Bitswap then asks every
 //!   connected peer, so this passes even without `a`'s record; the Helia
-//!   test is the one that checks the record `b` holds. (kubo as the DHT
-//!   server between them is not tried: it drops provider records that carry
-//!   no addresses, and meshcast has no confirmed external address to put in
-//!   them.)
+//!   tests are the ones that check the records a DHT server holds.
+//! - kubo as the DHT server between them (`Routing.Type = "dhtserver"`):
+//!   meshcast announces to it, and Helia, connected to kubo only, learns
+//!   from kubo's answer that `a` provides a live segment. kubo keeps only
+//!   provider records that carry addresses: meshcast's listen addresses are
+//!   its confirmed external ones for that.
 //! - A mirror that retains about one segment's bytes stops providing what
 //!   retention unpins: asked directly over the DHT, it names itself for a
 //!   segment of its live window and not for the oldest segment. (Peers it
@@ -188,5 +190,34 @@ fn a_mirror_stops_providing_what_retention_lets_go() -> Result<()> {
             "the mirror still provides {oldest}: {answers:?}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_kubo_dht_server_keeps_the_origins_records_for_helia() -> Result<()> {
+    let kubo = Kubo::start_dht_server()?;
+    let kubo_addr = kubo.tcp_addr()?.to_owned();
+    let kubo_id = kubo_addr
+        .rsplit("/p2p/")
+        .next()
+        .context("kubo's address has no peer id")?
+        .to_owned();
+    let a_repo = Repo::new()?;
+    let a = Gateway::start(
+        &a_repo,
+        &["--stream", &format!("cam={KEY}"), "--peer", &kubo_addr],
+    )?;
+    let a_id = peer_id(&a)?;
+    kubo.wait_peer(&a_id, Duration::from_secs(20))?;
+    let helia = Helia::start_dht()?;
+    helia.dial(&kubo_addr)?;
+
+    let mut publisher = publish_cmd(rtmp_addr(&a)?, KEY, &clip(20)?, true).spawn()?;
+    let live = wait_live_segments(&a, "cam", 2, Duration::from_secs(25))?;
+    let (_, segments) = uris(&live);
+    let segment = cid_of(segments.last().context("no segment")?)?;
+    wait_named(&helia, &segment, &kubo_id, &a_id, Duration::from_secs(30))?;
+    let status = publisher.wait()?;
+    ensure!(status.success(), "ffmpeg: {status}");
     Ok(())
 }

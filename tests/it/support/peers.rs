@@ -348,6 +348,14 @@ impl Kubo {
         Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
     }
 
+    /// A node with `Routing.Type = "dhtserver"`: it keeps the provider
+    /// records peers announce to it and answers lookups for them.
+    pub fn start_dht_server() -> Result<Self> {
+        let mut c = kubo_cmd();
+        c.arg("daemon").arg("--routing").arg("dhtserver");
+        Ok(Self(LinePeer::start("kubo", c, Duration::from_secs(60))?))
+    }
+
     /// A node on the repo in `dir` (created on first use).
     pub fn start_in(dir: &Path) -> Result<Self> {
         let mut c = kubo_cmd();

@@ -4,7 +4,7 @@
 //! are rejected, durations are written as in `"30s"`, and command-line flags
 //! override the file ([`ConfigOverrides`], filled by the CLI and applied by
 //! [`Config::apply`]); [`Config::validate`] then checks what parsing alone
-//! cannot (stream names and keys). `meshcast config default` prints
+//! cannot (each stream its own name and key). `meshcast config default` prints
 //! [`Config::default`]; `meshcast.example.toml` is the same, with comments.
 
 use crate::media::SegmentFormat;

@@ -18,6 +18,7 @@ mod mdns;
 mod mirror;
 mod naming;
 mod p2p_node;
+mod pi;
 mod player;
 mod store_cli;
 mod support;

@@ -54,7 +54,26 @@ impl Cross {
     /// to do when `scripts/test` already did) and returns the binary.
     fn bin(&self) -> Result<PathBuf> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
+        let mut cmd = Command::new(cargo);
+        // What `cargo test` sets for this package: build scripts (ring's)
+        // rerun when it changes, which would rebuild what scripts/test
+        // just built.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+                || ["OUT_DIR", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*k)
+            {
+                cmd.env_remove(&*k);
+            }
+        }
+        let out = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args([
                 "build",

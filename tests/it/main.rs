@@ -19,6 +19,7 @@ mod mdns;
 mod mirror;
 mod naming;
 mod p2p_node;
+mod pi;
 mod player;
 mod providers;
 mod store_cli;

@@ -2,7 +2,8 @@
 //! of them says only what it checks.
 //!
 //! - here: the binary under test, temporary repos and `meshcast` commands
-//!   run on them, running commands and reading their output and logs;
+//!   run on them (by that binary or another, e.g. a cross build under
+//!   qemu-user), running commands and reading their output and logs;
 //! - [`node`]: a running `meshcast serve` (free ports, readiness, its
 //!   HTTP, RTMP and libp2p addresses, its log, stop and kill) and what its
 //!   API answers;
@@ -26,7 +27,7 @@ pub use publish::*;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cid::Cid;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,15 +55,28 @@ pub fn tempdir() -> Result<TempDir> {
         .context("create a temporary directory")
 }
 
-/// A meshcast data directory in a temporary directory, removed on drop.
+/// A meshcast data directory in a temporary directory, removed on drop,
+/// and the command that runs meshcast on it.
 pub struct Repo {
     dir: TempDir,
+    program: Vec<OsString>,
 }
 
 impl Repo {
     /// A new, empty repo (meshcast creates it on first use).
     pub fn new() -> Result<Self> {
-        Ok(Self { dir: tempdir()? })
+        Self::run_by(vec![meshcast_bin().into()])
+    }
+
+    /// A new, empty repo whose commands run `program` (a command and its
+    /// arguments, e.g. `qemu-aarch64 -L SYSROOT BIN` for a cross-built
+    /// binary) instead of the binary under test.
+    pub fn run_by(program: Vec<OsString>) -> Result<Self> {
+        ensure!(!program.is_empty(), "no program to run meshcast with");
+        Ok(Self {
+            dir: tempdir()?,
+            program,
+        })
     }
 
     /// The data directory passed as `--data`.
@@ -76,8 +90,11 @@ impl Repo {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut c = Command::new(meshcast_bin());
-        c.arg("--data").arg(self.path()).args(args);
+        let mut c = Command::new(&self.program[0]);
+        c.args(&self.program[1..])
+            .arg("--data")
+            .arg(self.path())
+            .args(args);
         c.env_remove("MESHCAST_DATA");
         c
     }

@@ -219,28 +219,6 @@ fn wait_reachable(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
     }
 }
 
-/// When each media sequence number first appeared in `g`'s live playlist.
-fn note_segments(g: &Gateway, seen: &mut BTreeMap<u64, Instant>) -> Result<()> {
-    let r = g.get("/live/cam.m3u8", &[])?;
-    if r.status != 200 {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&r.body);
-    let mut seq: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let now = Instant::now();
-    for l in text.lines() {
-        if !l.starts_with('#') && !l.trim().is_empty() {
-            seen.entry(seq).or_insert(now);
-            seq += 1;
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn a_mirror_follows_an_origin_over_yggdrasil() -> Result<()> {
     let clip = clip(SECONDS)?;

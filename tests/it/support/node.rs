@@ -527,3 +527,29 @@ pub fn wait_peer(g: &Gateway, peer: &str, want: bool, timeout: Duration) -> Resu
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// When each media sequence number first appeared in `g`'s live playlist
+/// of `cam`, noted at each call (for judging whether a mirror keeps up).
+pub fn note_segments(
+    g: &Gateway,
+    seen: &mut std::collections::BTreeMap<u64, Instant>,
+) -> Result<()> {
+    let r = g.get("/live/cam.m3u8", &[])?;
+    if r.status != 200 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    let mut seq: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let now = Instant::now();
+    for l in text.lines() {
+        if !l.starts_with('#') && !l.trim().is_empty() {
+            seen.entry(seq).or_insert(now);
+            seq += 1;
+        }
+    }
+    Ok(())
+}

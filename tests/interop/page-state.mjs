@@ -17,7 +17,7 @@
 //
 // Chromium is Debian's /usr/bin/chromium (CHROMIUM overrides), driven
 // through playwright-core; no browser is downloaded.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,17 +58,7 @@ const report = { url, samples: [], errors: [], page_errors: [] };
 let context;
 let code = 0;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-    timeout: 30000,
-    viewport: viewport || undefined,
-  });
+  context = await launch(profile, viewport ? { viewport } : {});
   const page = context.pages()[0] || (await context.newPage());
   page.on("pageerror", (e) => report.page_errors.push(e.message));
   const resp = await page.goto(url, { waitUntil: "load", timeout: 30000 });

@@ -13,7 +13,7 @@
 //
 // Chromium is Debian's /usr/bin/chromium (CHROMIUM overrides), driven
 // through playwright-core; no browser is downloaded.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,16 +57,7 @@ function finish(ok, reason) {
 }
 
 async function run() {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-    timeout: 30000,
-  });
+  context = await launch(profile);
   const page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") summary.console.push(`${m.type()}: ${m.text()}`);

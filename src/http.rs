@@ -321,7 +321,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.
         .layer(middleware::from_fn_with_state(limits, limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
+}
+
+/// Logs a failed request. Only a 500 (this node failed) and a body that
+/// broke off are errors; the other 5xx answers say that peers did not send
+/// a block in time (504) or sent none usable (502), or that the node is busy
+/// or has no p2p node (503): the client is told why, and a node that has
+/// no peer with some block is working as it should.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let latency_ms = latency.as_millis();
+    match class {
+        Class::StatusCode(status) if status != axum::http::StatusCode::INTERNAL_SERVER_ERROR => {
+            tracing::debug!(%status, latency_ms, "request answered with an error status")
+        }
+        Class::StatusCode(status) => tracing::error!(%status, latency_ms, "request failed"),
+        Class::Error(error) => tracing::error!(%error, latency_ms, "response failed"),
+    }
 }
 
 /// Request limits shared by every request of one router.

@@ -74,6 +74,19 @@ pub enum NodeApiError {
         /// What the HTTP client said.
         source: Box<ureq::Error>,
     },
+    /// The node answered, but could not get the blocks (no peer sent them
+    /// in time, or the path does not exist).
+    #[error("the node at {api} could not get {path}: {message} (HTTP {status})")]
+    Refused {
+        /// The node's gateway.
+        api: String,
+        /// The content path asked for.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// The gateway's own explanation (the first line of its answer).
+        message: String,
+    },
     /// The answer is not a CAR, or a block in it does not match its CID.
     #[error("reading the CAR the node sent: {source}")]
     Car {
@@ -112,17 +125,19 @@ pub fn from_node_api(repo: &Repo, root: &Cid, segments: &[String]) -> Result<boo
         return Ok(false);
     };
     let api = api.trim().to_owned();
-    let mut url = format!("{api}/ipfs/{root}");
+    let mut path = format!("/ipfs/{root}");
     for s in segments {
-        url.push('/');
-        url.extend(percent_encoding::utf8_percent_encode(
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(
             s,
             percent_encoding::NON_ALPHANUMERIC,
         ));
     }
-    url.push_str("?format=car");
+    let url = format!("{api}{path}?format=car");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(NODE_API_TIMEOUT))
+        // An error status carries the gateway's reason in its body.
+        .http_status_as_error(false)
         .build()
         .into();
     let resp = match agent.get(&url).call() {
@@ -135,7 +150,25 @@ pub fn from_node_api(repo: &Repo, root: &Cid, segments: &[String]) -> Result<boo
             })
         }
     };
-    let body = resp.into_body().into_reader();
+    let status = resp.status();
+    let mut body = resp.into_body().into_reader();
+    if !status.is_success() {
+        use std::io::Read;
+        // The gateway's messages are one line; more is not worth reading.
+        let mut text = String::new();
+        let _ = body.by_ref().take(4096).read_to_string(&mut text);
+        let message = text.lines().next().unwrap_or_default().trim().to_owned();
+        return Err(NodeApiError::Refused {
+            api,
+            path,
+            status: status.as_u16(),
+            message: if message.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            } else {
+                message
+            },
+        });
+    }
     // Held while the blocks are written, so a GC does not run halfway.
     let _guard = repo.writer()?;
     let car = |source| NodeApiError::Car { source };

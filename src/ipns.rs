@@ -23,7 +23,7 @@ pub mod keys;
 pub mod record;
 mod rfc3339;
 
-pub use keys::{KeyError, KeyStore};
+pub use keys::{KeyError, KeyStore, KEYS_DIR};
 pub use record::{Record, RecordError};
 pub use rfc3339::Rfc3339Error;
 

@@ -26,8 +26,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// Why the node could not start or stopped badly.
 #[derive(Debug, Error)]
 pub enum NodeError {
-    /// The data directory could not be opened.
-    #[error("cannot open the data directory: {0}")]
+    /// The data directory could not be opened (the error names it).
+    #[error(transparent)]
     Repo(#[from] StoreError),
     /// The stream sessions could not be loaded.
     #[error("cannot load the streams: {0}")]
@@ -73,6 +73,8 @@ pub struct Node {
     rtmp_addr: SocketAddr,
     repo: Repo,
     created_stream: Option<StreamConfig>,
+    /// Each own stream's name and, with the p2p node on, its IPNS name.
+    stream_names: Vec<(String, Option<crate::ipns::Name>)>,
     p2p: Option<P2p>,
     bitswap: Option<Bitswap>,
     /// Stops everything: the libp2p node and the tasks that use it.
@@ -95,7 +97,7 @@ pub const RTMP_FILE: &str = "rtmp";
 
 /// The file that keeps the key of the stream `serve` creates when none is
 /// configured.
-const DEFAULT_KEY_FILE: &str = "stream-key";
+pub const DEFAULT_KEY_FILE: &str = "stream-key";
 
 /// The configured streams (already validated), or stream `live` with a
 /// random key kept in the data directory (created on first start). The
@@ -179,6 +181,10 @@ impl Node {
         let mut state =
             AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
         let mut bitswap = None;
+        let mut stream_names: Vec<(String, Option<crate::ipns::Name>)> = stream_configs
+            .iter()
+            .map(|s| (s.name.to_string(), None))
+            .collect();
         if let Some(p2p) = &p2p {
             let keys = crate::ipns::KeyStore::open(&config.data_dir).map_err(NodeError::Keys)?;
             let naming = crate::p2p::naming::Naming::spawn(
@@ -189,6 +195,9 @@ impl Node {
                 cancel.child_token(),
             )
             .await?;
+            for (stream, name) in &mut stream_names {
+                *name = Some(naming.name_of(stream)?);
+            }
             provide_feed(&streams, p2p.clone(), cancel.child_token());
             // Bitswap serves and fetches blocks; every block the repo
             // stores (ingest included) is announced to it, so a want that
@@ -260,6 +269,7 @@ impl Node {
             rtmp_addr,
             repo,
             created_stream,
+            stream_names,
             p2p,
             bitswap,
             cancel,
@@ -278,6 +288,12 @@ impl Node {
     /// for the operator's eyes: show it once, never log it).
     pub fn created_stream(&self) -> Option<&StreamConfig> {
         self.created_stream.as_ref()
+    }
+
+    /// Each stream this node takes from publishers, with its IPNS name
+    /// (`None` with the p2p node off).
+    pub fn stream_names(&self) -> &[(String, Option<crate::ipns::Name>)] {
+        &self.stream_names
     }
 
     /// The address the gateway listens on.

@@ -100,6 +100,25 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The data directory's path names something that is not a directory.
+    #[error("the data directory {path} is not a directory; pass --data with a directory's path")]
+    NotADirectory {
+        /// The path.
+        path: std::path::PathBuf,
+    },
+    /// The repo's files cannot be created or written for lack of permission.
+    #[error("cannot write to {path} (Permission denied): run meshcast as a user that may write there, or pass --data with a directory it may")]
+    NotWritable {
+        /// The path that could not be created or written.
+        path: std::path::PathBuf,
+    },
+    /// A command that only reads was pointed at a directory that holds no
+    /// repo (it creates none).
+    #[error("no meshcast repo in {path}; run the command where `meshcast serve` or `meshcast add` keeps its data, or pass --data DIR")]
+    NoRepo {
+        /// The directory looked in.
+        path: std::path::PathBuf,
+    },
     /// Bytes that do not hash to their CID.
     #[error("block {cid} does not match its hash")]
     HashMismatch {

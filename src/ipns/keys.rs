@@ -93,6 +93,9 @@ impl KeyError {
     }
 }
 
+/// The directory, inside the data directory, that holds the keys.
+pub const KEYS_DIR: &str = "keys";
+
 /// The keys of a data directory and the last record of each.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
@@ -108,7 +111,7 @@ impl KeyStore {
     /// Opens the store in the data directory `data_dir`, creating `keys/`
     /// (mode 0700) and `ipns/` if needed.
     pub fn open(data_dir: &Path) -> Result<Self, KeyError> {
-        let keys = data_dir.join("keys");
+        let keys = data_dir.join(KEYS_DIR);
         let records = data_dir.join("ipns");
         fs::create_dir_all(&records).map_err(KeyError::io("create", &records))?;
         match fs::DirBuilder::new().mode(0o700).create(&keys) {

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// The directory, inside the repo, that holds the block files.
+pub const BLOCKS_DIR: &str = "blocks";
+
 /// Block files under a directory.
 #[derive(Debug)]
 pub struct FsStore {
@@ -31,7 +34,7 @@ pub struct FsStore {
 impl FsStore {
     /// Opens (creating if needed) a store with `blocks/` and `tmp/` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let blocks = dir.join("blocks");
+        let blocks = dir.join(BLOCKS_DIR);
         let tmp = dir.join("tmp");
         fs::create_dir_all(&blocks).map_err(StoreError::io("create", &blocks))?;
         fs::create_dir_all(&tmp).map_err(StoreError::io("create", &tmp))?;

@@ -50,15 +50,58 @@ pub struct VerifyReport {
     pub corrupt: Vec<(Multihash, PathBuf)>,
 }
 
+/// Whether `dir` holds a repo: its block directory exists. A path that is a
+/// file, or that cannot be read, is an error of its own.
+pub fn is_repo(dir: &Path) -> Result<bool, StoreError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Ok(_) => Ok(dir.join(super::fs::BLOCKS_DIR).is_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io("open", dir)(e)),
+    }
+}
+
 impl Repo {
     /// Opens the repo in `dir`, creating it if needed.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_or_create(dir).map_err(|e| match e {
+            StoreError::Io { path, source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                StoreError::NotWritable { path }
+            }
+            e => e,
+        })
+    }
+
+    fn open_or_create(dir: &Path) -> Result<Self, StoreError> {
+        // Checked first: creating it would fail with "File exists", which
+        // hides what is wrong.
+        if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(StoreError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             blocks: Arc::new(Notifying::new(FsStore::open(dir)?)),
             pins: Pins::open(dir)?,
         })
+    }
+
+    /// Opens the repo in `dir` only if one is there, creating nothing: for
+    /// the commands that read (`cat`, `pin ls`...), which must not leave an
+    /// empty repo behind in a directory where they were run by mistake.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if !is_repo(dir)? {
+            return Err(StoreError::NoRepo {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open(dir)
     }
 
     /// The data directory.

@@ -42,6 +42,11 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_BUFFER: usize = 1024;
 /// Longest wait between redials of a configured peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the DHTs refresh their routing tables (kad's own default).
+const BOOTSTRAP_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How long after start a node with no DHT peer says so: time for mDNS and
+/// the configured peers to connect.
+const ALONE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -103,6 +108,10 @@ struct Task {
     /// This node's own provider records.
     announcer: Announcer,
     seqno: PubsubSeqno,
+    /// When the DHTs next refresh their routing tables.
+    next_bootstrap: Instant,
+    /// Whether the node said it has no peers yet (it says so once).
+    said_alone: bool,
 }
 
 /// Builds the swarm with `key` (pubsub signed by `author`), binds the
@@ -168,6 +177,11 @@ pub(super) async fn spawn(
                         ..MemoryStoreConfig::default()
                     },
                 );
+                // kad's own periodic refresh warns "No known peers" every
+                // few minutes on a node that is alone, which is a normal
+                // state here; the task refreshes instead (`Task::bootstrap`).
+                // A refresh on the first peers stays kad's.
+                cfg.set_periodic_bootstrap_interval(None);
                 let mut k = kad::Behaviour::with_config(peer_id, store, cfg);
                 // Mesh nodes rarely have a confirmed public address, yet
                 // should still answer DHT queries from their neighbours.
@@ -210,7 +224,7 @@ pub(super) async fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| P2pError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
         listeners.push((id, addr.clone()));
     }
@@ -225,13 +239,14 @@ pub(super) async fn spawn(
             ev = swarm.select_next_some() => match ev {
                 SwarmEvent::NewListenAddr { listener_id, address } => {
                     pending.remove(&listener_id);
+                    cancel_lone_bootstrap(swarm.behaviour_mut());
                     confirm_listen_addr(&mut swarm, &address);
                     listen_addrs.insert(address);
                 }
                 SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
                     if let Some(addr) = pending.remove(&listener_id) {
                         let reason = match reason {
-                            Err(e) => e.to_string(),
+                            Err(e) => error_chain(&e),
                             Ok(()) => "closed".into(),
                         };
                         return Err(P2pError::Listen { addr, reason });
@@ -239,7 +254,7 @@ pub(super) async fn spawn(
                 }
                 SwarmEvent::ListenerError { listener_id, error } => {
                     if let Some(addr) = pending.remove(&listener_id) {
-                        return Err(P2pError::Listen { addr, reason: error.to_string() });
+                        return Err(P2pError::Listen { addr, reason: error_chain(&error) });
                     }
                 }
                 _ => {}
@@ -268,6 +283,8 @@ pub(super) async fn spawn(
         provider_queries: HashMap::new(),
         announcer: Announcer::new(Instant::now()),
         seqno,
+        next_bootstrap: Instant::now() + ALONE_AFTER,
+        said_alone: false,
     };
     tokio::spawn(task.run(shutdown));
     Ok(P2p {
@@ -295,8 +312,34 @@ impl Task {
                 _ = tick.tick() => {
                     self.redial();
                     self.announce();
+                    self.bootstrap();
                 }
             }
+        }
+    }
+
+    /// Refreshes the routing table of each DHT that has peers, every
+    /// [`BOOTSTRAP_EVERY`]; a node with none says so once, at info.
+    fn bootstrap(&mut self) {
+        let now = Instant::now();
+        if now < self.next_bootstrap {
+            return;
+        }
+        self.next_bootstrap = now + BOOTSTRAP_EVERY;
+        let b = self.swarm.behaviour_mut();
+        let mut alone = true;
+        for k in [&mut b.kad, &mut b.lan_kad] {
+            if routing_entries(k) > 0 {
+                alone = false;
+                // Fails only with no known peers, ruled out above.
+                let _ = k.bootstrap();
+            }
+        }
+        if alone && !self.said_alone {
+            self.said_alone = true;
+            tracing::info!(
+                "no peers yet: serving alone until one connects (over mDNS on the LAN, or give one with --peer)"
+            );
         }
     }
 
@@ -515,6 +558,7 @@ impl Task {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("p2p listening on {address}");
+                cancel_lone_bootstrap(self.swarm.behaviour_mut());
                 confirm_listen_addr(&mut self.swarm, &address);
                 self.listen_addrs.insert(address);
             }
@@ -709,6 +753,42 @@ impl Task {
 }
 
 /// Peers in a DHT's routing table.
+/// Kademlia schedules a routing table refresh on each new listen address
+/// while it has no connected peer; with no peer in its table that refresh can
+/// only fail, and kad warns "Failed to trigger bootstrap: No known peers"
+/// for each. Asking for a refresh now fails quietly and clears the one kad
+/// scheduled (`bootstrap` resets its timers when it has no peers), so a node
+/// alone says so once, in [`Task::bootstrap`], instead.
+fn cancel_lone_bootstrap(b: &mut Behaviour) {
+    for k in [&mut b.kad, &mut b.lan_kad] {
+        if routing_entries(k) == 0 {
+            let _ = k.bootstrap();
+        }
+    }
+}
+
+/// An error and its sources in one line. libp2p's transport errors say
+/// nothing themselves (`TransportError::Other` displays as an empty string)
+/// and leave the OS error to their source.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    if out.is_empty() {
+        out.push_str("unknown error");
+    }
+    out
+}
+
 fn routing_entries(k: &mut kad::Behaviour<MemoryStore>) -> usize {
     k.kbuckets().map(|b| b.num_entries()).sum()
 }

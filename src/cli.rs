@@ -16,7 +16,7 @@ use meshcast::store::pins::PinKind;
 use meshcast::store::{BatchWriter, BlockRead, Repo};
 use meshcast::unixfs::export::{self, walk::DagWalk, FileRange};
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -224,10 +224,10 @@ enum ConfigCommand {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let data = cli.data.clone();
     let repo_dir = || data.clone().unwrap_or_else(|| Config::default().data_dir);
-    let open = || -> Result<Repo> {
-        let dir = repo_dir();
-        Repo::open(&dir).with_context(|| format!("opening the repo in {}", dir.display()))
-    };
+    // Only the commands that add content create a repo; the others need
+    // one already there.
+    let open = || -> Result<Repo> { Ok(Repo::open_existing(&repo_dir())?) };
+    let create = || -> Result<Repo> { Ok(Repo::open(&repo_dir())?) };
     match cli.command {
         Command::Serve(args) => serve(args, data),
         Command::Add(args) => add(args, &repo_dir()),
@@ -235,6 +235,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { cid, output } => get(&open()?, &cid, output),
         Command::Pin(cmd) => pin(&open()?, cmd),
         Command::Repo(cmd) => repo_cmd(&open()?, cmd),
+        Command::Dag(cmd @ DagCommand::Import { .. }) => dag(&create()?, cmd),
         Command::Dag(cmd) => dag(&open()?, cmd),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", Config::default_toml());
@@ -245,6 +246,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn key_list(data_dir: &Path) -> Result<ExitCode> {
+    // A repo with no key yet has nothing to list; no repo at all is an error.
+    if !data_dir.join(meshcast::ipns::KEYS_DIR).is_dir() {
+        return if data_dir.is_dir() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(meshcast::store::StoreError::NoRepo {
+                path: data_dir.to_path_buf(),
+            }
+            .into())
+        };
+    }
     let store = meshcast::ipns::KeyStore::open(data_dir)?;
     let mut out = std::io::stdout().lock();
     for (key, name) in store.list()? {
@@ -273,30 +285,116 @@ fn serve(args: ServeArgs, data: Option<PathBuf>) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let node = meshcast::node::Node::bind(config.clone()).await?;
+        let interfaces: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+            Ok(list) => list.iter().map(if_addrs::Interface::ip).collect(),
+            Err(e) => {
+                tracing::warn!("cannot list the network interfaces: {e}");
+                Vec::new()
+            }
+        };
+        let http_hosts = hosts(node.http_addr().ip(), &interfaces);
         tracing::info!(
             http = %node.http_addr(),
             rtmp = %node.rtmp_addr(),
             peer_id = %node.p2p().map(|p| p.peer_id().to_string()).unwrap_or_else(|| "off".into()),
             data = %config.data_dir.display(),
-            "meshcast serving; gateway at http://{}/ipfs/",
-            node.http_addr()
+            "meshcast serving at {}",
+            url("http", http_hosts[0], node.http_addr().port(), "/")
         );
-        if let Some(s) = node.created_stream() {
-            // Shown once on the terminal, never through the log.
-            println!(
-                "No stream configured: created stream {name:?}.\n  OBS Server:     rtmp://HOST:{port}/live\n  OBS Stream Key: {key}\n  (the key is kept in {dir}/stream-key)\n  Watch at http://HOST:{http}/watch/{name}",
-                name = s.name,
-                port = node.rtmp_addr().port(),
-                key = s.key,
-                dir = config.data_dir.display(),
-                http = node.http_addr().port(),
-            );
-        }
+        // Printed for the person who started the node, not logged: the
+        // addresses to open, each stream's pages and where to publish it.
+        print!("{}", start_banner(&node, &config, &interfaces));
         wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The hosts a listener bound to `bound` is reached at: `bound` itself, or
+/// for an unspecified address every interface address it accepts (IPv4 for
+/// `0.0.0.0`; IPv4 and IPv6 for `[::]`), IPv4 first, but no loopback and no
+/// IPv6 link-local address (those need a zone to be dialled). Loopback when
+/// that leaves none.
+fn hosts(bound: IpAddr, interfaces: &[IpAddr]) -> Vec<IpAddr> {
+    if !bound.is_unspecified() {
+        return vec![bound];
+    }
+    let link_local = |ip: &IpAddr| match ip {
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(v4) => v4.is_link_local(),
+    };
+    let mut out: Vec<IpAddr> = interfaces
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !link_local(ip))
+        .filter(|ip| bound.is_ipv6() || ip.is_ipv4())
+        .collect();
+    out.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    out.dedup();
+    if out.is_empty() {
+        out.push(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    out
+}
+
+/// `scheme://host:port/path`, with an IPv6 host in brackets.
+fn url(scheme: &str, host: IpAddr, port: u16, path: &str) -> String {
+    format!("{scheme}://{}{path}", SocketAddr::new(host, port))
+}
+
+/// What `serve` prints at start: the node's addresses, its dashboard, and
+/// for each stream its watch page, IPNS name and publish URL. Stream keys are
+/// secrets: the banner says where each is, never what it is.
+fn start_banner(node: &meshcast::node::Node, config: &Config, interfaces: &[IpAddr]) -> String {
+    use std::fmt::Write as _;
+    let http = hosts(node.http_addr().ip(), interfaces);
+    let rtmp = hosts(node.rtmp_addr().ip(), interfaces);
+    let (hp, rp) = (node.http_addr().port(), node.rtmp_addr().port());
+    let mut out = String::new();
+    let _ = writeln!(out, "meshcast is serving; open");
+    for host in &http {
+        let _ = writeln!(out, "  {}", url("http", *host, hp, "/"));
+    }
+    let _ = writeln!(
+        out,
+        "  dashboard: {}",
+        url("http", http[0], hp, "/dashboard")
+    );
+    for (stream, name) in node.stream_names() {
+        let _ = writeln!(out, "stream {stream}:");
+        let _ = writeln!(
+            out,
+            "  watch:     {}",
+            url("http", http[0], hp, &format!("/watch/{stream}"))
+        );
+        if let Some(name) = name {
+            let _ = writeln!(
+                out,
+                "  IPNS name: {name} ({})",
+                url("http", http[0], hp, &format!("/ipns/{name}/"))
+            );
+        }
+        let server = url("rtmp", rtmp[0], rp, "/live");
+        let key_is = match node.created_stream() {
+            Some(s) if s.name.to_string() == *stream => format!(
+                "the key in {}",
+                config
+                    .data_dir
+                    .join(meshcast::node::DEFAULT_KEY_FILE)
+                    .display()
+            ),
+            _ => format!(
+                "the key given for {stream} (--stream {stream}=KEY or [[streams]] in the config)"
+            ),
+        };
+        let _ = writeln!(out, "  publish:   {server}/KEY, KEY being {key_is}");
+        let _ = writeln!(
+            out,
+            "             (in OBS: Server {server}, Stream Key KEY)"
+        );
+    }
+    out
 }
 
 async fn wait_for_signal() {
@@ -523,10 +621,7 @@ fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {
     let repo = if args.only_hash {
         None
     } else {
-        Some(
-            Repo::open(repo_dir)
-                .with_context(|| format!("opening the repo in {}", repo_dir.display()))?,
-        )
+        Some(Repo::open(repo_dir)?)
     };
     // Held until the roots are pinned, so a concurrent GC cannot take them.
     let _guard = repo.as_ref().map(Repo::writer).transpose()?;
@@ -711,4 +806,47 @@ fn get(repo: &Repo, path: &str, output: Option<PathBuf>) -> Result<ExitCode> {
     export::write_to_dir(&*repo.blocks, &target, &dest)?;
     eprintln!("saved {} to {}", target, dest.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hosts, url};
+    use std::net::IpAddr;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_start_urls_name_every_reachable_interface_address() {
+        let interfaces = ips(&[
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "200:1234::5",
+            "192.168.1.7",
+            "169.254.3.4",
+            "10.0.0.2",
+        ]);
+        assert_eq!(
+            hosts("::".parse().unwrap(), &interfaces),
+            ips(&["10.0.0.2", "192.168.1.7", "200:1234::5"])
+        );
+        assert_eq!(
+            hosts("0.0.0.0".parse().unwrap(), &interfaces),
+            ips(&["10.0.0.2", "192.168.1.7"])
+        );
+        assert_eq!(
+            hosts("127.0.0.1".parse().unwrap(), &interfaces),
+            ips(&["127.0.0.1"])
+        );
+        assert_eq!(
+            hosts("::".parse().unwrap(), &ips(&["127.0.0.1", "::1"])),
+            ips(&["127.0.0.1"])
+        );
+        assert_eq!(
+            url("http", "200:1234::5".parse().unwrap(), 8080, "/watch/live"),
+            "http://[200:1234::5]:8080/watch/live"
+        );
+    }
 }

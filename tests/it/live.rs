@@ -233,11 +233,18 @@ fn with_no_stream_configured_serve_creates_live_with_a_kept_key() -> Result<()> 
             .trim()
             .to_owned();
         ensure!(key.len() >= 16, "weak key {key:?}");
-        // The OBS settings are shown once at start (printed just after the
-        // listeners are up, so wait a little for them).
-        let shown = format!("OBS Stream Key: {key}");
-        gw.wait_log_line(|l| l.contains(&shown), Duration::from_secs(10))
-            .context("no OBS settings printed")?;
+        // Where to publish is shown at start (printed just after the
+        // listeners are up, so wait a little for them): the key's file,
+        // never the secret itself.
+        let file = repo.path().join("stream-key");
+        let file = file.display().to_string();
+        gw.wait_log_line(
+            |l| l.contains("publish:") && l.contains(&file),
+            Duration::from_secs(10),
+        )
+        .context("no publish settings printed")?;
+        let log = std::fs::read_to_string(&gw.log)?;
+        ensure!(!log.contains(&key), "the stream key was printed:\n{log}");
         let addr = rtmp_addr(&gw)?;
         let out = publish_cmd(addr, &key, &clip(8)?, false).output()?;
         check(&out, "ffmpeg publishing with the created key")?;

@@ -6,9 +6,10 @@
 //! GET /ipns/{name}?format=ipns-record  the signed record itself
 //! GET /routing/v1/ipns/{name}        the record (application/vnd.ipfs.ipns-record)
 //! PUT /routing/v1/ipns/{name}        take a record: verified, kept and passed on if newer
-//! GET /routing/v1/providers/{cid}    this node when it holds the block, and the
-//!                                    providers both DHTs know (what peers announced
-//!                                    to this node, and what its DHT peers answer)
+//! GET /routing/v1/providers/{cid}    this node when it holds the block (its Bitswap
+//!                                    peer and its HTTP gateway), and the providers
+//!                                    both DHTs know (what peers announced to this
+//!                                    node, and what its DHT peers answer)
 //! ```
 
 use super::{AppState, GatewayError};
@@ -171,46 +172,70 @@ async fn routing_put(
 /// How long a providers request waits for the DHT lookups.
 const PROVIDERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `GET /routing/v1/providers/{cid}`: this node when it holds the block,
-/// then every provider the DHTs know, within [`PROVIDERS_WAIT`]
-/// (delegated routing lets a browser or Helia find providers without a
-/// DHT of its own).
+/// `GET /routing/v1/providers/{cid}`: this node when it holds the block
+/// (as a Bitswap peer, and as a trustless gateway at the address the client
+/// reached it by), then every provider the DHTs know, within
+/// [`PROVIDERS_WAIT`] (delegated routing lets a browser or Helia find
+/// providers without a DHT of its own; a browser, which cannot dial TCP or
+/// QUIC, fetches from the gateway and verifies each block). The IPIP-484
+/// `filter-protocols` parameter picks the transports the client can use.
 async fn providers(
     State(state): State<AppState>,
     Path(cid): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let cid = Cid::try_from(cid.as_str()).map_err(|source| GatewayError::InvalidCid {
         input: cid.chars().take(100).collect(),
         source,
     })?;
-    let p2p = state.p2p().ok_or(GatewayError::P2pOff)?.clone();
+    let wanted = ProtocolFilter::from_query(uri.query());
     let internal = |e| GatewayError::internal("p2p node", e);
     let mut list = Vec::new();
-    let me = p2p.peer_id();
+    let p2p = state.p2p().cloned();
     if state.has_local(cid).await? {
-        let info = p2p.info().await.map_err(internal)?;
-        let addrs: Vec<String> = info
-            .addrs
-            .iter()
-            .map(|a| {
-                a.rsplit_once("/p2p/")
-                    .map_or(a.as_str(), |(a, _)| a)
-                    .to_owned()
-            })
-            .collect();
-        list.push(provider_json(&info.peer_id, addrs));
-    }
-    // Provider records are keyed by the multihash (as kubo announces them).
-    let mut found = p2p
-        .providers(cid.hash().to_bytes())
-        .await
-        .map_err(internal)?;
-    let deadline = tokio::time::Instant::now() + PROVIDERS_WAIT;
-    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, found.recv()).await {
-        if p.peer_id != me {
-            let addrs = p.addrs.iter().map(ToString::to_string).collect();
-            list.push(provider_json(&p.peer_id.to_string(), addrs));
+        if let Some(p2p) = p2p.as_ref().filter(|_| wanted.allows(BITSWAP)) {
+            let info = p2p.info().await.map_err(internal)?;
+            let addrs: Vec<String> = info
+                .addrs
+                .iter()
+                .map(|a| {
+                    a.rsplit_once("/p2p/")
+                        .map_or(a.as_str(), |(a, _)| a)
+                        .to_owned()
+                })
+                .collect();
+            list.push(provider_json(&info.peer_id, addrs, BITSWAP));
         }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if let (Some(p2p), Some(addr)) = (p2p.as_ref(), host.and_then(gateway_multiaddr)) {
+            if wanted.allows(GATEWAY_HTTP) {
+                // The peer ID says which node the gateway is; the client
+                // checks every block against its CID, so it trusts neither.
+                list.push(provider_json(
+                    &p2p.peer_id().to_string(),
+                    vec![addr],
+                    GATEWAY_HTTP,
+                ));
+            }
+        }
+    }
+    if let Some(p2p) = p2p.as_ref().filter(|_| wanted.allows(BITSWAP)) {
+        let me = p2p.peer_id();
+        // Provider records are keyed by the multihash (as kubo announces them).
+        let mut found = p2p
+            .providers(cid.hash().to_bytes())
+            .await
+            .map_err(internal)?;
+        let deadline = tokio::time::Instant::now() + PROVIDERS_WAIT;
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, found.recv()).await {
+            if p.peer_id != me {
+                let addrs = p.addrs.iter().map(ToString::to_string).collect();
+                list.push(provider_json(&p.peer_id.to_string(), addrs, BITSWAP));
+            }
+        }
+    } else if p2p.is_none() && list.is_empty() {
+        return Err(GatewayError::P2pOff);
     }
     if list.is_empty() {
         return Err(GatewayError::NoProviders { cid });
@@ -219,18 +244,114 @@ async fn providers(
         [
             (header::CACHE_CONTROL, "public, max-age=15"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            // The gateway's address in the answer is the one asked by.
+            (header::VARY, "Host"),
         ],
         Json(json!({ "Providers": list })),
     )
         .into_response())
 }
 
+/// The transport name of Bitswap over libp2p in delegated routing.
+const BITSWAP: &str = "transport-bitswap";
+/// The transport name of a trustless HTTP gateway in delegated routing.
+const GATEWAY_HTTP: &str = "transport-ipfs-gateway-http";
+
+/// The `filter-protocols` of a providers request (IPIP-484): the transports
+/// the client takes, or all when absent.
+struct ProtocolFilter(Option<Vec<String>>);
+
+impl ProtocolFilter {
+    fn from_query(query: Option<&str>) -> Self {
+        let list = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
+            let v = kv.strip_prefix("filter-protocols=")?;
+            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+            Some(
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        Self(list.filter(|l| !l.is_empty()))
+    }
+
+    fn allows(&self, protocol: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|p| p == protocol))
+    }
+}
+
+/// The multiaddr of this gateway as a client reached it, from the request's
+/// `Host` (`/ip4/IP/tcp/PORT/http`, `/ip6/...` or `/dns/NAME/...`; port 80
+/// when it names none). `None` for a `Host` that is not an authority.
+fn gateway_multiaddr(host: &str) -> Option<String> {
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    let name = authority.host();
+    let proto = match name.trim_start_matches('[').trim_end_matches(']').parse() {
+        Ok(std::net::IpAddr::V4(ip)) => format!("/ip4/{ip}"),
+        Ok(std::net::IpAddr::V6(ip)) => format!("/ip6/{ip}"),
+        Err(_) => {
+            let dns_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !dns_name {
+                return None;
+            }
+            format!("/dns/{name}")
+        }
+    };
+    Some(format!("{proto}/tcp/{port}/http"))
+}
+
 /// One provider in the Delegated Routing V1 `peer` schema.
-fn provider_json(id: &str, addrs: Vec<String>) -> serde_json::Value {
+fn provider_json(id: &str, addrs: Vec<String>, protocol: &str) -> serde_json::Value {
     json!({
         "Schema": "peer",
         "ID": id,
         "Addrs": addrs,
-        "Protocols": ["transport-bitswap"],
+        "Protocols": [protocol],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{gateway_multiaddr, ProtocolFilter, BITSWAP, GATEWAY_HTTP};
+
+    #[test]
+    fn the_gateway_is_listed_at_the_address_it_was_asked_by() {
+        let cases = [
+            ("127.0.0.1:8080", Some("/ip4/127.0.0.1/tcp/8080/http")),
+            ("[200:1234::5]:8080", Some("/ip6/200:1234::5/tcp/8080/http")),
+            ("node.mesh:8080", Some("/dns/node.mesh/tcp/8080/http")),
+            ("node.mesh", Some("/dns/node.mesh/tcp/80/http")),
+            ("user@node.mesh:80", None),
+            ("bad/host", None),
+            ("", None),
+        ];
+        for (host, want) in cases {
+            assert_eq!(gateway_multiaddr(host).as_deref(), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn filter_protocols_picks_the_transports() {
+        let all = ProtocolFilter::from_query(None);
+        assert!(all.allows(BITSWAP) && all.allows(GATEWAY_HTTP));
+        let http = ProtocolFilter::from_query(Some(
+            "x=1&filter-protocols=unknown%2Ctransport-ipfs-gateway-http",
+        ));
+        assert!(http.allows(GATEWAY_HTTP) && !http.allows(BITSWAP));
+        let both = ProtocolFilter::from_query(Some(
+            "filter-protocols=transport-bitswap,transport-ipfs-gateway-http",
+        ));
+        assert!(both.allows(GATEWAY_HTTP) && both.allows(BITSWAP));
+        assert!(ProtocolFilter::from_query(Some("filter-protocols=")).allows(BITSWAP));
+    }
 }

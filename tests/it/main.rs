@@ -24,4 +24,5 @@ mod player;
 mod providers;
 mod store_cli;
 mod support;
+mod verified_fetch;
 mod yggdrasil;

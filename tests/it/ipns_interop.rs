@@ -257,6 +257,15 @@ fn expiry_is_the_callers_check() -> Result<()> {
 #[test]
 fn key_list_prints_each_key_and_its_name() -> Result<()> {
     let repo = Repo::new()?;
+    // No repo yet: an error, and none is created.
+    let out = repo.cmd(["key", "list"]).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("no meshcast repo"),
+        "{stderr}"
+    );
+    ensure!(!repo.path().exists(), "key list created the repo");
+    std::fs::create_dir(repo.path())?;
     assert_eq!(repo.run(["key", "list"])?, "");
     let store = KeyStore::open(&repo.path())?;
     let talks = store.get_or_create("talks")?;

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
 use axum::{Json, Router};
 use cid::Cid;
+use futures::StreamExt;
 use serde_json::json;
 
 /// The media type of a signed IPNS record.
@@ -179,6 +180,9 @@ const PROVIDERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// providers without a DHT of its own; a browser, which cannot dial TCP or
 /// QUIC, fetches from the gateway and verifies each block). The IPIP-484
 /// `filter-protocols` parameter picks the transports the client can use.
+/// A client that accepts `application/x-ndjson` (Helia does) gets each
+/// provider as it is found, this node first; others get one JSON document
+/// once the wait is over.
 async fn providers(
     State(state): State<AppState>,
     Path(cid): Path<String>,
@@ -220,36 +224,79 @@ async fn providers(
             }
         }
     }
+    let mut found = None;
     if let Some(p2p) = p2p.as_ref().filter(|_| wanted.allows(BITSWAP)) {
-        let me = p2p.peer_id();
         // Provider records are keyed by the multihash (as kubo announces them).
-        let mut found = p2p
+        let rx = p2p
             .providers(cid.hash().to_bytes())
             .await
             .map_err(internal)?;
-        let deadline = tokio::time::Instant::now() + PROVIDERS_WAIT;
-        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, found.recv()).await {
+        found = Some((p2p.peer_id(), rx));
+    } else if p2p.is_none() && list.is_empty() {
+        return Err(GatewayError::P2pOff);
+    }
+    let deadline = tokio::time::Instant::now() + PROVIDERS_WAIT;
+    let common = [
+        (header::CACHE_CONTROL, "public, max-age=15"),
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        // The gateway's address in the answer is the one asked by.
+        (header::VARY, "Host, Accept"),
+    ];
+    if accepts_ndjson(&headers) {
+        // Streamed, so a client fetches from this node at once rather than
+        // after the DHT lookups; a 200 with no line says nobody is known.
+        let dht = futures::stream::unfold(found, move |found| async move {
+            let (me, mut rx) = found?;
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) if p.peer_id == me => continue,
+                    Ok(Some(p)) => {
+                        let addrs = p.addrs.iter().map(ToString::to_string).collect();
+                        let line = provider_json(&p.peer_id.to_string(), addrs, BITSWAP);
+                        return Some((line, Some((me, rx))));
+                    }
+                    _ => return None,
+                }
+            }
+        });
+        let lines = futures::stream::iter(list).chain(dht).map(|v| {
+            let mut line = serde_json::to_vec(&v).expect("JSON values serialize");
+            line.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        });
+        let mut resp = (common, axum::body::Body::from_stream(lines)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok(resp);
+    }
+    if let Some((me, mut rx)) = found {
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             if p.peer_id != me {
                 let addrs = p.addrs.iter().map(ToString::to_string).collect();
                 list.push(provider_json(&p.peer_id.to_string(), addrs, BITSWAP));
             }
         }
-    } else if p2p.is_none() && list.is_empty() {
-        return Err(GatewayError::P2pOff);
     }
     if list.is_empty() {
         return Err(GatewayError::NoProviders { cid });
     }
-    Ok((
-        [
-            (header::CACHE_CONTROL, "public, max-age=15"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            // The gateway's address in the answer is the one asked by.
-            (header::VARY, "Host"),
-        ],
-        Json(json!({ "Providers": list })),
-    )
-        .into_response())
+    Ok((common, Json(json!({ "Providers": list }))).into_response())
+}
+
+/// Whether the client takes the streamed form of a providers answer.
+fn accepts_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let mut parts = t.split(';').map(str::trim);
+            let quality_zero = |p: &str| p.replace(' ', "") == "q=0";
+            parts.next() == Some("application/x-ndjson") && !parts.any(quality_zero)
+        })
 }
 
 /// The transport name of Bitswap over libp2p in delegated routing.
@@ -338,6 +385,24 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(gateway_multiaddr(host).as_deref(), want, "{host}");
         }
+    }
+
+    #[test]
+    fn ndjson_is_streamed_to_clients_that_take_it() {
+        use super::accepts_ndjson;
+        use axum::http::{header::ACCEPT, HeaderMap, HeaderValue};
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_static(v));
+            h
+        };
+        assert!(accepts_ndjson(&with(
+            "application/x-ndjson, application/json;q=0.8"
+        )));
+        assert!(accepts_ndjson(&with("application/x-ndjson")));
+        assert!(!accepts_ndjson(&with("application/json")));
+        assert!(!accepts_ndjson(&with("application/x-ndjson;q=0, */*")));
+        assert!(!accepts_ndjson(&HeaderMap::new()));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path} (`meshcast config default` prints every key): {source}")]
     Parse {
         /// The file.
         path: PathBuf,

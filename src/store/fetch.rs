@@ -61,7 +61,7 @@ pub trait Fetcher: Send + Sync + 'static {
 /// Why blocks could not be fetched through the node's API.
 #[derive(Debug, Error)]
 pub enum NodeApiError {
-    /// The node did not answer, or answered with an error status.
+    /// The node did not answer at all.
     #[error(
         "blocks are missing here and the node at {api} (from {}) did not answer: {source}; is `meshcast serve` running?",
         file.display()

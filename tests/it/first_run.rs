@@ -225,7 +225,7 @@ fn errors_are_one_line_that_says_what_where_and_what_to_do() -> Result<()> {
     let err = stderr(&out);
     ensure!(!out.status.success(), "{err}");
     ensure!(
-        err.starts_with(&format!("Error: invalid config {}", bad.display())),
+        err.starts_with(&format!("Error: invalid config {} (", bad.display())),
         "{err}"
     );
     let carets = err.lines().filter(|l| l.contains('^')).count();
@@ -328,6 +328,8 @@ fn cat_of_a_block_no_peer_has_says_so_and_the_server_logs_no_error() -> Result<(
         &repo,
         &format!("[http]\nfetch_timeout = \"2s\"\n{LOOPBACK_RTMP}{LOOPBACK_P2P}"),
     )?;
+    // The node tells the commands where it is once it is up.
+    gw.wait_log_line(|l| l.contains("meshcast serving"), Duration::from_secs(10))?;
     let dir = tempdir()?;
     let file = dir.path().join("nowhere.bin");
     write_random_file(&file, 11, 5000)?;

@@ -92,6 +92,17 @@ pub enum MeshError {
         /// What happened (the OS error, or the timeout).
         reason: String,
     },
+    /// The admin socket is not ours to open.
+    #[error(
+        "{kind} admin at {endpoint}: permission denied; run meshcast in the daemon's group \
+         (Debian: yggdrasil) or point [mesh] at an admin endpoint it may use"
+    )]
+    Denied {
+        /// Which daemon.
+        kind: LinkKind,
+        /// Where it was asked.
+        endpoint: String,
+    },
     /// Talking to it failed midway.
     #[error("{kind} admin at {endpoint}: {source}")]
     Io {
@@ -420,6 +431,11 @@ async fn yggdrasil_call(endpoint: &Endpoint, text: &str, name: &str) -> Result<V
                 endpoint: text.to_owned(),
                 reason: source.to_string(),
             }
+        } else if source.kind() == std::io::ErrorKind::PermissionDenied {
+            MeshError::Denied {
+                kind: LinkKind::Yggdrasil,
+                endpoint: text.to_owned(),
+            }
         } else {
             MeshError::Io {
                 kind: LinkKind::Yggdrasil,
@@ -662,11 +678,17 @@ impl Poller {
             let read = async {
                 let mut socket = CjdnsSocket::open(&cj).await?;
                 match socket.peer_stats(None).await {
-                    // A daemon that wants a password for it: ask again with one.
-                    Err(MeshError::Refused { .. }) if cjdns_password(&self.config).is_some() => {
-                        let password = cjdns_password(&self.config);
-                        socket.peer_stats(password.as_deref()).await
-                    }
+                    // A daemon that wants a password for it: ask again with
+                    // one, or say where one goes.
+                    Err(MeshError::Refused { kind, reason }) => match cjdns_password(&self.config) {
+                        Some(password) => socket.peer_stats(Some(&password)).await,
+                        None => Err(MeshError::Refused {
+                            kind,
+                            reason: format!(
+                                "{reason} (set [mesh] cjdns_password, or the password in ~/.cjdnsadmin)"
+                            ),
+                        }),
+                    },
                     r => r,
                 }
             };

@@ -336,7 +336,7 @@ fn cjdns_peer_stats_are_read_page_by_page() -> Result<()> {
     ensure!(
         m["daemons"]["cjdns"]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("Auth failed")),
+            .is_some_and(|e| e.contains("Auth failed") && e.contains("cjdns_password")),
         "{m:#}"
     );
     // The password in ~/.cjdnsadmin, as cjdns' tools keep it, is used.

@@ -737,14 +737,16 @@ impl Poller {
                 continue;
             }
             // The first poll of a daemon that is simply not there is not
-            // news: the default endpoints are asked on every host.
-            let first = self.logged[i].is_none();
+            // news when it is asked at the default endpoint, as on every
+            // host; one configured elsewhere was expected.
+            let default = MeshConfig::default();
+            let quiet = self.logged[i].is_none() && (*endpoint_of(&default, kind) == d.endpoint);
             self.logged[i] = now;
             let endpoint = &d.endpoint;
             match d.state {
                 DaemonState::Off => {}
                 DaemonState::Up => tracing::info!(%kind, %endpoint, "mesh daemon answers"),
-                DaemonState::Absent if first => {
+                DaemonState::Absent if quiet => {
                     tracing::debug!(%kind, %endpoint, error = d.error.as_deref(), "no mesh daemon")
                 }
                 DaemonState::Absent => {
@@ -755,6 +757,14 @@ impl Poller {
                 }
             }
         }
+    }
+}
+
+/// The endpoint `config` gives the daemon of `kind`.
+fn endpoint_of(config: &MeshConfig, kind: LinkKind) -> &String {
+    match kind {
+        LinkKind::Yggdrasil => &config.yggdrasil_admin,
+        LinkKind::Cjdns => &config.cjdns_admin,
     }
 }
 

@@ -18,10 +18,11 @@ use super::{Link, LinkKind, MeshError, YggdrasilSelf};
 use serde_json::Value;
 
 /// The request line for admin function `name` (`getPeers`, `getSelf`); the
-/// daemon closes the connection after its answer.
+/// daemon closes the connection after its answer. The empty `arguments` is
+/// there because 0.5's handlers decode it and fail on none at all.
 pub fn request(name: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({ "request": name, "keepalive": false }))
-        .expect("a JSON object serializes");
+    let request = serde_json::json!({ "request": name, "arguments": {}, "keepalive": false });
+    let mut line = serde_json::to_vec(&request).expect("a JSON object serializes");
     line.push(b'\n');
     line
 }
@@ -153,6 +154,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&r).unwrap();
         assert_eq!(v["request"], "getPeers");
         assert_eq!(v["keepalive"], false);
+        assert_eq!(v["arguments"], serde_json::json!({}));
     }
 
     #[test]

@@ -78,6 +78,56 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Streams of other nodes to mirror, by IPNS name. Also `--follow NAME`.
     pub follow: Vec<FollowConfig>,
+    /// Mesh links: the Yggdrasil and cjdns daemons' peers, read from their
+    /// admin interfaces (`GET /api/v1/mesh`).
+    pub mesh: MeshConfig,
+}
+
+/// Mesh link telemetry: which admin interfaces are asked, and how often.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// The Yggdrasil admin socket: `unix:///path` or `tcp://host:port`
+    /// (the daemon's `AdminListen`); "" asks no Yggdrasil daemon. A socket
+    /// that does not exist shows the daemon as absent.
+    pub yggdrasil_admin: String,
+    /// cjdroute's UDP admin interface, `host:port`; "" asks no cjdns daemon.
+    pub cjdns_admin: String,
+    /// The cjdns admin password, for calls that need one (the peer list
+    /// needs none); "" reads it from `~/.cjdnsadmin` when one is needed.
+    pub cjdns_password: String,
+    /// The daemons are asked this often.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A daemon that has not answered in this time counts as absent.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            yggdrasil_admin: "unix:///var/run/yggdrasil/yggdrasil.sock".into(),
+            cjdns_admin: "127.0.0.1:11234".into(),
+            cjdns_password: String::new(),
+            poll_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+// The cjdns password is a secret: debug output (and so any log line) never
+// shows it.
+impl std::fmt::Debug for MeshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConfig")
+            .field("yggdrasil_admin", &self.yggdrasil_admin)
+            .field("cjdns_admin", &self.cjdns_admin)
+            .field("cjdns_password", &"<redacted>")
+            .field("poll_interval", &self.poll_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One followed stream (`[[follow]]` in the config, or `--follow NAME`).
@@ -271,6 +321,7 @@ impl Default for Config {
             p2p: P2pConfig::default(),
             ipns: IpnsConfig::default(),
             follow: Vec::new(),
+            mesh: MeshConfig::default(),
         }
     }
 }

@@ -59,6 +59,7 @@ pub struct AppState {
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
     naming: Option<crate::p2p::naming::Naming>,
+    mesh: Option<crate::mesh::Mesh>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -133,6 +134,7 @@ impl AppState {
             streams: None,
             p2p: None,
             naming: None,
+            mesh: None,
         }
     }
 
@@ -181,6 +183,17 @@ impl AppState {
     pub fn with_naming(mut self, naming: crate::p2p::naming::Naming) -> Self {
         self.naming = Some(naming);
         self
+    }
+
+    /// Adds the mesh link telemetry (for `/api/v1/mesh`).
+    pub fn with_mesh(mut self, mesh: crate::mesh::Mesh) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    /// The mesh link telemetry, if the node runs it.
+    pub fn mesh(&self) -> Option<&crate::mesh::Mesh> {
+        self.mesh.as_ref()
     }
 
     /// Naming, if the libp2p node runs.

@@ -12,6 +12,7 @@
 //! rtmp                    OBS / ffmpeg --RTMP--> frames (pure protocol; server at the edge)
 //! hls                     frames -> segments, playlists and each stream's site, in the store
 //! p2p                     libp2p: Bitswap, IPNS over pubsub, the DHTs
+//! mesh                    Yggdrasil and cjdns link telemetry from their admin interfaces
 //! mirror                  follow another node's stream by its name
 //! http                    gateway, live playlists, API, the web UI
 //! node                    wires the stages together and owns shutdown
@@ -28,6 +29,7 @@ pub mod hls;
 pub mod http;
 pub mod ipns;
 pub mod media;
+pub mod mesh;
 pub mod mirror;
 pub mod name;
 pub mod node;

@@ -77,6 +77,7 @@ pub struct Node {
     stream_names: Vec<(String, Option<crate::ipns::Name>)>,
     p2p: Option<P2p>,
     bitswap: Option<Bitswap>,
+    mesh: crate::mesh::Mesh,
     /// Stops everything: the libp2p node and the tasks that use it.
     cancel: CancellationToken,
     /// A child of `cancel`: stops the listeners first, so that requests in
@@ -231,6 +232,24 @@ impl Node {
                 .with_bitswap(swap.clone());
             bitswap = Some(swap);
         }
+        let peer_list = p2p.clone().map(|p2p| -> crate::mesh::PeerList {
+            Arc::new(move || {
+                let p2p = p2p.clone();
+                Box::pin(async move {
+                    p2p.info()
+                        .await
+                        .map(|info| {
+                            info.peers
+                                .into_iter()
+                                .map(|p| (p.peer_id, p.addrs))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+            })
+        });
+        let mesh = crate::mesh::Mesh::spawn(&config.mesh, peer_list, cancel.child_token());
+        state = state.with_mesh(mesh.clone());
         let listeners = cancel.child_token();
         let http = tokio::spawn(http::serve(
             http_listener,
@@ -272,6 +291,7 @@ impl Node {
             stream_names,
             p2p,
             bitswap,
+            mesh,
             cancel,
             listeners,
             http,
@@ -310,6 +330,12 @@ impl Node {
     /// exchange's counters).
     pub fn bitswap(&self) -> Option<&Bitswap> {
         self.bitswap.as_ref()
+    }
+
+    /// The mesh link telemetry (its [`crate::mesh::Mesh::register`] adds
+    /// its metrics to a registry).
+    pub fn mesh(&self) -> &crate::mesh::Mesh {
+        &self.mesh
     }
 
     /// The repo this node serves.

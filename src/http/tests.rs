@@ -57,6 +57,25 @@ async fn home_page() {
 }
 
 #[tokio::test]
+async fn mesh_api_without_telemetry_shows_both_daemons_off() {
+    let app = router(AppState::new(
+        Arc::new(MemStore::new()),
+        HttpConfig::default(),
+    ));
+    let resp = app
+        .oneshot(Request::get("/api/v1/mesh").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["links"], serde_json::json!([]));
+    assert_eq!(v["daemons"]["yggdrasil"]["state"], "off");
+    assert_eq!(v["daemons"]["cjdns"]["state"], "off");
+    assert!(v.get("self").is_some(), "{v}");
+}
+
+#[tokio::test]
 async fn slow_responses_time_out() {
     let config = HttpConfig {
         request_timeout: Duration::from_millis(50),

@@ -17,6 +17,7 @@ mod ipns_interop;
 mod ipns_peers;
 mod live;
 mod mdns;
+mod mesh;
 mod mirror;
 mod naming;
 mod p2p_node;

@@ -38,7 +38,7 @@ const YGG_PORT: u16 = 12_345;
 const CJDNS_ADDR: &str = "fc00::93";
 
 /// Runs `args` (an iproute2 command line), which must succeed.
-fn ip(args: &[&str]) -> Result<()> {
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -54,7 +54,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 /// `cmd` run inside network namespace `ns` by `ip netns exec`, which execs
 /// it (so killing the child kills the command itself).
-fn in_ns(ns: &str, cmd: &Command) -> Command {
+pub(crate) fn in_ns(ns: &str, cmd: &Command) -> Command {
     let mut wrapped = Command::new("ip");
     wrapped
         .args(["netns", "exec", ns])
@@ -65,8 +65,8 @@ fn in_ns(ns: &str, cmd: &Command) -> Command {
 
 /// The namespaces, veth pairs and Yggdrasil daemons; on drop the daemons
 /// are killed and the links and namespaces removed.
-struct Mesh {
-    daemons: Vec<KillOnDrop>,
+pub(crate) struct Mesh {
+    pub(crate) daemons: Vec<KillOnDrop>,
     namespaces: Vec<String>,
     root_links: Vec<String>,
     dir: TempDir,
@@ -93,7 +93,7 @@ impl Drop for Mesh {
 }
 
 impl Mesh {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         ensure!(
             Path::new("/dev/net/tun").exists() || {
                 let _ = std::fs::create_dir_all("/dev/net");
@@ -112,7 +112,7 @@ impl Mesh {
         })
     }
 
-    fn namespace(&mut self, name: &str) -> Result<()> {
+    pub(crate) fn namespace(&mut self, name: &str) -> Result<()> {
         ip(&["netns", "add", name])?;
         self.namespaces.push(name.to_owned());
         ip(&["-n", name, "link", "set", "lo", "up"])
@@ -120,7 +120,13 @@ impl Mesh {
 
     /// A veth pair from `a` (a namespace, or the root one when `None`) to
     /// namespace `b`, with `a_addr` and `b_addr` (CIDR) on its ends.
-    fn veth(&mut self, a: Option<&str>, a_addr: &str, b: &str, b_addr: &str) -> Result<()> {
+    pub(crate) fn veth(
+        &mut self,
+        a: Option<&str>,
+        a_addr: &str,
+        b: &str,
+        b_addr: &str,
+    ) -> Result<()> {
         let tag = std::process::id() % 100_000;
         let n = self.root_links.len() + self.namespaces.len();
         let (a_if, b_if) = (format!("ym{tag}a{n}"), format!("ym{tag}b{n}"));
@@ -145,9 +151,15 @@ impl Mesh {
 
     /// Starts `yggdrasil` in `ns`, listening for peerings on `listen` (an
     /// IPv4 address) when given and peering with `peers`; its address.
-    /// No admin socket and no multicast discovery: the peerings are the
-    /// veths the test made.
-    fn yggdrasil(&mut self, ns: &str, listen: Option<&str>, peers: &[&str]) -> Result<Ipv6Addr> {
+    /// An admin socket only at `admin` (a Unix socket path) when given, and
+    /// no multicast discovery: the peerings are the veths the test made.
+    pub(crate) fn yggdrasil(
+        &mut self,
+        ns: &str,
+        listen: Option<&str>,
+        peers: &[&str],
+        admin: Option<&Path>,
+    ) -> Result<Ipv6Addr> {
         let out = Command::new("yggdrasil")
             .args(["-genconf", "-json"])
             .output()
@@ -157,7 +169,9 @@ impl Mesh {
         let tcp = |a: &str| format!("tcp://{a}:{YGG_PORT}");
         conf["Listen"] = listen.map(tcp).into_iter().collect();
         conf["Peers"] = peers.iter().map(|a| tcp(a)).collect();
-        conf["AdminListen"] = "none".into();
+        conf["AdminListen"] = admin
+            .map_or_else(|| "none".to_owned(), |p| format!("unix://{}", p.display()))
+            .into();
         conf["MulticastInterfaces"] = serde_json::json!([]);
         conf["IfName"] = "ygg0".into();
         let file = self.dir.path().join(format!("{ns}.json"));
@@ -201,7 +215,7 @@ impl Mesh {
 
 /// Waits until a TCP connection from namespace `ns` to `addr` succeeds
 /// (the mesh has found a route).
-fn wait_reachable(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_reachable(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let probe = format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port());
     loop {
@@ -247,9 +261,9 @@ fn a_mirror_follows_an_origin_over_yggdrasil() -> Result<()> {
         "lo",
         "nodad",
     ])?;
-    let ygg_a = mesh.yggdrasil(&a, Some("10.93.0.1"), &[])?;
-    let ygg_b = mesh.yggdrasil(&b, Some("10.93.3.1"), &["10.93.0.1"])?;
-    let ygg_c = mesh.yggdrasil(&c, None, &["10.93.3.1"])?;
+    let ygg_a = mesh.yggdrasil(&a, Some("10.93.0.1"), &[], None)?;
+    let ygg_b = mesh.yggdrasil(&b, Some("10.93.3.1"), &["10.93.0.1"], None)?;
+    let ygg_c = mesh.yggdrasil(&c, None, &["10.93.3.1"], None)?;
     eprintln!("yggdrasil: origin {ygg_a}, mirror {ygg_b}, publisher {ygg_c}");
 
     let dir = tempdir()?;

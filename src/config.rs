@@ -78,6 +78,36 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Streams of other nodes to mirror, by IPNS name. Also `--follow NAME`.
     pub follow: Vec<FollowConfig>,
+    /// How log lines are written to stderr. Also `--log-format`.
+    pub log_format: LogFormat,
+    /// `GET /metrics` for Prometheus.
+    pub metrics: MetricsConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For a person: one line per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
+}
+
+/// The Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serves `GET /metrics` (Prometheus text exposition). When false the
+    /// route is absent and nothing is recorded.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// One followed stream (`[[follow]]` in the config, or `--follow NAME`).
@@ -271,6 +301,8 @@ impl Default for Config {
             p2p: P2pConfig::default(),
             ipns: IpnsConfig::default(),
             follow: Vec::new(),
+            log_format: LogFormat::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -44,7 +44,7 @@ const EVENT_BUFFER: usize = 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(NetworkBehaviour)]
-struct Behaviour {
+pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
     memory: memory_connection_limits::Behaviour,
     identify: identify::Behaviour,
@@ -103,6 +103,7 @@ struct Task {
     /// This node's own provider records.
     announcer: Announcer,
     seqno: PubsubSeqno,
+    metrics: Option<super::metrics::Metrics>,
 }
 
 /// Builds the swarm with `key` (pubsub signed by `author`), binds the
@@ -113,6 +114,7 @@ pub(super) async fn spawn(
     key: Keypair,
     author: Keypair,
     seqno: PubsubSeqno,
+    metrics: Option<super::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<P2p, P2pError> {
     let peer_id = key.public().to_peer_id();
@@ -268,6 +270,7 @@ pub(super) async fn spawn(
         provider_queries: HashMap::new(),
         announcer: Announcer::new(Instant::now()),
         seqno,
+        metrics,
     };
     tokio::spawn(task.run(shutdown));
     Ok(P2p {
@@ -287,7 +290,12 @@ impl Task {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                ev = self.swarm.select_next_some() => {
+                    if let Some(m) = &self.metrics {
+                        m.record(&ev, || self.swarm.connected_peers().count());
+                    }
+                    self.on_swarm_event(ev);
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => break,

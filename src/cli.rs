@@ -28,8 +28,29 @@ pub struct Cli {
     /// or data_dir from --config]
     #[arg(long, global = true, env = "MESHCAST_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// How log lines are written to stderr [default: text, or log_format
+    /// from --config]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<meshcast::config::LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The log format: the flag's, else the `serve` config file's, else
+    /// text. A config file that cannot be read gives text here; `serve`
+    /// reports why it cannot be read.
+    pub fn log_format(&self) -> meshcast::config::LogFormat {
+        if let Some(f) = self.log_format {
+            return f;
+        }
+        match &self.command {
+            Command::Serve(ServeArgs {
+                config: Some(path), ..
+            }) => Config::load(path).map(|c| c.log_format).unwrap_or_default(),
+            _ => meshcast::config::LogFormat::default(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -81,6 +81,10 @@ pub struct Config {
     /// Mesh links: the Yggdrasil and cjdns daemons' peers, read from their
     /// admin interfaces (`GET /api/v1/mesh`).
     pub mesh: MeshConfig,
+    /// How log lines are written to stderr. Also `--log-format`.
+    pub log_format: LogFormat,
+    /// `GET /metrics` for Prometheus.
+    pub metrics: MetricsConfig,
 }
 
 /// Mesh link telemetry: which admin interfaces are asked, and how often.
@@ -127,6 +131,32 @@ impl std::fmt::Debug for MeshConfig {
             .field("poll_interval", &self.poll_interval)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For a person: one line per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
+}
+
+/// The Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serves `GET /metrics` (Prometheus text exposition). When false the
+    /// route is absent and nothing is recorded.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -322,6 +352,8 @@ impl Default for Config {
             ipns: IpnsConfig::default(),
             follow: Vec::new(),
             mesh: MeshConfig::default(),
+            log_format: LogFormat::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

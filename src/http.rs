@@ -18,6 +18,7 @@ mod gateway;
 mod html;
 mod ipns;
 mod live;
+pub mod metrics;
 mod sniff;
 mod ui;
 
@@ -60,6 +61,7 @@ pub struct AppState {
     p2p: Option<crate::p2p::P2p>,
     naming: Option<crate::p2p::naming::Naming>,
     mesh: Option<crate::mesh::Mesh>,
+    metrics: Option<metrics::Metrics>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -135,7 +137,15 @@ impl AppState {
             p2p: None,
             naming: None,
             mesh: None,
+            metrics: None,
         }
+    }
+
+    /// Counts requests and bytes served in `metrics`, and serves
+    /// `GET /metrics`.
+    pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fetches blocks the store lacks with `fetcher` (waiting at most
@@ -324,18 +334,29 @@ pub fn router(state: AppState) -> Router {
         permits: Arc::new(Semaphore::new(state.config.max_concurrent_requests.max(1))),
         timeout: state.config.request_timeout,
     };
-    Router::new()
+    let metrics = state.metrics.clone();
+    let mut routes = Router::new()
         .merge(ui::routes())
         .merge(gateway::routes())
         .merge(live::routes())
         .merge(api::routes())
-        .merge(ipns::routes())
+        .merge(ipns::routes());
+    if metrics.is_some() {
+        routes = routes.route("/metrics", axum::routing::get(metrics::metrics));
+    }
+    let app = routes
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
-        // Layers run outside-in: trace everything, then refuse or time out.
-        .layer(middleware::from_fn_with_state(limits, limit))
-        .layer(TraceLayer::new_for_http().on_failure(log_failure))
+        // Layers run outside-in: trace everything, count, then refuse or
+        // time out (so 503 and 408 are counted too).
+        .layer(middleware::from_fn_with_state(limits, limit));
+    let app = match metrics {
+        Some(m) => app.layer(middleware::from_fn_with_state(m, metrics::record)),
+        None => app,
+    };
+    app.layer(TraceLayer::new_for_http().on_failure(log_failure))
 }
+
 
 /// Logs a failed request. Only a 500 (this node failed) and a body that
 /// broke off are errors; the other 5xx answers say that peers did not send
@@ -431,7 +452,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         match gateway::hot_block(&self.state, &req) {
-            Some(resp) => futures::future::Either::Left(std::future::ready(Ok(resp))),
+            Some(resp) => {
+                if let Some(m) = &self.state.metrics {
+                    m.request(metrics::RouteClass::Ipfs, resp.status());
+                }
+                futures::future::Either::Left(std::future::ready(Ok(resp)))
+            }
             None => futures::future::Either::Right(self.app.call(req)),
         }
     }
@@ -447,6 +473,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let header_timeout = state.config.request_timeout;
     let mapped = state.store.mapped_files().cloned();
+    let counters = state.metrics.as_ref().map(|m| conn::Counters {
+        sent: m.sent.clone(),
+        sendfile: m.sendfile.clone(),
+    });
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
@@ -481,7 +511,7 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .writev(true)
             .serve_connection(
-                TokioIo::new(conn::Conn::new(stream, mapped.clone())),
+                TokioIo::new(conn::Conn::new(stream, mapped.clone(), counters.clone())),
                 Front {
                     state: state.clone(),
                     app: TowerToHyperService::new(app.clone()),

@@ -21,7 +21,7 @@
 
 pub mod keys;
 pub mod record;
-mod rfc3339;
+pub(crate) mod rfc3339;
 
 pub use keys::{KeyError, KeyStore, KEYS_DIR};
 pub use record::{Record, RecordError};

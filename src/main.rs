@@ -10,15 +10,21 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match args.log_format() {
+        // One object per line (timestamp, level, target, fields, spans),
+        // which log shippers (Vector, Promtail, Fluent Bit) read as is.
+        meshcast::config::LogFormat::Json => logs.json().init(),
         // Colour codes only help a person at a terminal; log files stay plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        meshcast::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match cli::run(args) {
         Ok(code) => code,
         // The reader went away (`meshcast pin ls | head`): what it wanted

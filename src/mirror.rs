@@ -32,9 +32,15 @@ use crate::store::{BlockRead, Repo, StoreError};
 use crate::unixfs::export;
 use bytes::Bytes;
 use cid::Cid;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
 use serde::Deserialize;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -115,9 +121,105 @@ struct Follower {
     /// Unpinned segments wait for the next collection.
     gc_pending: bool,
     stats: std::sync::Arc<std::sync::Mutex<MirrorStats>>,
+    metrics: Option<FollowMetrics>,
 }
 
-/// Starts following each configured name.
+/// What the mirror reports for `GET /metrics`, per followed name (the
+/// label is the IPNS name as configured, so the set is the operator's).
+#[derive(Debug, Clone)]
+struct Metrics {
+    lag: Family<FollowLabel, Gauge<f64, AtomicU64>>,
+    sync: Family<FollowLabel, Gauge<f64, AtomicU64>>,
+    segments: Family<FollowLabel, Counter>,
+    bytes: Family<FollowLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowLabel {
+    follow: String,
+}
+
+/// One followed name's metrics.
+#[derive(Debug, Clone)]
+struct FollowMetrics {
+    lag: Gauge<f64, AtomicU64>,
+    sync: Gauge<f64, AtomicU64>,
+    segments: Counter,
+    bytes: Counter,
+}
+
+impl Metrics {
+    fn new(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("mirror");
+        let m = Self {
+            lag: Family::default(),
+            sync: Family::default(),
+            segments: Family::default(),
+            bytes: Family::default(),
+        };
+        r.register_with_unit(
+            "lag",
+            "How far the mirrored live edge was behind the wall clock when the mirror last caught up: the end of the origin's newest live segment (its program date-time plus duration) to now",
+            Unit::Seconds,
+            m.lag.clone(),
+        );
+        r.register_with_unit(
+            "sync",
+            "Time from a followed name's new record to serving what it names, last time",
+            Unit::Seconds,
+            m.sync.clone(),
+        );
+        r.register(
+            "segments",
+            "Segments fetched and pinned",
+            m.segments.clone(),
+        );
+        r.register_with_unit(
+            "fetched",
+            "Bytes of the segments fetched and pinned",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        m
+    }
+
+    fn follow(&self, name: &Name) -> FollowMetrics {
+        let l = FollowLabel {
+            follow: name.to_string(),
+        };
+        FollowMetrics {
+            lag: self.lag.get_or_create(&l).clone(),
+            sync: self.sync.get_or_create(&l).clone(),
+            segments: self.segments.get_or_create(&l).clone(),
+            bytes: self.bytes.get_or_create(&l).clone(),
+        }
+    }
+}
+
+/// Where a live playlist's newest segment ends, in milliseconds since the
+/// Unix epoch: its last `EXT-X-PROGRAM-DATE-TIME` plus the durations of the
+/// segments from there on.
+pub fn live_edge_ms(playlist: &str) -> Option<u64> {
+    let mut edge: Option<f64> = None;
+    for line in playlist.lines() {
+        if let Some(t) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            let t = crate::ipns::rfc3339::parse(t.trim()).ok()?;
+            edge = Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0);
+        } else if let Some(d) = line.strip_prefix("#EXTINF:") {
+            let d: f64 = d.split(',').next()?.trim().parse().ok()?;
+            if let Some(e) = edge.as_mut() {
+                *e += d * 1000.0;
+            }
+        }
+    }
+    edge.map(|e| e as u64)
+}
+
+/// Starts following each configured name; with a `registry`, each one's
+/// lag and fetches are reported in it.
+// Each argument is a stage the followers hold a handle to; a struct that
+// only bundles them for this one call would say less.
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     follows: &[FollowConfig],
     naming: Naming,
@@ -125,8 +227,10 @@ pub async fn spawn(
     streams: Streams,
     repo: Repo,
     p2p: P2p,
+    registry: Option<&mut Registry>,
     shutdown: CancellationToken,
 ) -> Result<std::sync::Arc<std::sync::Mutex<MirrorStats>>, crate::ipns::NameError> {
+    let metrics = registry.map(Metrics::new);
     let stats = std::sync::Arc::default();
     let dir = repo.dir().join("follow");
     for f in follows {
@@ -154,6 +258,7 @@ pub async fn spawn(
             last_gc: None,
             gc_pending: false,
             stats: std::sync::Arc::clone(&stats),
+            metrics: metrics.as_ref().map(|m| m.follow(&name)),
         };
         tokio::spawn(follower.run(naming.clone(), shutdown.clone()));
     }
@@ -226,6 +331,9 @@ impl Follower {
         }
         if let Ok(mut s) = self.stats.lock() {
             s.last_sync = started.elapsed();
+        }
+        if let Some(m) = &self.metrics {
+            m.sync.set(started.elapsed().as_secs_f64());
         }
         let bytes = record.to_bytes();
         let path = self.state_file.clone();
@@ -300,6 +408,10 @@ impl Follower {
                     s.segments += 1;
                     s.bytes += bytes;
                 }
+                if let Some(m) = &self.metrics {
+                    m.segments.inc();
+                    m.bytes.inc_by(bytes);
+                }
             }
             self.provide(pinned).await;
         }
@@ -347,6 +459,12 @@ impl Follower {
         // Unpinned before the new state is served, so that what the API and
         // playlists no longer name is no longer kept.
         self.retain(&live_text).await;
+        if let (Some(m), Some(edge)) = (&self.metrics, live_edge_ms(&live_text)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            m.lag.set(now.saturating_sub(edge) as f64 / 1000.0);
+        }
         let accepted = self.streams.set_mirrored(
             &doc.name,
             Mirrored {
@@ -536,6 +654,18 @@ pub fn playlist_duration(playlist: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_edge_is_the_last_date_plus_what_follows() {
+        let p = "#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n#EXTINF:2.000,\na.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:10.000Z\n#EXTINF:2.000,\nb.m4s\n#EXTINF:1.500,\nc.m4s\n";
+        let start = crate::ipns::rfc3339::parse("2026-01-01T00:00:10Z")
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert_eq!(live_edge_ms(p), Some(start + 3500));
+        assert_eq!(live_edge_ms("#EXTM3U\n#EXTINF:2,\na.ts\n"), None);
+    }
 
     #[test]
     fn playlist_media() {

@@ -17,6 +17,7 @@ use crate::p2p::bitswap::Bitswap;
 use crate::p2p::P2p;
 use crate::rtmp::server::StreamKeys;
 use crate::store::{Repo, StoreError};
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -174,8 +175,29 @@ impl Node {
         let http_addr = http_listener.local_addr().map_err(NodeError::Serve)?;
         let rtmp_addr = rtmp_listener.local_addr().map_err(NodeError::Serve)?;
         let cancel = CancellationToken::new();
+        // Each stage registers its own metrics; none is recorded when off.
+        let mut registry = config
+            .metrics
+            .enabled
+            .then(|| Registry::with_prefix("meshcast"));
+        if let Some(r) = registry.as_mut() {
+            streams.register_metrics(r);
+            survey_store(
+                repo.clone(),
+                crate::store::metrics::Metrics::new(r),
+                cancel.child_token(),
+            );
+        }
         let p2p = if config.p2p.enabled {
-            Some(P2p::spawn(&config.p2p, &config.data_dir, cancel.child_token()).await?)
+            Some(
+                P2p::spawn(
+                    &config.p2p,
+                    &config.data_dir,
+                    registry.as_mut(),
+                    cancel.child_token(),
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -193,6 +215,7 @@ impl Node {
                 keys,
                 Some(site_feed(&streams, cancel.child_token())),
                 (&config.ipns).into(),
+                registry.as_mut(),
                 cancel.child_token(),
             )
             .await?;
@@ -213,6 +236,9 @@ impl Node {
                 cancel.child_token(),
             )
             .map_err(NodeError::Bitswap)?;
+            if let Some(r) = registry.as_mut() {
+                swap.register_metrics(r);
+            }
             if !config.follow.is_empty() {
                 crate::mirror::spawn(
                     &config.follow,
@@ -221,6 +247,7 @@ impl Node {
                     streams.clone(),
                     repo.clone(),
                     p2p.clone(),
+                    registry.as_mut(),
                     cancel.child_token(),
                 )
                 .await
@@ -250,6 +277,12 @@ impl Node {
         });
         let mesh = crate::mesh::Mesh::spawn(&config.mesh, peer_list, cancel.child_token());
         state = state.with_mesh(mesh.clone());
+        if let Some(mut r) = registry {
+            mesh.register(&mut r);
+            let m = http::metrics::Metrics::new(&mut r);
+            m.serve_registry(r);
+            state = state.with_metrics(m);
+        }
         let listeners = cancel.child_token();
         let http = tokio::spawn(http::serve(
             http_listener,
@@ -357,6 +390,27 @@ impl Node {
         let _ = std::fs::remove_file(self.repo.dir().join(RTMP_FILE));
         http.and(rtmp)
     }
+}
+
+/// Surveys the repo for its metrics now and every
+/// [`SURVEY_EVERY`](crate::store::metrics::SURVEY_EVERY), on the blocking pool.
+fn survey_store(repo: Repo, metrics: crate::store::metrics::Metrics, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::store::metrics::SURVEY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (repo, metrics) = (repo.clone(), metrics.clone());
+            match tokio::task::spawn_blocking(move || metrics.survey(&repo)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("store survey for metrics: {e}"),
+                Err(e) => tracing::warn!("store survey for metrics: {e}"),
+            }
+        }
+    });
 }
 
 /// Site changes queued for IPNS publishing; past this the feed skips to each

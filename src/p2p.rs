@@ -29,6 +29,7 @@
 
 pub mod bitswap;
 mod identity;
+pub mod metrics;
 pub mod naming;
 pub mod provide;
 mod swarm;
@@ -231,14 +232,17 @@ impl std::fmt::Debug for P2p {
 impl P2p {
     /// Starts the node: binds the listen addresses (returning once each has
     /// an address), then dials the configured peers in the background.
+    /// With a `registry`, the swarm's events are recorded in it.
     pub async fn spawn(
         config: &P2pConfig,
         data_dir: &Path,
+        registry: Option<&mut prometheus_client::registry::Registry>,
         shutdown: CancellationToken,
     ) -> Result<Self, P2pError> {
         let key = node_key(data_dir)?;
         let (author, seqno) = identity::pubsub_author(data_dir, &key)?;
-        swarm::spawn(config, key, author, seqno, shutdown).await
+        let metrics = registry.map(metrics::Metrics::new);
+        swarm::spawn(config, key, author, seqno, metrics, shutdown).await
     }
 
     /// This node's peer id.

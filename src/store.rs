@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod fs;
 pub mod mapped;
 pub mod mem;
+pub mod metrics;
 pub mod notify;
 pub mod pins;
 pub mod repo;

@@ -173,6 +173,8 @@ struct Inner {
     streams: Mutex<BTreeMap<String, StreamState>>,
     sites: tokio::sync::broadcast::Sender<SiteUpdate>,
     site_files: Vec<(&'static str, bytes::Bytes)>,
+    /// Set once, before the first publish, when metrics are on.
+    metrics: std::sync::OnceLock<metrics::Metrics>,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -212,6 +214,7 @@ impl Streams {
             streams: Mutex::new(BTreeMap::new()),
             sites: tokio::sync::broadcast::channel(SITE_UPDATES).0,
             site_files: crate::hls::site::static_files(),
+            metrics: std::sync::OnceLock::new(),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
@@ -242,6 +245,17 @@ impl Streams {
         }
         *this.lock() = map;
         Ok(this)
+    }
+
+    /// Records ingest and segments in `registry` from now on (call before
+    /// publishers connect; a second call is ignored).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if self.inner.metrics.get().is_none() {
+            let _ = self
+                .inner
+                .metrics
+                .set(metrics::Metrics::new(registry, self));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamState>> {
@@ -345,6 +359,7 @@ impl Streams {
     }
 }
 
+pub mod metrics;
 mod publish;
 mod session;
 

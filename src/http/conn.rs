@@ -13,8 +13,13 @@
 //! most of the CPU a segment costs otherwise). The file holds the same
 //! bytes as the memory, so whatever sendfile cannot do (an error, a short
 //! file) is written from memory: the client gets the same bytes either way.
+//!
+//! With metrics on, every write adds what it wrote to two counters (one
+//! relaxed atomic add each), so the bytes served on the hot path are
+//! counted without looking at them.
 
 use crate::store::mapped::{FileSpan, MappedFiles};
+use prometheus_client::metrics::counter::Counter;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -28,13 +33,41 @@ use tokio::net::TcpStream;
 pub(super) struct Conn {
     stream: TcpStream,
     mapped: Option<Arc<MappedFiles>>,
+    counters: Option<Counters>,
+}
+
+/// What a connection counts of the bytes it writes.
+#[derive(Debug, Clone)]
+pub(super) struct Counters {
+    /// Every byte written.
+    pub(super) sent: Counter,
+    /// Bytes sent from block files.
+    pub(super) sendfile: Counter,
 }
 
 impl Conn {
     /// `stream`, sending the bytes of blocks mapped in `mapped` from their
-    /// files.
-    pub(super) fn new(stream: TcpStream, mapped: Option<Arc<MappedFiles>>) -> Self {
-        Self { stream, mapped }
+    /// files, counting what it writes in `counters`.
+    pub(super) fn new(
+        stream: TcpStream,
+        mapped: Option<Arc<MappedFiles>>,
+        counters: Option<Counters>,
+    ) -> Self {
+        Self {
+            stream,
+            mapped,
+            counters,
+        }
+    }
+
+    /// Counts `written` bytes (`from_file` when sendfile sent them).
+    fn count(&self, written: &Poll<io::Result<usize>>, from_file: bool) {
+        if let (Some(c), Poll::Ready(Ok(n))) = (&self.counters, written) {
+            c.sent.inc_by(*n as u64);
+            if from_file {
+                c.sendfile.inc_by(*n as u64);
+            }
+        }
     }
 
     /// Runs `send` once the socket can take more.
@@ -101,23 +134,31 @@ impl AsyncWrite for Conn {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
-        match span {
-            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+        let (written, from_file) = match span {
+            None => (
+                Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+                false,
+            ),
             // What comes before the block first (the head).
-            Some((i, _)) if i > 0 => self.poll_write_more(cx, &bufs[..i]),
+            Some((i, _)) if i > 0 => (self.poll_write_more(cx, &bufs[..i]), false),
             Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
                 Ok(n) if n > 0 => {
                     if let Some(m) = &self.mapped {
                         m.note_sent(n);
                     }
-                    Poll::Ready(Ok(n))
+                    (Poll::Ready(Ok(n)), true)
                 }
                 // Nothing sent (the file is shorter than the block, or
                 // sendfile refused): the memory holds the same bytes. A
                 // broken connection fails this write too.
-                _ => Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
+                _ => (
+                    Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
+                    false,
+                ),
             },
-        }
+        };
+        self.count(&written, from_file);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

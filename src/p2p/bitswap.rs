@@ -36,6 +36,7 @@
 
 pub mod engine;
 pub mod message;
+mod metrics;
 mod service;
 
 pub use engine::Limits;
@@ -271,6 +272,14 @@ impl Bitswap {
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
+    }
+
+    /// Reports [`Bitswap::stats`] in `registry` (under `bitswap_`), read
+    /// when scraped.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry
+            .sub_registry_with_prefix("bitswap")
+            .register_collector(Box::new(metrics::StatsCollector(self.stats.clone())));
     }
 }
 

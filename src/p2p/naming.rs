@@ -24,6 +24,11 @@ use crate::ipns::Name;
 use cid::Cid;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -119,6 +124,41 @@ struct Inner {
     keys: KeyStore,
     config: NamingConfig,
     table: Mutex<Table>,
+    metrics: Option<Metrics>,
+}
+
+/// What naming counts for `GET /metrics`, per own stream (the label is the
+/// stream's name, from the config; never the IPNS name of a peer's stream).
+#[derive(Debug, Clone)]
+struct Metrics {
+    publishes: Family<StreamLabel, Counter>,
+    sequence: Family<StreamLabel, Gauge<u64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
+}
+
+impl Metrics {
+    fn new(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("ipns");
+        let m = Self {
+            publishes: Family::default(),
+            sequence: Family::default(),
+        };
+        r.register(
+            "publishes",
+            "IPNS records of own streams sent (pubsub and DHT), republishes included",
+            m.publishes.clone(),
+        );
+        r.register(
+            "sequence",
+            "Sequence number of each own stream's latest IPNS record",
+            m.sequence.clone(),
+        );
+        m
+    }
 }
 
 impl std::fmt::Debug for Naming {
@@ -143,12 +183,14 @@ pub struct SiteFeed {
 
 impl Naming {
     /// Starts naming: publishes each stream's current site, then every
-    /// change; answers fetches; validates what pubsub brings.
+    /// change; answers fetches; validates what pubsub brings. With a
+    /// `registry`, own records sent are counted in it.
     pub async fn spawn(
         p2p: P2p,
         keys: KeyStore,
         sites: Option<SiteFeed>,
         config: NamingConfig,
+        registry: Option<&mut Registry>,
         shutdown: CancellationToken,
     ) -> Result<Self, NamingError> {
         let this = Self {
@@ -157,6 +199,7 @@ impl Naming {
                 keys,
                 config,
                 table: Mutex::new(Table::default()),
+                metrics: registry.map(Metrics::new),
             }),
         };
         // Listen before anything is published or subscribed.
@@ -345,6 +388,19 @@ impl Naming {
             .await?;
         self.inner.p2p.put_record(name.routing_key(), bytes).await?;
         tracing::debug!(%name, seq = record.sequence(), value = record.value(), "published");
+        if let Some(m) = &self.inner.metrics {
+            let stream = self
+                .table()
+                .own
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(s, _)| s.clone());
+            if let Some(stream) = stream {
+                let label = StreamLabel { stream };
+                m.publishes.get_or_create(&label).inc();
+                m.sequence.get_or_create(&label).set(record.sequence());
+            }
+        }
         Ok(())
     }
 

@@ -49,7 +49,7 @@ const BOOTSTRAP_EVERY: Duration = Duration::from_secs(5 * 60);
 const ALONE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]
-struct Behaviour {
+pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
     memory: memory_connection_limits::Behaviour,
     identify: identify::Behaviour,
@@ -112,6 +112,7 @@ struct Task {
     next_bootstrap: Instant,
     /// Whether the node said it has no peers yet (it says so once).
     said_alone: bool,
+    metrics: Option<super::metrics::Metrics>,
 }
 
 /// Builds the swarm with `key` (pubsub signed by `author`), binds the
@@ -122,6 +123,7 @@ pub(super) async fn spawn(
     key: Keypair,
     author: Keypair,
     seqno: PubsubSeqno,
+    metrics: Option<super::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<P2p, P2pError> {
     let peer_id = key.public().to_peer_id();
@@ -285,6 +287,7 @@ pub(super) async fn spawn(
         seqno,
         next_bootstrap: Instant::now() + ALONE_AFTER,
         said_alone: false,
+        metrics,
     };
     tokio::spawn(task.run(shutdown));
     Ok(P2p {
@@ -304,7 +307,12 @@ impl Task {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                ev = self.swarm.select_next_some() => {
+                    if let Some(m) = &self.metrics {
+                        m.record(&ev, || self.swarm.connected_peers().count());
+                    }
+                    self.on_swarm_event(ev);
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => break,

@@ -18,6 +18,7 @@ mod ipns_peers;
 mod live;
 mod mdns;
 mod mesh;
+mod metrics;
 mod mirror;
 mod naming;
 mod p2p_node;

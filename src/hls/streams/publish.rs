@@ -137,6 +137,7 @@ impl Streams {
             p.generation += 1;
             p.generation
         };
+        let counters = self.inner.metrics.get().map(|m| m.stream(&name));
         let mut end = EndReason::Disconnected;
         loop {
             // Replaced only while nothing waits in the channel (see
@@ -159,7 +160,12 @@ impl Streams {
             let mut p = pipeline.lock().await;
             match event {
                 IngestEvent::Tracks(t) => p.segmenter.set_tracks(t),
-                IngestEvent::Frame(f) => p.segmenter.push(f, now_ms()),
+                IngestEvent::Frame(f) => {
+                    if let Some(c) = &counters {
+                        c.frame(&f);
+                    }
+                    p.segmenter.push(f, now_ms())
+                }
                 IngestEvent::End(reason) => {
                     if matches!(reason, EndReason::Refused(_)) {
                         p.segmenter.discard();
@@ -171,7 +177,10 @@ impl Streams {
             }
             while let Some(seg) = p.segmenter.poll_segment() {
                 let seq = seg.seq;
-                if let Err(e) = self.publish_segment(&name, &mut p, seg).await {
+                if let Err(e) = self
+                    .publish_counted(&name, &mut p, seg, counters.as_ref())
+                    .await
+                {
                     tracing::warn!(stream = %name, seq, "segment dropped: {e}");
                 }
             }
@@ -182,7 +191,10 @@ impl Streams {
                 p.segmenter.finish();
             }
             while let Some(seg) = p.segmenter.poll_segment() {
-                if let Err(e) = self.publish_segment(&name, &mut p, seg).await {
+                if let Err(e) = self
+                    .publish_counted(&name, &mut p, seg, counters.as_ref())
+                    .await
+                {
                     tracing::warn!(stream = %name, "segment dropped: {e}");
                 }
             }
@@ -250,6 +262,22 @@ impl Streams {
                 s.current = None;
             }
         }
+    }
+
+    /// [`Streams::publish_segment`], counted in `counters` once listed.
+    async fn publish_counted(
+        &self,
+        name: &str,
+        p: &mut Pipeline,
+        seg: SegmentReady,
+        counters: Option<&super::metrics::StreamCounters>,
+    ) -> Result<(), StreamsError> {
+        let (duration_ms, end_ms) = (seg.duration_ms, seg.program_date_time_ms + seg.duration_ms);
+        self.publish_segment(name, p, seg).await?;
+        if let Some(c) = counters {
+            c.segment(duration_ms, now_ms().saturating_sub(end_ms));
+        }
+        Ok(())
     }
 
     /// Muxes, stores and pins one segment, then updates the playlists.

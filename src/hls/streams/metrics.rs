@@ -1,0 +1,208 @@
+//! What the publishing stage counts for `GET /metrics`, per stream.
+//!
+//! ```text
+//! publish task: each frame --> ingest frames{stream, track}, ingest bytes{stream}
+//!               each segment stored and in the playlists --> segments, duration, ready lag
+//! scrape: the streams map --> publishing{stream} (1 while a publisher sends)
+//! ```
+//!
+//! The only label is the stream's name (and a frame's track): streams are
+//! the configured ones, those with sessions on disk and the followed ones,
+//! so the set is the operator's. A publish task takes its counters once,
+//! at its start, so a frame costs two relaxed atomic adds.
+
+use super::Streams;
+use crate::media::{Frame, TrackKind};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct Track(TrackKind);
+
+impl EncodeLabelValue for Track {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(
+            e,
+            match self.0 {
+                TrackKind::Video => "video",
+                TrackKind::Audio => "audio",
+            },
+        )
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrameLabels {
+    stream: String,
+    track: Track,
+}
+
+type Histograms = Family<StreamLabel, Histogram, fn() -> Histogram>;
+
+/// The publishing stage's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    frames: Family<FrameLabels, Counter>,
+    bytes: Family<StreamLabel, Counter>,
+    segments: Family<StreamLabel, Counter>,
+    parts: Family<StreamLabel, Counter>,
+    duration: Histograms,
+    lag: Histograms,
+}
+
+/// One publish's counters, taken once at its start.
+#[derive(Debug, Clone)]
+pub(super) struct StreamCounters {
+    video: Counter,
+    audio: Counter,
+    bytes: Counter,
+    segments: Counter,
+    duration: Histogram,
+    lag: Histogram,
+}
+
+impl StreamCounters {
+    /// Counts one ingested frame.
+    pub(super) fn frame(&self, f: &Frame) {
+        match f.track {
+            TrackKind::Video => self.video.inc(),
+            TrackKind::Audio => self.audio.inc(),
+        };
+        self.bytes.inc_by(f.data.len() as u64);
+    }
+
+    /// Counts one segment in the playlists, `lag_ms` after its last media
+    /// instant (its wall-clock start plus its duration).
+    pub(super) fn segment(&self, duration_ms: u64, lag_ms: u64) {
+        self.segments.inc();
+        self.duration.observe(duration_ms as f64 / 1000.0);
+        self.lag.observe(lag_ms as f64 / 1000.0);
+    }
+}
+
+fn durations() -> Histogram {
+    // Segments aim at a target of seconds; a cut is late by up to a GOP.
+    Histogram::new([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+}
+
+fn lags() -> Histogram {
+    // From a muxed segment stored in milliseconds to a slow disk's seconds;
+    // the wait for the next keyframe is part of it.
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+}
+
+impl Metrics {
+    /// Registers the ingest (`ingest_`) and segment (`hls_`) metrics in
+    /// `registry`, and `stream_publishing`, read from `streams` when
+    /// scraped.
+    pub fn new(registry: &mut Registry, streams: &Streams) -> Self {
+        let m = Self {
+            frames: Family::default(),
+            bytes: Family::default(),
+            segments: Family::default(),
+            parts: Family::default(),
+            duration: Family::new_with_constructor(durations),
+            lag: Family::new_with_constructor(lags),
+        };
+        let ingest = registry.sub_registry_with_prefix("ingest");
+        ingest.register(
+            "frames",
+            "Frames received from publishers, by stream and track",
+            m.frames.clone(),
+        );
+        ingest.register_with_unit(
+            "media",
+            "Bytes of media (frame payloads) received from publishers, by stream",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        let hls = registry.sub_registry_with_prefix("hls");
+        hls.register(
+            "segments",
+            "Segments cut and stored, by stream",
+            m.segments.clone(),
+        );
+        hls.register(
+            "parts",
+            "Partial segments (LL-HLS parts) cut, by stream",
+            m.parts.clone(),
+        );
+        hls.register_with_unit(
+            "segment_duration",
+            "Durations of the segments cut, by stream",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        hls.register_with_unit(
+            "segment_ready_lag",
+            "Time from a segment's last media instant to its listing in the live playlist",
+            Unit::Seconds,
+            m.lag.clone(),
+        );
+        registry.register_collector(Box::new(Publishing(streams.clone())));
+        m
+    }
+
+    /// The counters of stream `name` (created at zero, so a stream shows
+    /// before its first frame).
+    pub(super) fn stream(&self, name: &str) -> StreamCounters {
+        let s = StreamLabel {
+            stream: name.to_owned(),
+        };
+        let frames = |kind| {
+            self.frames
+                .get_or_create(&FrameLabels {
+                    stream: name.to_owned(),
+                    track: Track(kind),
+                })
+                .clone()
+        };
+        let _ = self.parts.get_or_create(&s);
+        StreamCounters {
+            video: frames(TrackKind::Video),
+            audio: frames(TrackKind::Audio),
+            bytes: self.bytes.get_or_create(&s).clone(),
+            segments: self.segments.get_or_create(&s).clone(),
+            duration: self.duration.get_or_create(&s).clone(),
+            lag: self.lag.get_or_create(&s).clone(),
+        }
+    }
+}
+
+/// Encodes whether each stream has a publisher now.
+#[derive(Debug)]
+struct Publishing(Streams);
+
+impl Collector for Publishing {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let states: Vec<(String, bool)> = self
+            .0
+            .lock()
+            .iter()
+            .map(|(name, s)| (name.clone(), s.publishing))
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "stream_publishing",
+            "Whether the stream has a publisher now (1) or not (0); a mirrored stream while its origin is live",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (stream, publishing) in states {
+            let label = StreamLabel { stream };
+            ConstGauge::new(i64::from(publishing)).encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}

@@ -13,6 +13,7 @@
 
 mod api;
 mod conn;
+pub mod dashboard;
 mod error;
 mod gateway;
 mod html;
@@ -20,6 +21,7 @@ mod ipns;
 mod live;
 mod sniff;
 mod ui;
+pub mod viewers;
 
 pub use error::GatewayError;
 
@@ -38,6 +40,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -59,6 +62,9 @@ pub struct AppState {
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
     naming: Option<crate::p2p::naming::Naming>,
+    dashboard: Option<dashboard::Dashboard>,
+    /// Bytes written to HTTP connections, counted by `conn::Conn`.
+    http_sent: Arc<AtomicU64>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -133,7 +139,21 @@ impl AppState {
             streams: None,
             p2p: None,
             naming: None,
+            dashboard: None,
+            http_sent: Arc::default(),
         }
+    }
+
+    /// Serves the dashboard, its events and viewer reports.
+    pub fn with_dashboard(mut self, dashboard: dashboard::Dashboard) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+
+    /// Bytes written to HTTP connections so far (heads and bodies, the
+    /// sendfile path included).
+    pub fn http_bytes_sent(&self) -> u64 {
+        self.http_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fetches blocks the store lacks with `fetcher` (waiting at most
@@ -317,6 +337,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(api::routes())
         .merge(ipns::routes())
+        .merge(dashboard::routes())
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
         // Layers run outside-in: trace everything, then refuse or time out.
@@ -383,6 +404,7 @@ impl http_body::Body for Permitted {
 struct Front {
     state: AppState,
     app: TowerToHyperService<Router>,
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
@@ -395,7 +417,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
         >>::Future,
     >;
 
-    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(dashboard::ClientAddr(self.peer));
         match gateway::hot_block(&self.state, &req) {
             Some(resp) => futures::future::Either::Left(std::future::ready(Ok(resp))),
             None => futures::future::Either::Right(self.app.call(req)),
@@ -447,10 +471,15 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .writev(true)
             .serve_connection(
-                TokioIo::new(conn::Conn::new(stream, mapped.clone())),
+                TokioIo::new(conn::Conn::new(
+                    stream,
+                    mapped.clone(),
+                    state.http_sent.clone(),
+                )),
                 Front {
                     state: state.clone(),
                     app: TowerToHyperService::new(app.clone()),
+                    peer,
                 },
             );
         let conn = graceful.watch(conn);

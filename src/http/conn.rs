@@ -18,6 +18,7 @@ use crate::store::mapped::{FileSpan, MappedFiles};
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -28,13 +29,31 @@ use tokio::net::TcpStream;
 pub(super) struct Conn {
     stream: TcpStream,
     mapped: Option<Arc<MappedFiles>>,
+    /// Bytes written to any connection (heads, bodies, sendfile alike):
+    /// one relaxed add per write, the dashboard's "bytes out over HTTP".
+    sent: Arc<AtomicU64>,
 }
 
 impl Conn {
     /// `stream`, sending the bytes of blocks mapped in `mapped` from their
-    /// files.
-    pub(super) fn new(stream: TcpStream, mapped: Option<Arc<MappedFiles>>) -> Self {
-        Self { stream, mapped }
+    /// files, and counting what it writes in `sent`.
+    pub(super) fn new(
+        stream: TcpStream,
+        mapped: Option<Arc<MappedFiles>>,
+        sent: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            stream,
+            mapped,
+            sent,
+        }
+    }
+
+    fn counted(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &r {
+            self.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Runs `send` once the socket can take more.
@@ -74,6 +93,33 @@ impl Conn {
             rustix::net::sendmsg(s, bufs, &mut SendAncillaryBuffer::default(), flags)
         })
     }
+
+    /// The write itself: the buffers before a mapped block, then the
+    /// block with sendfile, or everything as given.
+    fn poll_write_uncounted(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
+        match span {
+            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+            // What comes before the block first (the head).
+            Some((i, _)) if i > 0 => self.poll_write_more(cx, &bufs[..i]),
+            Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
+                Ok(n) if n > 0 => {
+                    if let Some(m) = &self.mapped {
+                        m.note_sent(n);
+                    }
+                    Poll::Ready(Ok(n))
+                }
+                // Nothing sent (the file is shorter than the block, or
+                // sendfile refused): the memory holds the same bytes. A
+                // broken connection fails this write too.
+                _ => Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
+            },
+        }
+    }
 }
 
 impl AsyncRead for Conn {
@@ -100,24 +146,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
-        match span {
-            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
-            // What comes before the block first (the head).
-            Some((i, _)) if i > 0 => self.poll_write_more(cx, &bufs[..i]),
-            Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
-                Ok(n) if n > 0 => {
-                    if let Some(m) = &self.mapped {
-                        m.note_sent(n);
-                    }
-                    Poll::Ready(Ok(n))
-                }
-                // Nothing sent (the file is shorter than the block, or
-                // sendfile refused): the memory holds the same bytes. A
-                // broken connection fails this write too.
-                _ => Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
-            },
-        }
+        let r = self.as_mut().poll_write_uncounted(cx, bufs);
+        self.counted(r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -176,12 +176,13 @@
   // A line chart of one or more series on shared axes.
   function chart(id, t, series, fmt) {
     const svg = document.getElementById(id);
-    const W = 400, H = 120, P = 4;
+    // The top band is kept for the label, so it never covers the line.
+    const W = 400, H = 120, P = 4, TOP = 22;
     const all = series.flatMap((s) => s.values);
     const max = Math.max(1, ...all);
     const n = t.length;
     const x = (i) => (n < 2 ? W : (i / (n - 1)) * W);
-    const y = (v) => H - P - (v / max) * (H - 2 * P);
+    const y = (v) => H - P - (v / max) * (H - P - TOP);
     const parts = [];
     for (const frac of [0.5, 1]) {
       const g = document.createElementNS(SVG, "line");
@@ -221,7 +222,7 @@
       { values: h.http_bps || [], cls: "http" },
       { values: h.bitswap_bps || [], cls: "bitswap" },
     ], bits);
-    document.getElementById("c-out-now").textContent = bits(last(h.http_bps)) + " · " + bits(last(h.bitswap_bps));
+    document.getElementById("c-out-now").textContent = "HTTP " + bits(last(h.http_bps)) + " · Bitswap " + bits(last(h.bitswap_bps));
   }
 
   function rows(tableId, items, cells, empty) {

@@ -49,6 +49,9 @@ const TICK: Duration = Duration::from_secs(2);
 const STORE_EVERY: u32 = 5;
 /// Points kept per chart series: five minutes of ticks.
 const HISTORY: usize = 150;
+/// Media CIDs remembered with their stream and file name after they left
+/// the live window, so a peer's fetches still read as segments.
+const LABELS: usize = 512;
 
 /// The dashboard's shared state. Cheap to clone.
 #[derive(Clone)]
@@ -206,6 +209,25 @@ struct Sampler {
     /// seen (so the "last publish" time is ours to within a tick).
     ipns: HashMap<String, (u64, u64)>,
     history: History,
+    /// `(cid, "stream file")` of media seen in live playlists, oldest
+    /// first, at most [`LABELS`].
+    labels: VecDeque<(String, String)>,
+    labelled: HashMap<String, String>,
+}
+
+impl Sampler {
+    fn label(&mut self, cid: &str, label: String) {
+        if self.labelled.contains_key(cid) {
+            return;
+        }
+        if self.labels.len() >= LABELS {
+            if let Some((old, _)) = self.labels.pop_front() {
+                self.labelled.remove(&old);
+            }
+        }
+        self.labels.push_back((cid.to_owned(), label.clone()));
+        self.labelled.insert(cid.to_owned(), label);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -264,7 +286,6 @@ impl Sampler {
         self.ticks = self.ticks.wrapping_add(1);
 
         // Streams: ingest and segmenter, IPNS, and which CIDs are whose.
-        let mut labels: HashMap<String, String> = HashMap::new();
         let mut streams = Vec::new();
         let mut ingest_total = 0;
         if let Some(s) = state.streams() {
@@ -273,8 +294,11 @@ impl Sampler {
             for info in s.list() {
                 if let Some(text) = s.live_playlist(&info.name) {
                     for (cid, file) in playlist_media(&text) {
-                        labels.insert(cid.to_owned(), format!("{} {file}", info.name));
+                        self.label(cid, format!("{} {file}", info.name));
                     }
+                }
+                if let Some(site) = &info.site_cid {
+                    self.label(site, format!("{} site", info.name));
                 }
                 let stats = ingest.get(&info.name).cloned().unwrap_or_default();
                 ingest_total += stats.ingest_bytes;
@@ -338,7 +362,7 @@ impl Sampler {
                 let fetched: Vec<Value> = t
                     .recent_sent
                     .iter()
-                    .map(|c| json!({"cid": c, "label": labels.get(c)}))
+                    .map(|c| json!({"cid": c, "label": self.labelled.get(c)}))
                     .collect();
                 json!({
                     "peer_id": p.peer_id,

@@ -38,7 +38,7 @@ const YGG_PORT: u16 = 12_345;
 const CJDNS_ADDR: &str = "fc00::93";
 
 /// Runs `args` (an iproute2 command line), which must succeed.
-fn ip(args: &[&str]) -> Result<()> {
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -54,7 +54,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 /// `cmd` run inside network namespace `ns` by `ip netns exec`, which execs
 /// it (so killing the child kills the command itself).
-fn in_ns(ns: &str, cmd: &Command) -> Command {
+pub(crate) fn in_ns(ns: &str, cmd: &Command) -> Command {
     let mut wrapped = Command::new("ip");
     wrapped
         .args(["netns", "exec", ns])
@@ -64,8 +64,9 @@ fn in_ns(ns: &str, cmd: &Command) -> Command {
 }
 
 /// The namespaces, veth pairs and Yggdrasil daemons; on drop the daemons
-/// are killed and the links and namespaces removed.
-struct Mesh {
+/// are killed and the links and namespaces removed. The dashboard test
+/// builds its pair with it too.
+pub(crate) struct Mesh {
     daemons: Vec<KillOnDrop>,
     namespaces: Vec<String>,
     root_links: Vec<String>,
@@ -93,7 +94,7 @@ impl Drop for Mesh {
 }
 
 impl Mesh {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         ensure!(
             Path::new("/dev/net/tun").exists() || {
                 let _ = std::fs::create_dir_all("/dev/net");
@@ -112,7 +113,7 @@ impl Mesh {
         })
     }
 
-    fn namespace(&mut self, name: &str) -> Result<()> {
+    pub(crate) fn namespace(&mut self, name: &str) -> Result<()> {
         ip(&["netns", "add", name])?;
         self.namespaces.push(name.to_owned());
         ip(&["-n", name, "link", "set", "lo", "up"])
@@ -120,9 +121,17 @@ impl Mesh {
 
     /// A veth pair from `a` (a namespace, or the root one when `None`) to
     /// namespace `b`, with `a_addr` and `b_addr` (CIDR) on its ends.
-    fn veth(&mut self, a: Option<&str>, a_addr: &str, b: &str, b_addr: &str) -> Result<()> {
+    pub(crate) fn veth(
+        &mut self,
+        a: Option<&str>,
+        a_addr: &str,
+        b: &str,
+        b_addr: &str,
+    ) -> Result<()> {
         let tag = std::process::id() % 100_000;
-        let n = self.root_links.len() + self.namespaces.len();
+        // Unique in this process: the tests that make meshes run at once.
+        static VETHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = VETHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (a_if, b_if) = (format!("ym{tag}a{n}"), format!("ym{tag}b{n}"));
         ip(&["link", "add", &a_if, "type", "veth", "peer", "name", &b_if])?;
         // Named now: removed on drop even if a step below fails.
@@ -147,7 +156,12 @@ impl Mesh {
     /// IPv4 address) when given and peering with `peers`; its address.
     /// No admin socket and no multicast discovery: the peerings are the
     /// veths the test made.
-    fn yggdrasil(&mut self, ns: &str, listen: Option<&str>, peers: &[&str]) -> Result<Ipv6Addr> {
+    pub(crate) fn yggdrasil(
+        &mut self,
+        ns: &str,
+        listen: Option<&str>,
+        peers: &[&str],
+    ) -> Result<Ipv6Addr> {
         let out = Command::new("yggdrasil")
             .args(["-genconf", "-json"])
             .output()

@@ -25,6 +25,12 @@ pub const STYLE_CSS: &str = include_str!("assets/style.css");
 pub const INDEX_HTML: &str = include_str!("assets/index.html");
 /// The node's player page, `/watch/{name}`.
 pub const WATCH_HTML: &str = include_str!("assets/watch.html");
+/// The live dashboard, `/dashboard`.
+pub const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
+/// The dashboard's script: the event stream, the picture and the charts.
+pub const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+/// The dashboard's styles (large type and high contrast, for projectors).
+pub const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 /// A stream site's `index.html`: the player with relative links.
 pub const SITE_HTML: &str = include_str!("assets/site.html");
 

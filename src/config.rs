@@ -76,6 +76,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// Stream names (IPNS).
     pub ipns: IpnsConfig,
+    /// The live dashboard (`/dashboard`) and viewer reports.
+    pub dashboard: DashboardConfig,
     /// Streams of other nodes to mirror, by IPNS name. Also `--follow NAME`.
     pub follow: Vec<FollowConfig>,
     /// Mesh links: the Yggdrasil and cjdns daemons' peers, read from their
@@ -319,6 +321,31 @@ pub struct StreamConfig {
     pub format: Option<SegmentFormat>,
 }
 
+/// The live dashboard: `/dashboard`, its event stream `/api/v1/events`,
+/// and the players' reports at `/api/v1/viewers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Serve the dashboard and take viewer reports. Off, the node samples
+    /// nothing for it and the three routes answer 404.
+    pub enabled: bool,
+    /// Dashboards open at once (event streams); more are answered 503.
+    pub max_clients: usize,
+    /// Players whose reports are kept at once; reports of further ones are
+    /// answered 429 until a kept one goes quiet.
+    pub max_viewers: usize,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_clients: 16,
+            max_viewers: 1000,
+        }
+    }
+}
+
 /// The HTTP gateway and API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,6 +377,7 @@ impl Default for Config {
             streams: Vec::new(),
             p2p: P2pConfig::default(),
             ipns: IpnsConfig::default(),
+            dashboard: DashboardConfig::default(),
             follow: Vec::new(),
             mesh: MeshConfig::default(),
             log_format: LogFormat::default(),

@@ -13,6 +13,7 @@
 
 mod api;
 mod conn;
+pub mod dashboard;
 mod error;
 mod gateway;
 mod html;
@@ -21,6 +22,7 @@ mod live;
 pub mod metrics;
 mod sniff;
 mod ui;
+pub mod viewers;
 
 pub use error::GatewayError;
 
@@ -39,6 +41,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -62,6 +65,9 @@ pub struct AppState {
     naming: Option<crate::p2p::naming::Naming>,
     mesh: Option<crate::mesh::Mesh>,
     metrics: Option<metrics::Metrics>,
+    dashboard: Option<dashboard::Dashboard>,
+    /// Bytes written to HTTP connections, counted by `conn::Conn`.
+    http_sent: Arc<AtomicU64>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -138,7 +144,21 @@ impl AppState {
             naming: None,
             mesh: None,
             metrics: None,
+            dashboard: None,
+            http_sent: Arc::default(),
         }
+    }
+
+    /// Serves the dashboard, its events and viewer reports.
+    pub fn with_dashboard(mut self, dashboard: dashboard::Dashboard) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+
+    /// Bytes written to HTTP connections so far (heads and bodies, the
+    /// sendfile path included).
+    pub fn http_bytes_sent(&self) -> u64 {
+        self.http_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts requests and bytes served in `metrics`, and serves
@@ -340,7 +360,8 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::routes())
         .merge(live::routes())
         .merge(api::routes())
-        .merge(ipns::routes());
+        .merge(ipns::routes())
+        .merge(dashboard::routes());
     if metrics.is_some() {
         routes = routes.route("/metrics", axum::routing::get(metrics::metrics));
     }
@@ -438,6 +459,7 @@ impl http_body::Body for Permitted {
 struct Front {
     state: AppState,
     app: TowerToHyperService<Router>,
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
@@ -450,7 +472,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
         >>::Future,
     >;
 
-    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(dashboard::ClientAddr(self.peer));
         match gateway::hot_block(&self.state, &req) {
             Some(resp) => {
                 if let Some(m) = &self.state.metrics {
@@ -511,10 +535,16 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .writev(true)
             .serve_connection(
-                TokioIo::new(conn::Conn::new(stream, mapped.clone(), counters.clone())),
+                TokioIo::new(conn::Conn::new(
+                    stream,
+                    mapped.clone(),
+                    counters.clone(),
+                    state.http_sent.clone(),
+                )),
                 Front {
                     state: state.clone(),
                     app: TowerToHyperService::new(app.clone()),
+                    peer,
                 },
             );
         let conn = graceful.watch(conn);

@@ -325,5 +325,53 @@
     else playIt(start);
   }
 
+  // Viewer report, every 10 s on the node's watch page (a site may sit on
+  // any gateway, which has no report endpoint): how far behind the wall
+  // clock this player plays (EXT-X-PROGRAM-DATE-TIME), its stalls and
+  // errors, and the bytes it loaded from this node or elsewhere (Resource
+  // Timing). The node's dashboard aggregates them.
+  function reportViewer() {
+    const REPORT_MS = 10000;
+    const rnd = new Uint8Array(8);
+    crypto.getRandomValues(rnd);
+    const id = Array.from(rnd, (b) => b.toString(16).padStart(2, "0")).join("");
+    const r = { stalls: 0, stall_ms: 0, bytes_local: 0, bytes_remote: 0 };
+    let stalledAt = null;
+    video.addEventListener("waiting", () => {
+      if (!video.seeking && video.currentTime > 0 && stalledAt === null) {
+        r.stalls++;
+        stalledAt = performance.now();
+      }
+    });
+    video.addEventListener("playing", () => {
+      if (stalledAt !== null) r.stall_ms += Math.round(performance.now() - stalledAt);
+      stalledAt = null;
+    });
+    const media = /\.(m3u8|m4s|mp4|ts)(\?|$)|[?&]filename=/;
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        if (!media.test(e.name)) continue;
+        const n = e.encodedBodySize || e.transferSize || 0;
+        if (new URL(e.name).origin === location.origin) r.bytes_local += n;
+        else r.bytes_remote += n;
+      }
+    }).observe({ type: "resource", buffered: true });
+    function latency() {
+      let playing = player.hls ? player.hls.playingDate : null;
+      if (!playing && video.getStartDate) {
+        const start = video.getStartDate();
+        if (start && !isNaN(start.getTime())) playing = new Date(start.getTime() + video.currentTime * 1000);
+      }
+      return player.live && playing && !video.paused ? Date.now() - playing.getTime() : null;
+    }
+    setInterval(() => {
+      if (document.hidden || video.paused) return;
+      const body = Object.assign({ id: id, stream: name || null, latency_ms: latency(), errors: player.errors.length }, r);
+      if (stalledAt !== null) body.stall_ms += Math.round(performance.now() - stalledAt);
+      fetch("/api/v1/viewers", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), keepalive: true }).catch(() => {});
+    }, REPORT_MS);
+  }
+
   main();
+  if (!site && window.PerformanceObserver && window.crypto) reportViewer();
 })();

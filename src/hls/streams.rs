@@ -147,6 +147,8 @@ struct StreamState {
     site: Option<Cid>,
     /// The IPNS name this stream is mirrored from (not ours to publish).
     mirror_of: Option<String>,
+    /// Ingest and segmenter figures, for the dashboard.
+    ingest: IngestStats,
 }
 
 /// What a mirror knows of a followed stream, from the origin's site.
@@ -344,6 +346,14 @@ impl Streams {
             .collect()
     }
 
+    /// Each stream's ingest and segmenter figures.
+    pub fn ingest_stats(&self) -> Vec<(String, IngestStats)> {
+        self.lock()
+            .iter()
+            .map(|(name, s)| (name.clone(), s.ingest.clone()))
+            .collect()
+    }
+
     /// The live playlist of the current (or last) session.
     pub fn live_playlist(&self, name: &str) -> Option<String> {
         self.lock().get(name).and_then(|s| s.live_text.clone())
@@ -360,8 +370,11 @@ impl Streams {
 }
 
 pub mod metrics;
+mod ingest;
 mod publish;
 mod session;
+
+pub use ingest::IngestStats;
 
 use publish::{Pipeline, Publisher};
 

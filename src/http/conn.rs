@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -34,6 +35,9 @@ pub(super) struct Conn {
     stream: TcpStream,
     mapped: Option<Arc<MappedFiles>>,
     counters: Option<Counters>,
+    /// Bytes written to any connection (heads, bodies, sendfile alike):
+    /// one relaxed add per write, the dashboard's "bytes out over HTTP".
+    sent: Arc<AtomicU64>,
 }
 
 /// What a connection counts of the bytes it writes.
@@ -47,21 +51,26 @@ pub(super) struct Counters {
 
 impl Conn {
     /// `stream`, sending the bytes of blocks mapped in `mapped` from their
-    /// files, counting what it writes in `counters`.
+    /// files, counting what it writes in `counters` and `sent`.
     pub(super) fn new(
         stream: TcpStream,
         mapped: Option<Arc<MappedFiles>>,
         counters: Option<Counters>,
+        sent: Arc<AtomicU64>,
     ) -> Self {
         Self {
             stream,
             mapped,
             counters,
+            sent,
         }
     }
 
     /// Counts `written` bytes (`from_file` when sendfile sent them).
     fn count(&self, written: &Poll<io::Result<usize>>, from_file: bool) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
         if let (Some(c), Poll::Ready(Ok(n))) = (&self.counters, written) {
             c.sent.inc_by(*n as u64);
             if from_file {

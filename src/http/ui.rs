@@ -43,7 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/style.css", get(style_css))
 }
 
-fn page(body: String) -> Response {
+pub(super) fn page(body: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -76,7 +76,11 @@ async fn watch(Path(name): Path<String>) -> Result<Response, GatewayError> {
     ))
 }
 
-fn asset(content_type: &'static str, cache: &'static str, body: &'static str) -> Response {
+pub(super) fn asset(
+    content_type: &'static str,
+    cache: &'static str,
+    body: &'static str,
+) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -91,10 +95,10 @@ fn asset(content_type: &'static str, cache: &'static str, body: &'static str) ->
         .into_response()
 }
 
-const JS: &str = "text/javascript; charset=utf-8";
+pub(super) const JS: &str = "text/javascript; charset=utf-8";
 
 /// Our own scripts and styles change with every release: revalidate.
-const REVALIDATE: &str = "no-cache";
+pub(super) const REVALIDATE: &str = "no-cache";
 
 /// `GET /assets/hls.min.js`: pages link it with `?v=<version>`, so it can
 /// be cached for good.

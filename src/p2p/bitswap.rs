@@ -180,9 +180,81 @@ struct SharedStats {
     wants_pending: AtomicU64,
     peer_wants_pending: AtomicU64,
     peers: AtomicU64,
+    traffic: std::sync::Mutex<Traffic>,
+}
+
+/// Peers whose traffic is kept; past this the least recently active goes.
+const MAX_TRAFFIC_PEERS: usize = 256;
+/// Blocks remembered per peer as the last it was sent.
+const RECENT_BLOCKS: usize = 8;
+
+/// What one peer exchanged with us, for the dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerTraffic {
+    /// Blocks sent to it.
+    pub blocks_sent: u64,
+    /// Bytes of blocks sent to it.
+    pub bytes_sent: u64,
+    /// Blocks it sent us (duplicates included).
+    pub blocks_received: u64,
+    /// Bytes of blocks it sent us.
+    pub bytes_received: u64,
+    /// The last blocks sent to it, newest first.
+    pub recent_sent: Vec<String>,
+    /// Sequence number of its last exchange, to find the least recent.
+    #[serde(skip)]
+    touched: u64,
+}
+
+/// Per-peer traffic, bounded to [`MAX_TRAFFIC_PEERS`].
+#[derive(Debug, Default)]
+struct Traffic {
+    peers: std::collections::HashMap<PeerId, PeerTraffic>,
+    clock: u64,
+}
+
+impl Traffic {
+    fn entry(&mut self, peer: PeerId) -> &mut PeerTraffic {
+        self.clock += 1;
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRAFFIC_PEERS {
+            let oldest = self
+                .peers
+                .iter()
+                .min_by_key(|(_, t)| t.touched)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.peers.remove(&oldest);
+            }
+        }
+        let t = self.peers.entry(peer).or_default();
+        t.touched = self.clock;
+        t
+    }
+
+    fn sent(&mut self, peer: PeerId, cids: &[Cid], bytes: u64) {
+        let t = self.entry(peer);
+        t.blocks_sent += cids.len() as u64;
+        t.bytes_sent += bytes;
+        for cid in cids.iter().rev().take(RECENT_BLOCKS) {
+            let cid = cid.to_string();
+            t.recent_sent.retain(|c| *c != cid);
+            t.recent_sent.insert(0, cid);
+        }
+        t.recent_sent.truncate(RECENT_BLOCKS);
+    }
+
+    fn received(&mut self, peer: PeerId, blocks: u64, bytes: u64) {
+        let t = self.entry(peer);
+        t.blocks_received += blocks;
+        t.bytes_received += bytes;
+    }
 }
 
 impl SharedStats {
+    fn traffic(&self) -> std::sync::MutexGuard<'_, Traffic> {
+        self.traffic.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn snapshot(&self) -> Stats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
@@ -280,6 +352,13 @@ impl Bitswap {
         registry
             .sub_registry_with_prefix("bitswap")
             .register_collector(Box::new(metrics::StatsCollector(self.stats.clone())));
+    }
+
+    /// What each recently active peer exchanged with us (at most 256
+    /// peers, the least recently active forgotten first).
+    pub fn peer_traffic(&self) -> Vec<(PeerId, PeerTraffic)> {
+        let t = self.stats.traffic();
+        t.peers.iter().map(|(p, t)| (*p, t.clone())).collect()
     }
 }
 

@@ -133,6 +133,12 @@ pub trait Publishers: Send + Sync + 'static {
         let _ = (stream, tracks);
         Ok(())
     }
+
+    /// The publisher of `stream` described its stream (`onMetaData`); only
+    /// informational (the dashboard shows the resolution it announces).
+    fn metadata(&self, stream: &str, metadata: &Amf0Value) {
+        let _ = (stream, metadata);
+    }
 }
 
 /// Stream keys and the public names they publish to.
@@ -528,6 +534,7 @@ impl Connection<'_> {
             Event::Metadata { metadata } => {
                 if let Some(live) = &mut self.live {
                     live.demux.metadata(&metadata);
+                    self.shared.publishers.metadata(&live.name, &metadata);
                 }
                 Flow::Continue
             }

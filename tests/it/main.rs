@@ -10,6 +10,7 @@ mod badlink;
 mod bitswap_interop;
 mod crash;
 mod first_run;
+mod dashboard;
 mod gateway_e2e;
 mod ingest_codecs;
 mod ingest_hostile;

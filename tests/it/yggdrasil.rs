@@ -64,7 +64,8 @@ pub(crate) fn in_ns(ns: &str, cmd: &Command) -> Command {
 }
 
 /// The namespaces, veth pairs and Yggdrasil daemons; on drop the daemons
-/// are killed and the links and namespaces removed.
+/// are killed and the links and namespaces removed. The dashboard and
+/// mesh tests build their pairs with it too.
 pub(crate) struct Mesh {
     pub(crate) daemons: Vec<KillOnDrop>,
     namespaces: Vec<String>,
@@ -128,7 +129,9 @@ impl Mesh {
         b_addr: &str,
     ) -> Result<()> {
         let tag = std::process::id() % 100_000;
-        let n = self.root_links.len() + self.namespaces.len();
+        // Unique in this process: the tests that make meshes run at once.
+        static VETHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = VETHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (a_if, b_if) = (format!("ym{tag}a{n}"), format!("ym{tag}b{n}"));
         ip(&["link", "add", &a_if, "type", "veth", "peer", "name", &b_if])?;
         // Named now: removed on drop even if a step below fails.

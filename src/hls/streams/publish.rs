@@ -206,6 +206,7 @@ impl Streams {
             if s.publisher.as_ref().is_some_and(|p| p.id == task.id) {
                 s.publishing = false;
                 s.publisher = None;
+                s.ingest.publisher = None;
             }
         }
         let _ = task.done.send(true);
@@ -330,6 +331,11 @@ impl Streams {
         let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
         let entry = SegmentEntry::new(&seg, uri, init, len);
         p.record.playlist.push(entry)?;
+        if let Some(s) = self.lock().get_mut(name) {
+            s.ingest.segment(&seg);
+            let end = seg.program_date_time_ms + seg.duration_ms;
+            s.ingest.stored(end, now_ms(), cid.to_string());
+        }
         self.store_playlists(name, p).await
     }
 
@@ -411,6 +417,12 @@ impl Publishers for Streams {
         }
     }
 
+    fn metadata(&self, stream: &str, metadata: &crate::rtmp::amf::Amf0Value) {
+        if let Some(s) = self.lock().get_mut(stream) {
+            s.ingest.metadata(metadata);
+        }
+    }
+
     fn begin(
         &self,
         stream: &str,
@@ -475,6 +487,7 @@ impl Publishers for Streams {
             after,
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        state.ingest.begin(peer);
         state.publishing = true;
         state.publisher = Some(Publisher {
             id: task.id,

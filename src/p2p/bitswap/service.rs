@@ -84,7 +84,7 @@ pub(super) enum Command {
     Sent {
         peer: PeerId,
         ok: bool,
-        blocks: u64,
+        blocks: Vec<Cid>,
         bytes: u64,
     },
 }
@@ -234,6 +234,12 @@ impl Actor {
             Command::Forget(cid) => self.prune(Some(*cid.hash())),
             Command::Incoming { peer, msg } => {
                 self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                if !msg.blocks.is_empty() {
+                    let bytes = msg.blocks.iter().map(|b| b.data.len() as u64).sum();
+                    self.stats
+                        .traffic()
+                        .received(peer, msg.blocks.len() as u64, bytes);
+                }
                 let actions = self.engine.receive(peer, msg, Instant::now());
                 self.run_actions(actions);
             }
@@ -284,8 +290,13 @@ impl Actor {
             } => {
                 if ok {
                     self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    self.stats.blocks_sent.fetch_add(blocks, Ordering::Relaxed);
+                    self.stats
+                        .blocks_sent
+                        .fetch_add(blocks.len() as u64, Ordering::Relaxed);
                     self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                    if !blocks.is_empty() {
+                        self.stats.traffic().sent(peer, &blocks, bytes);
+                    }
                 }
                 self.engine.batch_done(&peer, ok);
             }
@@ -546,12 +557,12 @@ impl Writer {
     }
 
     /// The batch as a message, with its blocks read from the store.
-    async fn load(store: Arc<dyn Blockstore>, batch: Batch) -> (Message, u64, u64) {
+    async fn load(store: Arc<dyn Blockstore>, batch: Batch) -> (Message, Vec<Cid>, u64) {
         let cids = batch.blocks;
         let blocks = tokio::task::spawn_blocking(move || {
             cids.iter()
                 .filter_map(|cid| match store.get(cid) {
-                    Ok(Some(data)) => Some(BlockData::new(cid, data)),
+                    Ok(Some(data)) => Some((*cid, BlockData::new(cid, data))),
                     // Deleted since it was queued (a GC): nothing to send.
                     Ok(None) => None,
                     Err(e) => {
@@ -563,8 +574,8 @@ impl Writer {
         })
         .await
         .unwrap_or_default();
-        let bytes = blocks.iter().map(|b| b.data.len() as u64).sum();
-        let n = blocks.len() as u64;
+        let bytes = blocks.iter().map(|(_, b)| b.data.len() as u64).sum();
+        let (sent, blocks) = blocks.into_iter().unzip();
         let msg = Message {
             full: batch.full,
             wantlist: batch.wantlist,
@@ -572,7 +583,7 @@ impl Writer {
             presences: batch.presences,
             pending_bytes: 0,
         };
-        (msg, n, bytes)
+        (msg, sent, bytes)
     }
 
     /// Writes `msg`, opening (or reopening, once) the stream as needed.

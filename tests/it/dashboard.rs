@@ -5,8 +5,8 @@
 //!
 //! ```text
 //!   root namespace: the test, Chromium (dashboard, player)
-//!     | 10.94.1.0/24                      | 10.94.2.0/24   (veth, no ygg)
-//!   A: yggdrasil, origin, ffmpeg ==10.94.0.0/24== B: yggdrasil, mirror (--peer at A's 200::/7)
+//!     | 10.96.1.0/24                      | 10.96.2.0/24   (veth, no ygg)
+//!   A: yggdrasil, origin, ffmpeg ==10.96.0.0/24== B: yggdrasil, mirror (--peer at A's 200::/7)
 //! ```
 //!
 //! The dashboard must show the stream with its codec and live numbers that
@@ -60,17 +60,17 @@ fn the_dashboard_shows_the_flow_live() -> Result<()> {
     let mut mesh = Mesh::new()?;
     mesh.namespace(&a)?;
     mesh.namespace(&b)?;
-    mesh.veth(Some(&a), "10.94.0.1/24", &b, "10.94.0.2/24")?;
-    mesh.veth(None, "10.94.1.1/24", &a, "10.94.1.2/24")?;
-    mesh.veth(None, "10.94.2.1/24", &b, "10.94.2.2/24")?;
+    mesh.veth(Some(&a), "10.96.0.1/24", &b, "10.96.0.2/24")?;
+    mesh.veth(None, "10.96.1.1/24", &a, "10.96.1.2/24")?;
+    mesh.veth(None, "10.96.2.1/24", &b, "10.96.2.2/24")?;
     ip(&["-n", &a, "link", "set", "lo", "up"])?;
-    let ygg_a = mesh.yggdrasil(&a, Some("10.94.0.1"), &[], None)?;
-    mesh.yggdrasil(&b, None, &["10.94.0.1"], None)?;
+    let ygg_a = mesh.yggdrasil(&a, Some("10.96.0.1"), &[], None)?;
+    mesh.yggdrasil(&b, None, &["10.96.0.1"], None)?;
 
     let origin_repo = Repo::new()?;
     let p2p_port = free_port()?;
     let origin = Gateway::start_on(
-        "10.94.1.2".parse()?,
+        "10.96.1.2".parse()?,
         &origin_repo,
         &[
             "--stream",
@@ -89,7 +89,7 @@ fn the_dashboard_shows_the_flow_live() -> Result<()> {
     let ygg_peer = format!("/ip6/{ygg_a}/tcp/{p2p_port}/p2p/{origin_id}");
     let mirror_repo = Repo::new()?;
     let mirror = Gateway::start_at(
-        "10.94.2.2".parse()?,
+        "10.96.2.2".parse()?,
         &mirror_repo,
         &["ip", "netns", "exec", b.as_str()],
         |addr| {

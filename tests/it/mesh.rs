@@ -76,13 +76,13 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
     let mut mesh = Mesh::new()?;
     mesh.namespace(&a)?;
     mesh.namespace(&b)?;
-    mesh.veth(Some(&a), "10.94.0.1/24", &b, "10.94.0.2/24")?;
-    mesh.veth(None, "10.94.1.1/24", &a, "10.94.1.2/24")?;
-    mesh.veth(None, "10.94.2.1/24", &b, "10.94.2.2/24")?;
+    mesh.veth(Some(&a), "10.95.0.1/24", &b, "10.95.0.2/24")?;
+    mesh.veth(None, "10.95.1.1/24", &a, "10.95.1.2/24")?;
+    mesh.veth(None, "10.95.2.1/24", &b, "10.95.2.2/24")?;
     let sockets = tempdir()?;
     let (sock_a, sock_b) = (sockets.path().join("a.sock"), sockets.path().join("b.sock"));
-    let ygg_a = mesh.yggdrasil(&a, Some("10.94.0.1"), &[], Some(&sock_a))?;
-    let ygg_b = mesh.yggdrasil(&b, None, &["10.94.0.1"], Some(&sock_b))?;
+    let ygg_a = mesh.yggdrasil(&a, Some("10.95.0.1"), &[], Some(&sock_a))?;
+    let ygg_b = mesh.yggdrasil(&b, None, &["10.95.0.1"], Some(&sock_b))?;
 
     let dir = tempdir()?;
     let config = |name: &str, sock: &std::path::Path| -> Result<String> {
@@ -95,7 +95,7 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
     let origin_repo = Repo::new()?;
     let p2p_port = free_port()?;
     let origin = Gateway::start_on(
-        "10.94.1.2".parse()?,
+        "10.95.1.2".parse()?,
         &origin_repo,
         &[
             "--config",
@@ -114,7 +114,7 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
         .to_owned();
     let mirror_repo = Repo::new()?;
     let mirror = Gateway::start_on(
-        "10.94.2.2".parse()?,
+        "10.95.2.2".parse()?,
         &mirror_repo,
         &[
             "--config",
@@ -158,7 +158,7 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
     ensure!(
         link["remote"]
             .as_str()
-            .is_some_and(|r| r.contains("10.94.0.2")),
+            .is_some_and(|r| r.contains("10.95.0.2")),
         "{link:#}"
     );
     ensure!(

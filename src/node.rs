@@ -165,15 +165,6 @@ fn ipv4_fallback(addr: SocketAddr, err: &std::io::Error) -> Option<SocketAddr> {
 impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
-        Self::bind_with_mesh(config, None).await
-    }
-
-    /// [`Node::bind`], with the mesh links the dashboard shows read from
-    /// `mesh` (the JSON of `GET /api/v1/mesh`; none when absent).
-    pub async fn bind_with_mesh(
-        config: Config,
-        mesh: Option<http::dashboard::MeshSource>,
-    ) -> Result<Self, NodeError> {
         let repo = Repo::open(&config.data_dir)?;
         config.validate()?;
         let (stream_configs, created_stream) = streams_or_default(&config)?;
@@ -296,10 +287,15 @@ impl Node {
         if config.dashboard.enabled {
             // Event streams end with the listeners, so shutting down does
             // not wait for open dashboards.
+            // The dashboard shows the links as `GET /api/v1/mesh` does.
+            let links = mesh.clone();
+            let source: http::dashboard::MeshSource = Arc::new(move || {
+                serde_json::to_value(&*links.snapshot()).unwrap_or_default()
+            });
             let dashboard = http::dashboard::Dashboard::new(
                 &config.dashboard,
                 Some(repo.clone()),
-                mesh,
+                Some(source),
                 listeners.clone(),
             );
             state = state.with_dashboard(dashboard.clone());

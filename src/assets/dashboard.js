@@ -252,7 +252,8 @@
     const links = mesh.links || [];
     const peers = snap.peers || [];
     // Which mesh link a peer sits behind: by the link's remote or address.
-    const behind = (p) => links.find((l) => (l.peers || []).includes(p.peer_id));
+    const peerIds = (l) => (l.peers || []).map((b) => b.peer_id || b);
+    const behind = (p) => links.find((l) => peerIds(l).includes(p.peer_id));
     rows("t-peers", peers, (p) => {
       const link = behind(p);
       const path = (p.transport || []).join(", ") + (link ? " via " + link.kind : "");
@@ -278,7 +279,7 @@
       [ms(l.latency_ms)],
       [known(l.loss) ? (l.loss * 100).toFixed(1) + " %" : NONE],
       [duration(l.uptime_s)],
-      [(l.peers || []).length ? l.peers.map((p) => short(p, 5)).join(", ") : NONE, "mono", (l.peers || []).join("\n")],
+      [peerIds(l).length ? peerIds(l).map((p) => short(p, 5)).join(", ") : NONE, "mono", peerIds(l).join("\n")],
     ], mesh.error ? String(mesh.error) : "No mesh daemon (Yggdrasil, cjdns) reported a link.");
     const v = snap.viewers || {};
     rows("t-viewers", v.viewers || [], (p) => [

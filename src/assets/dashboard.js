@@ -140,7 +140,6 @@
       ["Latest segment", short(ing.last_segment, 8), { mono: true, title: ing.last_segment || "" }],
       ["Site", short(s && s.site_cid, 8), { mono: true, title: (s && s.site_cid) || "" }],
       ["Blocks", num(st.blocks), { big: true }],
-      ["Size", bytes(st.bytes)],
       ["Pins", num(st.pins)],
       ["Disk free", known(st.disk_free) ? bytes(st.disk_free) + " of " + bytes(st.disk_total) : NONE],
     ]);

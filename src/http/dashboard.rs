@@ -138,11 +138,12 @@ impl Dashboard {
     }
 }
 
-/// The store's figures, sampled every [`STORE_EVERY`] ticks.
+/// The store's figures, sampled every [`STORE_EVERY`] ticks. Directory
+/// listings and one statvfs only: no block is opened or stat'ed, so a
+/// large store costs a listing, not a syscall per block.
 #[derive(Debug, Clone, Default, Serialize)]
 struct StoreStats {
     blocks: usize,
-    bytes: u64,
     pins: usize,
     disk_free: Option<u64>,
     disk_total: Option<u64>,
@@ -150,21 +151,11 @@ struct StoreStats {
 
 impl StoreStats {
     fn read(repo: &Repo) -> Self {
-        use crate::store::{BlockRead, Blockstore};
-        let keys = repo.blocks.keys().unwrap_or_default();
-        let bytes = keys
-            .iter()
-            .filter_map(|mh| {
-                let cid = cid::Cid::new_v1(crate::store::RAW, *mh);
-                repo.blocks.size(&cid).ok().flatten()
-            })
-            .sum();
-        let pins = repo.pins.list().map_or(0, |l| l.len());
+        use crate::store::Blockstore;
         let fs = rustix::fs::statvfs(repo.dir()).ok();
         Self {
-            blocks: keys.len(),
-            bytes,
-            pins,
+            blocks: repo.blocks.keys().map_or(0, |k| k.len()),
+            pins: repo.pins.list().map_or(0, |l| l.len()),
             disk_free: fs.as_ref().map(|s| s.f_bavail * s.f_frsize),
             disk_total: fs.as_ref().map(|s| s.f_blocks * s.f_frsize),
         }

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 pub const MAX_REPORT_BYTES: usize = 1024;
 /// A player not heard from for this long no longer counts as watching.
 pub const QUIET: Duration = Duration::from_secs(30);
-/// Reports an address may send in a burst (several players behind one
-/// address, as on a community network's NAT, each report every 10 s).
-const BURST: f64 = 40.0;
-/// Reports per second an address earns back.
-const REFILL_PER_S: f64 = 2.0;
+/// Reports an address may send in a burst.
+const BURST: f64 = 50.0;
+/// Reports per second an address earns back: enough for 100 players
+/// behind one address (a community network's NAT), each every 10 s.
+const REFILL_PER_S: f64 = 10.0;
 /// Addresses remembered for rate limiting.
 const MAX_ADDRESSES: usize = 4096;
 /// Players listed one by one on the dashboard (the rest only counted).

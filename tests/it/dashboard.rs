@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const KEY: &str = "dashkey-0123456789";
-const SECONDS: u32 = 40;
+const SECONDS: u32 = 60;
 
 /// What the test reads of the page each sample: the last snapshot's key
 /// figures and the text the tables show.

@@ -277,27 +277,32 @@ impl Node {
         });
         let mesh = crate::mesh::Mesh::spawn(&config.mesh, peer_list, cancel.child_token());
         state = state.with_mesh(mesh.clone());
-        if let Some(mut r) = registry {
-            mesh.register(&mut r);
-            let m = http::metrics::Metrics::new(&mut r);
-            m.serve_registry(r);
-            state = state.with_metrics(m);
-        }
         let listeners = cancel.child_token();
-        if config.dashboard.enabled {
-            // Event streams end with the listeners, so shutting down does
-            // not wait for open dashboards.
+        let dashboard = config.dashboard.enabled.then(|| {
             // The dashboard shows the links as `GET /api/v1/mesh` does.
             let links = mesh.clone();
             let source: http::dashboard::MeshSource = Arc::new(move || {
                 serde_json::to_value(&*links.snapshot()).unwrap_or_default()
             });
-            let dashboard = http::dashboard::Dashboard::new(
+            // Event streams end with the listeners, so shutting down does
+            // not wait for open dashboards.
+            http::dashboard::Dashboard::new(
                 &config.dashboard,
                 Some(repo.clone()),
                 Some(source),
                 listeners.clone(),
-            );
+            )
+        });
+        if let Some(mut r) = registry {
+            mesh.register(&mut r);
+            if let Some(d) = &dashboard {
+                d.register(&mut r);
+            }
+            let m = http::metrics::Metrics::new(&mut r);
+            m.serve_registry(r);
+            state = state.with_metrics(m);
+        }
+        if let Some(dashboard) = dashboard {
             state = state.with_dashboard(dashboard.clone());
             dashboard.spawn(state.clone(), cancel.child_token());
         }

@@ -16,6 +16,7 @@ mod ipns_interop;
 mod ipns_peers;
 mod live;
 mod mdns;
+mod media_timing;
 mod mirror;
 mod naming;
 mod p2p_node;

@@ -356,6 +356,14 @@ fn mux_segment(
     let mut w = Writer::default();
     let mut offset_fields = Vec::new();
     let moof = w.begin(b"moof");
+    // Numbered from 1 after each init segment and up by one per segment,
+    // so a player that reads a playlist as one stream (VLC) sees
+    // contiguous fragments. VLC still notes "Fragment sequence
+    // discontinuity detected N != 0" once when it joins: it expects 0 after
+    // a `moov`, whatever fragment it starts at. mpv's "Found duplicated MOOV
+    // Atom" on live playlists is ffmpeg's HLS reader feeding the init
+    // segment again after each reload (it keeps a new copy of `EXT-X-MAP`
+    // per parse); media segments carry no `moov`.
     w.full(b"mfhd", 0, 0, |w| w.u32(sequence));
     for run in &runs {
         offset_fields.push(write_traf(&mut w, run));

@@ -295,7 +295,9 @@ pub struct LiveConfig {
     pub segment_target: Duration,
     /// Segments listed in the live playlist at least; more while the
     /// listed ones last less than three target durations, as RFC 8216
-    /// (6.2.2) requires (with 2 s segments and a 6 s target duration, 9).
+    /// (6.2.2) requires. The target duration follows the publisher's
+    /// keyframe interval: with 2 s keyframes it is 2, and 6 segments of 2 s
+    /// are listed.
     pub window: usize,
     /// Packaging for streams that do not set their own.
     pub format: SegmentFormat,

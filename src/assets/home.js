@@ -69,6 +69,9 @@
       p.append(link(watchUrl(stream.name), "Watch live"));
       sec.append(p);
     }
+    // What the publisher should change (a long keyframe interval, say).
+    const warnings = Array.isArray(stream.warnings) ? stream.warnings : [];
+    for (const w of warnings) sec.append(el("p", String(w), "warning"));
     const sessions = Array.isArray(stream.sessions) ? stream.sessions : [];
     if (sessions.length === 0) {
       sec.append(el("p", "No sessions yet."));

@@ -14,8 +14,10 @@
 //!
 //! * `#EXT-X-TARGETDURATION` must be at least every rounded `#EXTINF` and
 //!   must not change (section 6.2.1). It is the configured
-//!   [`PlaylistConfig::target_duration_secs`] (the segmenter's bound, see
-//!   [`crate::media::segmenter::SegmenterConfig::target_duration_secs`]), or
+//!   [`PlaylistConfig::target_duration_secs`], which the caller may set
+//!   with [`Session::set_target_duration_secs`] until the first segment
+//!   (to the segmenter's, see
+//!   [`crate::media::segmenter::Segmenter::target_duration_secs`]), or
 //!   the largest rounded duration of any segment of the session if one ever
 //!   exceeds it. Over the whole session, not the window, so it never
 //!   decreases between reloads.
@@ -308,6 +310,17 @@ impl Session {
     /// Every segment of the session, oldest first.
     pub fn segments(&self) -> &[SegmentEntry] {
         &self.segments
+    }
+
+    /// Sets the `#EXT-X-TARGETDURATION` before the first segment; once a
+    /// playlist was rendered with segments it must not change, so later
+    /// calls change nothing and return false.
+    pub fn set_target_duration_secs(&mut self, secs: u64) -> bool {
+        if !self.segments.is_empty() || secs == 0 {
+            return false;
+        }
+        self.config.target_duration_secs = secs;
+        true
     }
 
     /// The `#EXT-X-TARGETDURATION` in seconds (see the module docs).

@@ -130,6 +130,33 @@ pub struct StreamInfo {
     /// For a followed stream, the IPNS name it is mirrored from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_of: Option<String>,
+    /// The keyframe interval of the current (or last) publisher as
+    /// measured (between its last two keyframes), in seconds; absent until
+    /// two arrived.
+    pub keyframe_interval_s: Option<f64>,
+    /// What the publisher should change, in words for its user (a keyframe
+    /// interval longer than the segment target, say).
+    pub warnings: Vec<String>,
+}
+
+/// Keyframe intervals up to this much past the segment target are what
+/// encoders give when set to it (frame timing, rounding).
+const KEYFRAME_SLACK: Duration = Duration::from_millis(100);
+
+/// The warning for a keyframe interval of `interval` with segments aiming
+/// for `target`: segments start at keyframes, so a longer interval makes
+/// longer segments, and viewers wait that much more.
+pub fn keyframe_warning(interval: Duration, target: Duration) -> Option<String> {
+    (interval > target + KEYFRAME_SLACK).then(|| {
+        format!(
+            "keyframe interval is {:.1} s, longer than the {:.0} s segment target: segments \
+             last {:.1} s and viewers wait longer; set the encoder's keyframe interval to 1-2 s \
+             (OBS: Settings > Output > Keyframe Interval)",
+            interval.as_secs_f64(),
+            target.as_secs_f64(),
+            interval.as_secs_f64()
+        )
+    })
 }
 
 #[derive(Default)]
@@ -149,6 +176,10 @@ struct StreamState {
     mirror_of: Option<String>,
     /// Ingest and segmenter figures, for the dashboard.
     ingest: IngestStats,
+    /// The keyframe interval of the current (or last) publisher, once
+    /// measured; kept after it stops, so that its user can still read the
+    /// warning, and forgotten when the next one starts.
+    keyframe_interval_ms: Option<u64>,
 }
 
 /// What a mirror knows of a followed stream, from the origin's site.
@@ -342,6 +373,14 @@ impl Streams {
                 sessions: s.sessions.clone(),
                 site_cid: s.site.map(|c| c.to_string()),
                 mirror_of: s.mirror_of.clone(),
+                keyframe_interval_s: s.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
+                warnings: s
+                    .keyframe_interval_ms
+                    .and_then(|ms| {
+                        keyframe_warning(Duration::from_millis(ms), self.inner.live.segment_target)
+                    })
+                    .into_iter()
+                    .collect(),
             })
             .collect()
     }

@@ -23,7 +23,12 @@
 //! samples from the first frame and only re-anchored to the millisecond
 //! clock when the two disagree by more than half a frame (a gap or a
 //! publisher restart). [`Muxer`] carries that sample clock from one segment
-//! to the next so segment boundaries neither gap nor overlap.
+//! to the next so segment boundaries neither gap nor overlap. Publishers'
+//! clocks bunch frames up (several AAC frames a millisecond apart), so the
+//! clock is pulled back towards the millisecond clock by at most half a
+//! frame per frame: every sample lasts at least 512 samples, and a segment
+//! starts before where the last one ended only when the millisecond clock
+//! went back more than a second (the timeline restarted).
 //!
 //! Boxes are written by hand (ISO/IEC 14496-12 and -14, CMAF 23000-19)
 //! rather than with `mp4-atom`: that crate needs a newer Rust than ours,
@@ -351,6 +356,14 @@ fn mux_segment(
     let mut w = Writer::default();
     let mut offset_fields = Vec::new();
     let moof = w.begin(b"moof");
+    // Numbered from 1 after each init segment and up by one per segment,
+    // so a player that reads a playlist as one stream (VLC) sees
+    // contiguous fragments. VLC still notes "Fragment sequence
+    // discontinuity detected N != 0" once when it joins: it expects 0 after
+    // a `moov`, whatever fragment it starts at. mpv's "Found duplicated MOOV
+    // Atom" on live playlists is ffmpeg's HLS reader feeding the init
+    // segment again after each reload (it keeps a new copy of `EXT-X-MAP`
+    // per parse); media segments carry no `moov`.
     w.full(b"mfhd", 0, 0, |w| w.u32(sequence));
     for run in &runs {
         offset_fields.push(write_traf(&mut w, run));
@@ -451,15 +464,21 @@ fn audio_run<'a>(
     carry: Carry,
 ) -> Result<(Run<'a>, u64), MuxError> {
     let first = ms_to_samples(frames[0].dts_ms, rate);
-    let mut time = carry
-        .audio_next
-        .map_or(first, |expected| snap(expected, first));
+    let mut time = carry.audio_next.map_or(first, |expected| {
+        let restarted = first.saturating_add(u64::from(rate)) < expected;
+        if restarted {
+            first
+        } else {
+            snap(expected, first).max(expected)
+        }
+    });
     let base_decode_time = time;
     let mut durations = Vec::with_capacity(frames.len());
     for (i, frame) in frames.iter().enumerate() {
         let next = match frames.get(i + 1).map(|f| f.dts_ms).or(next_ms) {
-            // A later frame's time never goes below this one's.
-            Some(ms) => snap(time + AAC_FRAME_SAMPLES, ms_to_samples(ms, rate)).max(time),
+            // Never shorter than half a frame, so decode times increase.
+            Some(ms) => snap(time + AAC_FRAME_SAMPLES, ms_to_samples(ms, rate))
+                .max(time + AAC_FRAME_SAMPLES / 2),
             None => time + AAC_FRAME_SAMPLES,
         };
         let duration = u32::try_from(next - time).map_err(|_| MuxError::TimeOutOfRange {

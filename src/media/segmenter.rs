@@ -24,15 +24,30 @@
 //!   cutting keyframe but lies after it moves to the new segment, and a
 //!   closed segment waits (at most [`SegmenterConfig::max_interleave`] of
 //!   video time) for audio that lies before the cut but has not arrived yet.
+//! * Long keyframe intervals make long segments, each still opening with a
+//!   keyframe (HLS wants every segment to start with one, and
+//!   `EXT-X-INDEPENDENT-SEGMENTS` says so): OBS's default of one keyframe
+//!   every 250 frames gives 8.3 s segments at 30 fps, not 6 s + 2.3 s cut
+//!   mid-GOP. The session's `EXT-X-TARGETDURATION`
+//!   ([`Segmenter::target_duration_secs`]) is fixed by its first segment:
+//!   the smallest whole number of seconds that segment lasts (with 100 ms
+//!   of slack for timestamp rounding), and at least the target's, so 2 s
+//!   keyframe intervals give 2. HLS requires each rounded `EXTINF` to be at
+//!   most the target duration and the target duration never to change, so
+//!   from then on a segment that would run past it plus 499 ms is cut
+//!   without a keyframe.
 //! * A segment never grows past [`SegmenterConfig::max_duration`] or
 //!   [`SegmenterConfig::max_bytes`]: reaching either forces a cut even
 //!   without a keyframe. Such a segment does not start with a keyframe, so
 //!   [`SegmentReady::independent`] is false for it (players joining there
-//!   show nothing until the next keyframe). Durations are also held below
+//!   show nothing until the next keyframe). Durations are held below
 //!   `max_duration` plus 499 ms, so that
-//!   [`SegmenterConfig::target_duration_secs`] is an `EXT-X-TARGETDURATION`
-//!   that every segment satisfies: HLS requires each rounded `EXTINF` to be
-//!   at most the target duration, and the target duration never to change.
+//!   [`SegmenterConfig::target_duration_secs`] bounds every session's
+//!   target duration.
+//! * Decode times only go forward on each track (`clock`): a repeated or
+//!   slightly earlier timestamp, as live encoders send, is moved one
+//!   millisecond past the previous frame's, and a segment whose video
+//!   frames came bunched up has them spread evenly over its duration.
 //! * A timestamp jump on the leading track (video, or audio without video) —
 //!   a step back beyond [`SegmenterConfig::backward_tolerance`], a step
 //!   forward beyond [`SegmenterConfig::max_forward_gap`], or a gap that would
@@ -51,8 +66,9 @@
 //!
 //! Frames that cannot be used are dropped and counted
 //! ([`Segmenter::dropped_frames`]): frames before the first [`Tracks`] or of
-//! a track the tracks lack, video before the first keyframe of a run, and
-//! audio that precedes the first keyframe.
+//! a track the tracks lack, video before the first keyframe of a run,
+//! audio that precedes the first keyframe, and audio beside video whose
+//! timestamps jumped back while the video's went on.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -60,6 +76,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::{Frame, TrackKind, Tracks};
+
+mod clock;
 
 /// How far past [`SegmenterConfig::max_duration`] a segment may run: less
 /// than half a second, so its rounded duration stays within
@@ -72,6 +90,11 @@ const DEFAULT_VIDEO_FRAME_MS: u64 = 33;
 const MAX_FRAME_STEP_MS: u64 = 1000;
 /// Samples per AAC frame (AAC-LC; what RTMP encoders send).
 const AAC_FRAME_SAMPLES: u64 = 1024;
+/// How far past a whole second a session's first segment may last and
+/// still count as that second when the target duration is fixed: keyframe
+/// intervals of 2 s stamped in whole milliseconds (29.97 fps gives 2.002 s)
+/// should give a target duration of 2, not 3.
+const TARGET_SLACK_MS: u64 = 100;
 
 /// Tunables of a [`Segmenter`]. `Default` suits live HLS with 2 s segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +137,7 @@ impl SegmenterConfig {
     /// segmenter with this configuration satisfies: `max_duration` rounded
     /// up. Fixed for a session, as HLS requires.
     pub fn target_duration_secs(&self) -> u64 {
-        millis(self.max_duration).div_ceil(1000).max(1)
+        millis_to_target(millis(self.max_duration))
     }
 }
 
@@ -259,6 +282,16 @@ pub struct Segmenter {
     last_lead: Option<u64>,
     /// Last step between leading-track frames, a frame duration estimate.
     lead_step: Option<u64>,
+    /// Last video keyframe's dts in this run, and the interval measured
+    /// between the last two.
+    last_keyframe: Option<u64>,
+    keyframe_interval: Option<u64>,
+    /// The session's `EXT-X-TARGETDURATION`, fixed by its first segment.
+    session_target: Option<u64>,
+    clock: clock::Clock,
+    /// The last audio dts taken beside video in this run: audio that steps
+    /// back past it while the video's timeline goes on cannot be muxed.
+    follower_last: Option<u64>,
     ready: VecDeque<SegmentReady>,
     dropped: u64,
 }
@@ -303,6 +336,11 @@ impl Segmenter {
             run_start: None,
             last_lead: None,
             lead_step: None,
+            last_keyframe: None,
+            keyframe_interval: None,
+            session_target: None,
+            clock: clock::Clock::default(),
+            follower_last: None,
             ready: VecDeque::new(),
             dropped: 0,
         })
@@ -336,8 +374,10 @@ impl Segmenter {
             self.dropped += 1;
             return;
         }
+        let mut frame = frame;
+        let moved = self.clock.fix(&mut frame, self.limits.backward_tolerance);
         if frame.track == lead {
-            self.push_lead(frame, now_ms, lead);
+            self.push_lead(frame, now_ms, lead, moved);
         } else {
             self.push_follower(frame, now_ms);
         }
@@ -381,6 +421,58 @@ impl Segmenter {
         self.dropped
     }
 
+    /// The session's `EXT-X-TARGETDURATION` in seconds, once its first
+    /// segment is closed (see the module docs); it never changes after.
+    pub fn target_duration_secs(&self) -> Option<u64> {
+        self.session_target
+    }
+
+    /// The interval between the last two video keyframes of the current
+    /// timeline, in milliseconds: what the publisher's keyframe interval
+    /// setting gives.
+    pub fn keyframe_interval_ms(&self) -> Option<u64> {
+        self.keyframe_interval
+    }
+
+    /// The longest a segment may last from its first leading-track dts.
+    fn bound_ms(&self) -> u64 {
+        let max = self.limits.max.saturating_add(OVERSHOOT_MS);
+        self.session_target
+            .map_or(max, |t| max.min(t.saturating_mul(1000) + OVERSHOOT_MS))
+    }
+
+    /// A segment reaching this long without a keyframe is cut: two frames
+    /// before its bound (frame steps jitter), so that it ends within it.
+    fn cut_after_ms(&self) -> u64 {
+        match self.session_target {
+            None => self.limits.max,
+            Some(_) => {
+                let step = self.lead_step.unwrap_or(DEFAULT_VIDEO_FRAME_MS);
+                self.bound_ms()
+                    .saturating_sub(2 * step)
+                    .max(self.limits.target)
+                    .min(self.limits.max)
+            }
+        }
+    }
+
+    /// Fixes the session's target duration from its first segment, or from
+    /// the segments the keyframe interval makes when that one was closed
+    /// early (a jump, or the publisher stopped).
+    fn fix_target(&mut self, duration_ms: u64) {
+        if self.session_target.is_some() {
+            return;
+        }
+        let secs = |ms: u64| (ms + 999 - TARGET_SLACK_MS) / 1000;
+        let natural = self
+            .keyframe_interval
+            .map_or(0, |k| self.limits.target.div_ceil(k).saturating_mul(k));
+        let from_target = secs(self.limits.target.max(natural));
+        let from_first = secs(duration_ms);
+        let most = millis_to_target(self.limits.max);
+        self.session_target = Some(from_first.max(from_target).clamp(1, most));
+    }
+
     /// The track that decides cuts: video when the stream has it.
     fn lead(&self) -> Option<TrackKind> {
         let tracks = self.tracks.as_ref()?;
@@ -400,7 +492,9 @@ impl Segmenter {
         })
     }
 
-    fn push_lead(&mut self, frame: Frame, now_ms: u64, lead: TrackKind) {
+    /// `moved`: the clock moved the frame, so its step from the last one is
+    /// no frame duration.
+    fn push_lead(&mut self, frame: Frame, now_ms: u64, lead: TrackKind, moved: bool) {
         let dts = frame.dts_ms;
         let starts = lead == TrackKind::Audio || frame.keyframe;
         if self.closing.as_ref().is_some_and(|c| dts >= c.release_ms) {
@@ -417,13 +511,15 @@ impl Segmenter {
             self.run_start = Some(dts);
             self.last_lead = Some(dts);
             self.lead_step = None;
+            self.note_keyframe(&frame);
             self.start_segment(frame, now_ms, true, carried);
             return;
         };
         let start = open.start_ms;
         let last = self.last_lead.unwrap_or(dts);
         let l = self.limits;
-        let bound = start.saturating_add(l.max).saturating_add(OVERSHOOT_MS);
+        let bound = start.saturating_add(self.bound_ms());
+        let cut_after = self.cut_after_ms();
         let jumped = dts.saturating_add(l.backward_tolerance) < last
             || dts > last.saturating_add(l.forward_gap)
             || dts > bound;
@@ -442,17 +538,24 @@ impl Segmenter {
             self.run_start = None;
             self.last_lead = Some(dts);
             self.lead_step = None;
+            self.last_keyframe = None;
+            self.follower_last = None;
+            self.note_keyframe(&frame);
             self.start_segment(frame, now_ms, starts, carried);
             return;
         }
-        if dts > last && dts - last <= MAX_FRAME_STEP_MS {
+        if !moved && dts > last && dts - last <= MAX_FRAME_STEP_MS {
             self.lead_step = Some(dts - last);
         }
         self.last_lead = Some(dts);
+        self.note_keyframe(&frame);
+        let Some(open) = &mut self.open else {
+            return;
+        };
         let due = starts
             && (dts >= start.saturating_add(l.target)
                 || pts(&frame) >= open.start_pts_ms + i128::from(l.target));
-        let forced = dts >= start.saturating_add(l.max)
+        let forced = dts >= start.saturating_add(cut_after)
             || (open.bytes + frame.data.len() > l.max_bytes && dts > start);
         if due || forced {
             let carried = self.cut(dts, Late::Before(dts), dts, false);
@@ -462,15 +565,43 @@ impl Segmenter {
         }
     }
 
+    /// Measures the keyframe interval on video keyframes.
+    fn note_keyframe(&mut self, frame: &Frame) {
+        if frame.track != TrackKind::Video || !frame.keyframe {
+            return;
+        }
+        if let Some(prev) = self.last_keyframe.filter(|&p| frame.dts_ms > p) {
+            self.keyframe_interval = Some(frame.dts_ms - prev);
+        }
+        self.last_keyframe = Some(frame.dts_ms);
+    }
+
     fn push_follower(&mut self, frame: Frame, now_ms: u64) {
         let dts = frame.dts_ms;
+        if self.follower_last.is_some_and(|last| dts <= last) {
+            // Its clock jumped back alone (the video's did not): decode
+            // times must only go forward within a timeline.
+            self.dropped += 1;
+            return;
+        }
+        self.follower_last = Some(dts);
         if self.run_start.is_some_and(|r| dts < r) {
             // Audio from before the run's first keyframe, arriving late.
             self.dropped += 1;
             return;
         }
         if let Some(closing) = &mut self.closing {
-            if closing.late.belongs(dts) {
+            // Across a small jump back, audio nearer the old timeline may
+            // still lie before audio the closed segment holds: it belongs to
+            // the new one then, as decode times only go forward.
+            let after_held = closing
+                .seg
+                .frames
+                .iter()
+                .rev()
+                .find(|f| f.track == frame.track)
+                .is_none_or(|f| f.dts_ms < dts);
+            if after_held && closing.late.belongs(dts) {
                 closing.seg.push(frame);
                 return;
             }
@@ -478,6 +609,7 @@ impl Segmenter {
             self.emit_closing();
         }
         let l = self.limits;
+        let bound_ms = self.bound_ms();
         let Some(open) = &mut self.open else {
             self.preroll_bytes += frame.data.len();
             self.preroll.push_back(frame);
@@ -488,7 +620,7 @@ impl Segmenter {
         // Audio far past the segment's bound means the leading track
         // stopped, unless it is also far past the leading track: then the
         // stream's timestamps jumped, which the leading track will show.
-        let stalled = dts >= start.saturating_add(l.max).saturating_add(l.interleave)
+        let stalled = dts >= start.saturating_add(bound_ms).saturating_add(l.interleave)
             && self
                 .last_lead
                 .is_some_and(|last| dts <= last.saturating_add(l.forward_gap));
@@ -496,7 +628,7 @@ impl Segmenter {
         if stalled || full {
             // Cut here so the segment stays bounded; past the duration bound
             // the timeline has a hole, which is a discontinuity.
-            let bound = start.saturating_add(l.max).saturating_add(OVERSHOOT_MS);
+            let bound = start.saturating_add(bound_ms);
             let carried = self.cut(dts.min(bound), Late::Before(dts), dts, dts > bound);
             if stalled {
                 // The audio carries the timeline until the leading track
@@ -518,6 +650,7 @@ impl Segmenter {
             return Vec::new();
         };
         let carried = self.split_carried(&mut seg, late);
+        self.fix_target(end_ms.saturating_sub(seg.start_ms));
         if discontinuity {
             self.discontinuity_pending = true;
         }
@@ -629,9 +762,7 @@ impl Segmenter {
             .filter(|a| a.sample_rate > 0)
             .map(|a| (AAC_FRAME_SAMPLES * 1000).div_ceil(u64::from(a.sample_rate)));
         let step = self.lead_step.or(aac).unwrap_or(DEFAULT_VIDEO_FRAME_MS);
-        let bound = start
-            .saturating_add(self.limits.max)
-            .saturating_add(OVERSHOOT_MS);
+        let bound = start.saturating_add(self.bound_ms());
         last.saturating_add(step)
             .clamp(start.saturating_add(1), bound)
     }
@@ -654,6 +785,10 @@ impl Segmenter {
         self.preroll_bytes = 0;
         self.last_lead = None;
         self.lead_step = None;
+        self.last_keyframe = None;
+        self.keyframe_interval = None;
+        self.follower_last = None;
+        self.clock.reset();
         self.anchor = None;
         self.run_start = None;
         if self.next_seq > 0 {
@@ -667,7 +802,11 @@ impl Segmenter {
         }
     }
 
-    fn emit(&mut self, seg: Open, end_ms: u64) {
+    fn emit(&mut self, mut seg: Open, end_ms: u64) {
+        self.fix_target(end_ms.saturating_sub(seg.start_ms));
+        if self.lead() == Some(TrackKind::Video) {
+            clock::even_out(&mut seg.frames, seg.start_ms, end_ms);
+        }
         self.ready.push_back(SegmentReady {
             seq: seg.seq,
             frames: seg.frames,
@@ -687,6 +826,12 @@ impl Segmenter {
 /// A frame's presentation time in milliseconds.
 fn pts(frame: &Frame) -> i128 {
     i128::from(frame.dts_ms) + i128::from(frame.composition_ms)
+}
+
+/// The target duration that a bound of `max_ms` (plus [`OVERSHOOT_MS`])
+/// satisfies: `max_ms` rounded up to whole seconds.
+fn millis_to_target(max_ms: u64) -> u64 {
+    max_ms.div_ceil(1000).max(1)
 }
 
 fn millis(d: Duration) -> u64 {

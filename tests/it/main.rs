@@ -20,6 +20,7 @@ mod live;
 mod mdns;
 mod mesh;
 mod metrics;
+mod media_timing;
 mod mirror;
 mod naming;
 mod p2p_node;

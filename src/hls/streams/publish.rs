@@ -84,9 +84,10 @@ impl Streams {
         let target = self.inner.live.segment_target;
         SegmenterConfig {
             target,
-            // Long enough for encoders whose keyframe interval is a little
-            // above the target, short enough to bound latency and memory.
-            max_duration: (target * 3).max(Duration::from_secs(6)),
+            // Long enough for OBS's default keyframe interval (250 frames:
+            // 8.3 s at 30 fps, 10.4 s at 24), so that its segments still
+            // open with keyframes; short enough to bound latency and memory.
+            max_duration: (target * 3).max(Duration::from_secs(12)),
             ..SegmenterConfig::default()
         }
     }
@@ -139,6 +140,10 @@ impl Streams {
         };
         let counters = self.inner.metrics.get().map(|m| m.stream(&name));
         let mut end = EndReason::Disconnected;
+        // The keyframe interval of this publish is logged once, when first
+        // measured; the API shows the latest.
+        let mut interval_logged = false;
+        let mut interval_shown = None;
         loop {
             // Replaced only while nothing waits in the channel (see
             // `begin`): what comes after the kick is the old publisher
@@ -174,6 +179,11 @@ impl Streams {
                     }
                     end = reason;
                 }
+            }
+            let interval = p.segmenter.keyframe_interval_ms();
+            if interval != interval_shown {
+                interval_shown = interval;
+                self.note_keyframe_interval(&name, task.id, interval, &mut interval_logged);
             }
             while let Some(seg) = p.segmenter.poll_segment() {
                 let seq = seg.seq;
@@ -238,6 +248,41 @@ impl Streams {
                     );
                     self.end_session(&name, &pipeline).await;
                 }
+            }
+        }
+    }
+
+    /// Shows the publisher's keyframe interval in the API and logs it once
+    /// per publish, with what to change when it is too long for the segment
+    /// target (OBS defaults to 250 frames, 8.3 s at 30 fps).
+    fn note_keyframe_interval(
+        &self,
+        name: &str,
+        task: u64,
+        interval_ms: Option<u64>,
+        logged: &mut bool,
+    ) {
+        // None is a timeline not measured yet (the publisher stopped, or
+        // its timestamps jumped): the last measure stands until then.
+        let Some(ms) = interval_ms else {
+            return;
+        };
+        if let Some(s) = self.lock().get_mut(name) {
+            if s.publisher.as_ref().is_some_and(|p| p.id == task) {
+                s.keyframe_interval_ms = Some(ms);
+            }
+        }
+        if std::mem::replace(logged, true) {
+            return;
+        }
+        let interval = Duration::from_millis(ms);
+        let seconds = interval.as_secs_f64();
+        match super::keyframe_warning(interval, self.inner.live.segment_target) {
+            Some(warning) => {
+                tracing::warn!(stream = %name, keyframe_interval_s = seconds, "{warning}")
+            }
+            None => {
+                tracing::info!(stream = %name, keyframe_interval_s = seconds, "keyframe interval measured")
             }
         }
     }
@@ -330,6 +375,11 @@ impl Streams {
         };
         let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
         let entry = SegmentEntry::new(&seg, uri, init, len);
+        if let Some(secs) = p.segmenter.target_duration_secs() {
+            // Before the first segment only: the playlist's target duration
+            // is fixed from then on.
+            p.record.playlist.set_target_duration_secs(secs);
+        }
         p.record.playlist.push(entry)?;
         if let Some(s) = self.lock().get_mut(name) {
             s.ingest.segment(&seg);
@@ -489,6 +539,7 @@ impl Publishers for Streams {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         state.ingest.begin(peer);
         state.publishing = true;
+        state.keyframe_interval_ms = None;
         state.publisher = Some(Publisher {
             id: task.id,
             heard: task.heard.clone(),

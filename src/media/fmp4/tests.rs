@@ -311,6 +311,34 @@ fn audio_clock_is_sample_exact() {
     );
 }
 
+/// Publishers bunch audio up (GStreamer's live pipelines stamp several
+/// frames a millisecond apart): no sample may become empty or tiny, and the
+/// next segment must not start before this one ended.
+#[test]
+fn bunched_audio_keeps_sane_durations() {
+    let bunched: Vec<Frame> = [1000, 1001, 1002, 1003, 1050, 1073]
+        .into_iter()
+        .map(|ms| frame(TrackKind::Audio, ms, 0, true, b"x"))
+        .collect();
+    let mut muxer = Muxer::new(&tracks()).unwrap();
+    let seg = muxer.segment(&bunched, NextDts::default()).unwrap();
+    let (base, _, samples) = read_traf(find(&walk(&seg), "moof/traf")[0]);
+    assert_eq!(base, 44_100);
+    assert!(samples.iter().all(|s| s.0 >= 512), "{samples:?}");
+    let end = base + samples.iter().map(|s| u64::from(s.0)).sum::<u64>();
+    // The next segment's first frame is stamped before where this one ended.
+    let next = [frame(TrackKind::Audio, 1096, 0, true, b"y")];
+    let seg = muxer.segment(&next, NextDts::default()).unwrap();
+    let (next_base, _, _) = read_traf(find(&walk(&seg), "moof/traf")[0]);
+    assert!(ms_to_samples(1096, 44_100) < end);
+    assert_eq!(next_base, end);
+    // A clock more than a second back is a new timeline: it starts there.
+    let restart = [frame(TrackKind::Audio, 10, 0, true, b"z")];
+    let seg = muxer.segment(&restart, NextDts::default()).unwrap();
+    let (restart_base, _, _) = read_traf(find(&walk(&seg), "moof/traf")[0]);
+    assert_eq!(restart_base, ms_to_samples(10, 44_100));
+}
+
 #[test]
 fn segment_errors() {
     let t = tracks();

@@ -341,8 +341,9 @@ fn backward_jump_is_a_discontinuity_small_steps_are_not() {
     s.push(v(500, true), T0 + 2040);
     let segs = drain(&mut s);
     assert_eq!(segs.len(), 1);
-    // Closed one frame (the last 40 ms step) after its only frame.
-    assert_eq!((segs[0].start_dts_ms, segs[0].duration_ms), (2000, 40));
+    // Closed one frame after its only frame: the last step that was no
+    // repeat, from 60 (moved to 81) to 100.
+    assert_eq!((segs[0].start_dts_ms, segs[0].duration_ms), (2000, 19));
     s.finish();
     let seg = s.poll_segment().unwrap();
     assert!(seg.discontinuity);
@@ -646,19 +647,33 @@ proptest! {
         }
 
         let mut sum = 0;
+        let target = s.target_duration_secs().unwrap();
         for (i, seg) in segs.iter().enumerate() {
             prop_assert_eq!(seg.seq, i as u64);
-            prop_assert!(!seg.discontinuity && seg.independent);
+            prop_assert!(!seg.discontinuity);
+            prop_assert!((seg.duration_ms + 500) / 1000 <= target, "{} > {}", seg.duration_ms, target);
             let first_video = seg.frames.iter().find(|f| f.track == TrackKind::Video).unwrap();
-            prop_assert!(first_video.keyframe);
+            prop_assert_eq!(first_video.keyframe, seg.independent);
             prop_assert_eq!(first_video.dts_ms, seg.start_dts_ms);
             prop_assert_eq!(seg.program_date_time_ms, T0 + seg.start_dts_ms);
             let end = seg.start_dts_ms + seg.duration_ms;
             if let Some(next) = segs.get(i + 1) {
                 prop_assert_eq!(end, next.start_dts_ms);
-                // The cut is the first keyframe at or after the target.
+                // The cut is the first keyframe at or after the target, or,
+                // when that would overrun the session's target duration
+                // (fixed by the first segment), a forced one before it.
                 let due = stream.keyframes.iter().find(|&&k| k >= seg.start_dts_ms + 2000);
-                prop_assert_eq!(due, Some(&next.start_dts_ms));
+                if next.independent && seg.independent {
+                    prop_assert_eq!(due, Some(&next.start_dts_ms));
+                } else if next.independent {
+                    // After a forced cut, presentation times (which the cut
+                    // also follows) start off a keyframe's.
+                    prop_assert!(stream.keyframes.contains(&next.start_dts_ms));
+                } else {
+                    prop_assert!(i > 0, "the first segment sets the target");
+                    prop_assert!(due.is_none_or(|&k| k > next.start_dts_ms));
+                    prop_assert!(seg.duration_ms + 600 >= target * 1000, "{}", seg.duration_ms);
+                }
             } else {
                 prop_assert_eq!(end, stream.last_video.0 + stream.last_video.1);
             }
@@ -755,6 +770,147 @@ proptest! {
         for run in by_run.values() {
             for pair in run.windows(2) {
                 prop_assert_eq!(pair[0].start_dts_ms + pair[0].duration_ms, pair[1].start_dts_ms);
+            }
+        }
+    }
+}
+
+/// The segmenter as the publish pipeline configures it: room for OBS's
+/// default keyframe interval.
+fn obs_ready(tracks: Tracks) -> Segmenter {
+    let mut s = Segmenter::new(&SegmenterConfig {
+        max_duration: Duration::from_secs(12),
+        ..SegmenterConfig::default()
+    })
+    .unwrap();
+    s.set_tracks(tracks);
+    s
+}
+
+#[test]
+fn obs_keyframe_interval_gives_whole_gop_segments() {
+    let mut s = obs_ready(video_tracks());
+    // A keyframe every 250 frames, 8.25 s at 33 ms.
+    let mut segs = feed(&mut s, video(800, 250));
+    assert_eq!(s.keyframe_interval_ms(), Some(8250));
+    s.finish();
+    segs.extend(drain(&mut s));
+    assert_eq!(segs.len(), 4);
+    assert!(segs.iter().all(|s| s.independent && !s.discontinuity));
+    assert_eq!(segs[1].start_dts_ms, 250 * 33);
+    assert_eq!(segs[0].duration_ms, 8250);
+    assert_eq!(s.target_duration_secs(), Some(9));
+}
+
+#[test]
+fn the_first_segment_fixes_the_target_duration() {
+    let mut s = obs_ready(video_tracks());
+    assert_eq!(s.target_duration_secs(), None);
+    // A keyframe after 2013 ms, then one every 9.9 s.
+    let frames = (0..1000).map(|i| v(i * 33, i == 0 || (i >= 61 && (i - 61) % 300 == 0)));
+    let mut segs = feed(&mut s, frames);
+    assert_eq!(s.keyframe_interval_ms(), Some(9900));
+    s.finish();
+    segs.extend(drain(&mut s));
+    assert_eq!(segs[0].duration_ms, 2013);
+    assert_eq!(s.target_duration_secs(), Some(2));
+    for seg in &segs {
+        assert!(seg.duration_ms <= 2499, "{}", seg.duration_ms);
+    }
+    // The long GOPs no longer fit: cut without keyframes, and said so.
+    assert!(segs.iter().any(|s| !s.independent));
+}
+
+#[test]
+fn two_second_keyframes_stamped_at_29_97_fps_give_2() {
+    let mut s = segmenter(video_tracks());
+    // 60 frames at 29.97 fps: 2002 ms.
+    let frames = (0..200).map(|i| v(i * 1001 / 30, i % 60 == 0));
+    let segs = feed(&mut s, frames);
+    assert_eq!(segs[0].duration_ms, 2002);
+    assert_eq!(s.target_duration_secs(), Some(2));
+    // A short first segment (a publisher that stops at once) gives the
+    // target's.
+    let mut short = segmenter(video_tracks());
+    feed(&mut short, video(10, 60));
+    short.finish();
+    assert_eq!(drain(&mut short).len(), 1);
+    assert_eq!(short.target_duration_secs(), Some(2));
+}
+
+#[test]
+fn bunched_timestamps_make_increasing_decode_times() {
+    let mut s = segmenter(av_tracks());
+    let mut frames = Vec::new();
+    // GStreamer's start: 34, 163, 209, 233, 233, 256, 279, 279, then even.
+    let bunched = [34, 163, 209, 233, 233, 256, 279, 279];
+    for (i, t) in bunched
+        .into_iter()
+        .chain((1..120).map(|i| 279 + i * 33))
+        .enumerate()
+    {
+        frames.push(v(t, i % 60 == 0));
+        frames.push(a(t));
+        frames.push(a(t));
+    }
+    let mut segs = feed(&mut s, frames);
+    s.finish();
+    segs.extend(drain(&mut s));
+    let video: Vec<u64> = segs
+        .iter()
+        .flat_map(|s| dts_of(s, TrackKind::Video))
+        .collect();
+    // Spread evenly over the first segment: no step is a bunch.
+    assert_eq!(video[0], 34);
+    assert!(video.windows(2).all(|w| w[1] - w[0] >= 16), "{video:?}");
+    for track in [TrackKind::Video, TrackKind::Audio] {
+        let all: Vec<u64> = segs.iter().flat_map(|s| dts_of(s, track)).collect();
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{track:?}: {all:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the publisher's clock does (repeats, steps back, bunches,
+    /// gaps, jumps back of both tracks), decode times within a run only go
+    /// forward on each track, and every segment fits the session's target
+    /// duration.
+    #[test]
+    fn decode_times_strictly_increase(
+        steps in prop::collection::vec(
+            (prop_oneof![8 => -40i64..=150, 1 => Just(-5000)], any::<bool>(), 0u8..4),
+            1..400,
+        ),
+    ) {
+        let mut s = segmenter(av_tracks());
+        let mut t: i64 = 1_000_000;
+        let mut segs = Vec::new();
+        for (i, (step, key, audio)) in steps.iter().enumerate() {
+            t = (t + step).max(0);
+            s.push(v(t as u64, *key || i == 0), T0 + i as u64 * 33);
+            for k in 0..*audio {
+                s.push(a(t as u64 + u64::from(k)), T0 + i as u64 * 33);
+            }
+            segs.extend(drain(&mut s));
+        }
+        s.finish();
+        segs.extend(drain(&mut s));
+        let mut last: BTreeMap<bool, u64> = BTreeMap::new();
+        for seg in &segs {
+            if seg.discontinuity {
+                last.clear();
+            }
+            prop_assert!(seg.duration_ms > 0);
+            if let Some(target) = s.target_duration_secs() {
+                prop_assert!((seg.duration_ms + 500) / 1000 <= target, "{} > {target}", seg.duration_ms);
+            }
+            for f in &seg.frames {
+                let is_video = f.track == TrackKind::Video;
+                if let Some(&prev) = last.get(&is_video) {
+                    prop_assert!(f.dts_ms > prev, "{:?} {} after {}", f.track, f.dts_ms, prev);
+                }
+                last.insert(is_video, f.dts_ms);
             }
         }
     }

@@ -114,6 +114,26 @@ pub fn clip(seconds: u32) -> Result<PathBuf> {
     })
 }
 
+/// A clip with OBS's default keyframe interval: 30 fps, one keyframe every
+/// 250 frames (8.3 s), as `ffmpeg -g 250 -r 30` gives; made once per run.
+pub fn clip_obs_gop(seconds: u32) -> Result<PathBuf> {
+    made_once(&format!("obs-gop-{seconds}.flv"), |path| {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=320x240:rate=30")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-r", "30"])
+            // No scene-cut keyframes, so the interval is exactly 250 frames.
+            .args(["-g", "250", "-keyint_min", "250", "-sc_threshold", "0"])
+            .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
+            .arg(path);
+        let out = cmd
+            .output()
+            .context("running ffmpeg to make the long-GOP clip")?;
+        check(&out, "ffmpeg making the long-GOP clip")
+    })
+}
+
 /// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
 pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
     made_once(&format!("3mbit-{seconds}.flv"), |path| {

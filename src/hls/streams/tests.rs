@@ -21,6 +21,7 @@ fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> 
         name: "cam".parse().unwrap(),
         key: "camkey-0123456789".into(),
         format,
+        part_target: None,
     };
     Streams::open(repo, live, &[config]).unwrap()
 }

@@ -135,6 +135,10 @@ pub struct StreamInfo {
 #[derive(Default)]
 struct StreamState {
     format: SegmentFormat,
+    /// LL-HLS part target (zero: plain HLS).
+    part_target: Duration,
+    /// The current session's low-latency view, while it has parts.
+    ll: Option<Arc<tokio::sync::watch::Sender<Arc<LlView>>>>,
     publishing: bool,
     /// Our own publisher while `publishing` (a mirrored stream has none).
     publisher: Option<Publisher>,
@@ -173,6 +177,9 @@ struct Inner {
     streams: Mutex<BTreeMap<String, StreamState>>,
     sites: tokio::sync::broadcast::Sender<SiteUpdate>,
     site_files: Vec<(&'static str, bytes::Bytes)>,
+    /// Requests held for low-latency playlists and parts, at most
+    /// [`lowlatency::MAX_HELD`].
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -212,6 +219,7 @@ impl Streams {
             streams: Mutex::new(BTreeMap::new()),
             sites: tokio::sync::broadcast::channel(SITE_UPDATES).0,
             site_files: crate::hls::site::static_files(),
+            held: std::sync::atomic::AtomicUsize::new(0),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
@@ -220,6 +228,7 @@ impl Streams {
                 s.name.to_string(),
                 StreamState {
                     format: s.format.unwrap_or(this.inner.live.format),
+                    part_target: s.part_target.unwrap_or(this.inner.live.part_target),
                     ..StreamState::default()
                 },
             );
@@ -236,6 +245,7 @@ impl Streams {
             }
             let state = map.entry(name.clone()).or_insert_with(|| StreamState {
                 format: this.inner.live.format,
+                part_target: this.inner.live.part_target,
                 ..StreamState::default()
             });
             this.load_sessions(&name, &entry.path(), state)?;
@@ -345,8 +355,11 @@ impl Streams {
     }
 }
 
+mod lowlatency;
 mod publish;
 mod session;
+
+pub use lowlatency::{hint_uri, HeldSlot, LlView, MAX_HELD};
 
 use publish::{Pipeline, Publisher};
 

@@ -15,6 +15,7 @@ mod ingest_hostile;
 mod ipns_interop;
 mod ipns_peers;
 mod live;
+mod llhls;
 mod mdns;
 mod mirror;
 mod naming;

@@ -2,8 +2,9 @@
 //! the LL-HLS playlist lists parts that hash to their CIDs, blocking
 //! reloads return as the part completes, preload hints give the part's
 //! bytes, the 400/503 rules and delta playlists hold; ffmpeg (no low
-//! latency) plays the same playlist and Chromium's hls.js plays
-//! `/watch/NAME` in low-latency mode near the edge; a closed segment's CAR
+//! latency) and hls.js without low-latency mode play the same playlist,
+//! and Chromium's hls.js plays `/watch/NAME` in low-latency mode near the
+//! edge; a closed segment's CAR
 //! is its parts as leaves, and kubo fetches the segment over Bitswap with
 //! exactly the parts' bytes.
 
@@ -68,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn ll_hls_parts_blocking_reload_and_players() -> Result<()> {
     let repo = Repo::new()?;
     let gw = Gateway::start(&repo, &["--stream", &format!("cam={KEY}")])?;
-    let clip = clip(20)?;
+    let clip = clip(30)?;
     let publisher = KillOnDrop::new(
         publish_cmd(rtmp_addr(&gw)?, KEY, &clip, true)
             .stdout(Stdio::null())
@@ -90,6 +91,10 @@ fn ll_hls_parts_blocking_reload_and_players() -> Result<()> {
     let latency = "(() => { const h = window.meshcastPlayer && window.meshcastPlayer.hls; \
         return h && h.playingDate ? (Date.now() - h.playingDate.getTime()) / 1000 : null; })()";
     let page = watch_page_with(&format!("{}/watch/cam", gw.base), 10, &["--eval", latency])?;
+    // And hls.js without low-latency mode plays the same playlist: the
+    // player's page given it as `src` plays it as it plays archives.
+    let plain = format!("{}/watch/cam?src=/live/cam.m3u8", gw.base);
+    let plain = std::thread::spawn(move || play(&plain));
 
     // The 400 rules.
     gw.expect("/live/cam.m3u8?_HLS_part=1", &[], 400)?;
@@ -176,6 +181,12 @@ fn ll_hls_parts_blocking_reload_and_players() -> Result<()> {
         "hls.js played {lat_median:.2} s behind: {lat:?}"
     );
 
+    let played = plain.join().expect("play thread")?;
+    ensure!(
+        played.engine.as_deref() == Some("hls.js"),
+        "played by {:?}",
+        played.engine
+    );
     let out = publisher.wait_with_output()?;
     check(&out, "ffmpeg publishing")?;
     wait_ended(&gw, "cam")?;

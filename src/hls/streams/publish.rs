@@ -312,7 +312,11 @@ impl Streams {
         let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
         let entry = SegmentEntry::new(&seg, uri, init, len);
         p.record.playlist.push(entry)?;
-        self.store_playlists(name, p).await
+        let stored = self.store_playlists(name, p).await;
+        // A low-latency segment whose parts were not all stored lists no
+        // parts, but its blocking reloads still wait for it.
+        self.publish_ll(name, p);
+        stored
     }
 
     /// Makes the fMP4 muxer for `tracks` and stores its init segment,

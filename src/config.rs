@@ -307,6 +307,13 @@ pub struct LiveConfig {
     /// connection's `rtmp.idle_timeout`. "0s" never replaces a publisher.
     #[serde(with = "humantime_serde")]
     pub takeover_after: Duration,
+    /// Low-latency HLS: fMP4 segments are also cut into parts of at most
+    /// this much media, each listed in the live playlist as it completes,
+    /// with blocking playlist reload. "0s" turns it off (plain HLS);
+    /// MPEG-TS streams never have parts. 300 ms played closest to the
+    /// edge in `bench/llhls.py` (200 ms and 500 ms further behind).
+    #[serde(with = "humantime_serde")]
+    pub part_target: Duration,
 }
 
 /// One stream publishers may send.
@@ -321,6 +328,14 @@ pub struct StreamConfig {
     /// Packaging for this stream; the `[live]` default if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SegmentFormat>,
+    /// Low-latency part target for this stream ("0s" turns parts off);
+    /// the `[live]` default if absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub part_target: Option<Duration>,
 }
 
 /// The live dashboard: `/dashboard`, its event stream `/api/v1/events`,
@@ -417,6 +432,7 @@ impl std::fmt::Debug for StreamConfig {
             .field("name", &self.name)
             .field("key", &"<redacted>")
             .field("format", &self.format)
+            .field("part_target", &self.part_target)
             .finish()
     }
 }
@@ -435,6 +451,7 @@ impl std::str::FromStr for StreamConfig {
                 .map_err(|e: crate::name::StreamNameError| e.to_string())?,
             key: key.to_owned(),
             format: None,
+            part_target: None,
         })
     }
 }
@@ -460,6 +477,7 @@ impl Default for LiveConfig {
             window: 6,
             format: SegmentFormat::Fmp4,
             takeover_after: Duration::from_secs(2),
+            part_target: Duration::from_millis(300),
         }
     }
 }
@@ -640,6 +658,12 @@ mod tests {
         assert_eq!(c.streams[0].name, "talks");
         assert_eq!(c.streams[0].format, Some(SegmentFormat::Ts));
         assert!(Config::parse("[[streams]]\nname = \"x\"\n").is_err());
+        let c = Config::parse(
+            "[live]\npart_target = \"0s\"\n[[streams]]\nname = \"t\"\nkey = \"k\"\npart_target = \"250ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.live.part_target, Duration::ZERO);
+        assert_eq!(c.streams[0].part_target, Some(Duration::from_millis(250)));
     }
 
     #[test]
@@ -657,6 +681,7 @@ mod tests {
             name: name.parse().unwrap(),
             key: key.into(),
             format: None,
+            part_target: None,
         }
     }
 

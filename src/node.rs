@@ -132,6 +132,7 @@ fn streams_or_default(
         name: "live".parse().expect("a valid stream name"),
         key,
         format: None,
+        part_target: None,
     };
     Ok((vec![s.clone()], Some(s)))
 }

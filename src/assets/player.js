@@ -183,25 +183,44 @@
     autoplay();
   }
 
+  // Live: hls.js's low-latency mode, which for an LL-HLS playlist (one
+  // with parts) holds back its PART-HOLD-BACK, loads parts and blocks on
+  // reloads; up to 1.5x speed catches up when it falls behind the edge.
+  // No liveSyncDuration here: one set by the user overrides PART-HOLD-BACK.
+  function lowLatencyConfig(start) {
+    return {
+      lowLatencyMode: true,
+      maxLiveSyncPlaybackRate: 1.5,
+      startPosition: start !== null ? start : -1,
+    };
+  }
+
+  // A live playlist without parts (MPEG-TS streams, part_target "0s"):
+  // hold back ~6 s (three 2 s segments) and catch up past 14 s.
+  // In seconds, not in target durations: meshcast's target duration is
+  // the fixed upper bound on segment length (HLS forbids changing it), so
+  // counting in it would sit three times further behind the edge. hls.js
+  // reads these at every latency check, so they can be set once the
+  // playlist shows it has no parts.
+  function keepPlainLiveNearEdge(hls) {
+    hls.on(window.Hls.Events.LEVEL_LOADED, (_event, data) => {
+      if (data.details && data.details.partTarget) return;
+      hls.config.liveSyncDuration = hls.userConfig.liveSyncDuration = 6;
+      hls.config.liveMaxLatencyDuration = hls.userConfig.liveMaxLatencyDuration = 14;
+    });
+  }
+
   function playHls(src, start, live) {
     document.getElementById("engine").textContent = "hls.js " + window.Hls.version;
-    // Live: hold back ~6 s (three 2 s segments) and catch up past 14 s.
-    // In seconds, not in target durations: meshcast's target duration is
-    // the fixed upper bound on segment length (HLS forbids changing it),
-    // so counting in it would sit three times further behind the edge.
-    // Archive: from the start, or from the shared moment, and never pulled
+    // Live: see lowLatencyConfig. Archive: from the start, or from the shared moment, and never pulled
     // to the edge: the archive of a session still live has no ENDLIST yet,
     // so hls.js sees a live playlist, and a latency limit would make it
     // jump there.
-    const hls = new window.Hls(live ? {
-      liveSyncDuration: 6,
-      liveMaxLatencyDuration: 14,
-      maxLiveSyncPlaybackRate: 1.1,
-      startPosition: start !== null ? start : -1,
-    } : {
+    const hls = new window.Hls(live ? lowLatencyConfig(start) : {
       startPosition: start !== null ? start : 0,
     });
     player.hls = hls;
+    if (live) keepPlainLiveNearEdge(hls);
     let recovered = false;
     hls.on(window.Hls.Events.ERROR, (_event, data) => {
       if (!data.fatal) return;

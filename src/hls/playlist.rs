@@ -451,5 +451,7 @@ fn iso8601_millis(ms: u64) -> String {
         .to_string()
 }
 
+pub mod ll;
+
 #[cfg(test)]
 mod tests;

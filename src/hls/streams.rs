@@ -162,6 +162,10 @@ pub fn keyframe_warning(interval: Duration, target: Duration) -> Option<String> 
 #[derive(Default)]
 struct StreamState {
     format: SegmentFormat,
+    /// LL-HLS part target (zero: plain HLS).
+    part_target: Duration,
+    /// The current session's low-latency view, while it has parts.
+    ll: Option<Arc<tokio::sync::watch::Sender<Arc<LlView>>>>,
     publishing: bool,
     /// Our own publisher while `publishing` (a mirrored stream has none).
     publisher: Option<Publisher>,
@@ -208,6 +212,9 @@ struct Inner {
     site_files: Vec<(&'static str, bytes::Bytes)>,
     /// Set once, before the first publish, when metrics are on.
     metrics: std::sync::OnceLock<metrics::Metrics>,
+    /// Requests held for low-latency playlists and parts, at most
+    /// [`lowlatency::MAX_HELD`].
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -248,6 +255,7 @@ impl Streams {
             sites: tokio::sync::broadcast::channel(SITE_UPDATES).0,
             site_files: crate::hls::site::static_files(),
             metrics: std::sync::OnceLock::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
@@ -256,6 +264,7 @@ impl Streams {
                 s.name.to_string(),
                 StreamState {
                     format: s.format.unwrap_or(this.inner.live.format),
+                    part_target: s.part_target.unwrap_or(this.inner.live.part_target),
                     ..StreamState::default()
                 },
             );
@@ -272,6 +281,7 @@ impl Streams {
             }
             let state = map.entry(name.clone()).or_insert_with(|| StreamState {
                 format: this.inner.live.format,
+                part_target: this.inner.live.part_target,
                 ..StreamState::default()
             });
             this.load_sessions(&name, &entry.path(), state)?;
@@ -408,12 +418,14 @@ impl Streams {
     }
 }
 
-pub mod metrics;
 mod ingest;
+mod lowlatency;
+pub mod metrics;
 mod publish;
 mod session;
 
 pub use ingest::IngestStats;
+pub use lowlatency::{hint_uri, HeldSlot, LlView, MAX_HELD};
 
 use publish::{Pipeline, Publisher};
 

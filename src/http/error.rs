@@ -94,6 +94,25 @@ pub enum GatewayError {
     /// Too many requests are being served at once.
     #[error("too many requests in flight; retry shortly")]
     Overloaded,
+    /// A blocking playlist reload or preload hint waited its limit (three
+    /// target durations) in vain.
+    #[error("{what} did not appear within {secs} s; reload the playlist")]
+    HeldTooLong {
+        /// What was waited for.
+        what: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// A part that will never exist (its segment closed before it).
+    #[error("part {index} of segment {msn} of stream {name} does not exist; reload the playlist")]
+    NoPart {
+        /// The stream.
+        name: String,
+        /// The segment's media sequence number.
+        msn: u64,
+        /// The part's index.
+        index: u32,
+    },
     /// A failure inside the gateway (already logged).
     #[error("internal error")]
     Internal,
@@ -117,7 +136,9 @@ impl GatewayError {
             | Self::NoSession { .. }
             | Self::NoRoute
             | Self::NameNotFound { .. }
-            | Self::NoProviders { .. } => StatusCode::NOT_FOUND,
+            | Self::NoProviders { .. }
+            | Self::NoPart { .. } => StatusCode::NOT_FOUND,
+            Self::HeldTooLong { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::P2pOff => StatusCode::SERVICE_UNAVAILABLE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

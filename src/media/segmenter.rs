@@ -64,6 +64,17 @@
 //! run and advance by media time from there, so they agree with the
 //! durations.
 //!
+//! Parts (LL-HLS): with [`SegmenterConfig::part_target`] set, the open
+//! segment is also cut into parts as frames arrive, drained with
+//! [`Segmenter::poll_part`]. A part ends before the leading-track frame
+//! that would take it past the part target, so parts last at most the
+//! target (but for gaps in the media); it holds the leading-track frames
+//! before that frame and the audio before it in time, while audio that
+//! arrived early stays for the next part. A segment is exactly its parts in
+//! order: its last part is what remains when it closes, emitted just before
+//! its [`SegmentReady`]. A part that opens with a keyframe (or of an
+//! audio-only stream) is [`PartReady::independent`].
+//!
 //! Frames that cannot be used are dropped and counted
 //! ([`Segmenter::dropped_frames`]): frames before the first [`Tracks`] or of
 //! a track the tracks lack, video before the first keyframe of a run,
@@ -117,6 +128,9 @@ pub struct SegmenterConfig {
     /// How far (in video time) audio may trail the video it belongs with: a
     /// closed segment waits this long for late audio before it is emitted.
     pub max_interleave: Duration,
+    /// The duration LL-HLS parts aim at and never exceed (but for gaps in
+    /// the media); zero cuts no parts.
+    pub part_target: Duration,
 }
 
 impl Default for SegmenterConfig {
@@ -128,6 +142,7 @@ impl Default for SegmenterConfig {
             max_forward_gap: Duration::from_secs(10),
             backward_tolerance: Duration::from_millis(100),
             max_interleave: Duration::from_secs(1),
+            part_target: Duration::ZERO,
         }
     }
 }
@@ -194,6 +209,39 @@ pub struct SegmentReady {
     pub program_date_time_ms: u64,
 }
 
+/// A finished part of the open segment (LL-HLS): the frames to mux as one
+/// `moof` + `mdat`, and what the playlist needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReady {
+    /// The segment's sequence number ([`SegmentReady::seq`]).
+    pub seq: u64,
+    /// The part's index in its segment, from 0.
+    pub index: u32,
+    /// The frames, in arrival order (so in dts order per track).
+    pub frames: Vec<Frame>,
+    /// The decoder configuration the frames were coded with.
+    pub tracks: Tracks,
+    /// Its first leading-track dts.
+    pub start_dts_ms: u64,
+    /// Its duration, to the next part's (or segment's) first
+    /// leading-track dts.
+    pub duration_ms: u64,
+    /// Whether decoding can start here (`INDEPENDENT=YES`).
+    pub independent: bool,
+    /// Whether it is its segment's last part.
+    pub last: bool,
+    /// Whether a discontinuity precedes its segment.
+    pub discontinuity: bool,
+    /// Wall-clock time of its segment's start, as in
+    /// [`SegmentReady::program_date_time_ms`].
+    pub program_date_time_ms: u64,
+    /// The first video dts after this part, when known (the muxer's
+    /// `NextDts`).
+    pub next_video_ms: Option<u64>,
+    /// The first audio dts after this part, when known.
+    pub next_audio_ms: Option<u64>,
+}
+
 /// Segmenter limits in milliseconds.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -203,6 +251,7 @@ struct Limits {
     forward_gap: u64,
     backward_tolerance: u64,
     interleave: u64,
+    part: u64,
 }
 
 /// The segment being filled.
@@ -217,6 +266,13 @@ struct Open {
     discontinuity: bool,
     independent: bool,
     program_date_time_ms: u64,
+    /// Frames `..parted` went out in parts already.
+    parted: usize,
+    /// The next part's index and first leading-track dts, and whether it
+    /// opens with a keyframe.
+    part_index: u32,
+    part_start_ms: u64,
+    part_independent: bool,
 }
 
 impl Open {
@@ -293,6 +349,7 @@ pub struct Segmenter {
     /// back past it while the video's timeline goes on cannot be muxed.
     follower_last: Option<u64>,
     ready: VecDeque<SegmentReady>,
+    parts: VecDeque<PartReady>,
     dropped: u64,
 }
 
@@ -307,6 +364,7 @@ impl Segmenter {
             forward_gap: millis(config.max_forward_gap),
             backward_tolerance: millis(config.backward_tolerance),
             interleave: millis(config.max_interleave),
+            part: millis(config.part_target),
         };
         if limits.target == 0 {
             return Err(ConfigError::TargetTooShort(config.target));
@@ -342,6 +400,7 @@ impl Segmenter {
             clock: clock::Clock::default(),
             follower_last: None,
             ready: VecDeque::new(),
+            parts: VecDeque::new(),
             dropped: 0,
         })
     }
@@ -414,6 +473,13 @@ impl Segmenter {
     /// The next finished segment, oldest first.
     pub fn poll_segment(&mut self) -> Option<SegmentReady> {
         self.ready.pop_front()
+    }
+
+    /// The next finished part, oldest first. Drain parts before segments:
+    /// a segment's parts are all queued before its [`SegmentReady`], the
+    /// next segment's after them.
+    pub fn poll_part(&mut self) -> Option<PartReady> {
+        self.parts.pop_front()
     }
 
     /// How many frames were dropped as unusable (see the module docs).
@@ -561,7 +627,19 @@ impl Segmenter {
             let carried = self.cut(dts, Late::Before(dts), dts, false);
             self.start_segment(frame, now_ms, starts, carried);
         } else {
-            open.push(frame);
+            // One millisecond more than the last step: RTMP rounds frame
+            // times to milliseconds (33, 34, 33 at 30 fps), and a part
+            // must not pass its target.
+            let step = self.lead_step.unwrap_or(DEFAULT_VIDEO_FRAME_MS) + 1;
+            let part_due = l.part > 0
+                && dts > open.part_start_ms
+                && dts.saturating_add(step) > open.part_start_ms.saturating_add(l.part);
+            if part_due {
+                self.cut_part(dts, starts);
+            }
+            if let Some(open) = &mut self.open {
+                open.push(frame);
+            }
         }
     }
 
@@ -574,6 +652,55 @@ impl Segmenter {
             self.keyframe_interval = Some(frame.dts_ms - prev);
         }
         self.last_keyframe = Some(frame.dts_ms);
+    }
+
+    /// Ends the open segment's current part before the leading-track frame
+    /// at `dts` (not yet pushed), which opens the next part.
+    fn cut_part(&mut self, dts: u64, next_independent: bool) {
+        // The previous segment's last part goes first; audio still late
+        // for it then joins this segment, which muxes it all the same.
+        self.emit_closing();
+        let Some(lead) = self.lead() else {
+            return;
+        };
+        let tracks = self.tracks.clone();
+        let Some(open) = &mut self.open else {
+            return;
+        };
+        let rest = open.frames.split_off(open.parted);
+        let (mut part, early): (Vec<Frame>, Vec<Frame>) = rest
+            .into_iter()
+            .partition(|f| f.track == lead || f.dts_ms < dts);
+        if part.is_empty() {
+            open.frames.extend(early);
+            return;
+        }
+        let next_audio_ms = early.first().map(|f| f.dts_ms);
+        open.frames.extend(part.iter().cloned());
+        open.parted = open.frames.len();
+        open.frames.extend(early);
+        let video_lead = lead == TrackKind::Video;
+        let ready = PartReady {
+            seq: open.seq,
+            index: open.part_index,
+            frames: std::mem::take(&mut part),
+            tracks: tracks.unwrap_or(Tracks {
+                video: None,
+                audio: None,
+            }),
+            start_dts_ms: open.part_start_ms,
+            duration_ms: dts - open.part_start_ms,
+            independent: open.part_independent,
+            last: false,
+            discontinuity: open.discontinuity,
+            program_date_time_ms: open.program_date_time_ms,
+            next_video_ms: video_lead.then_some(dts),
+            next_audio_ms: if video_lead { next_audio_ms } else { Some(dts) },
+        };
+        open.part_index += 1;
+        open.part_start_ms = dts;
+        open.part_independent = next_independent;
+        self.parts.push_back(ready);
     }
 
     fn push_follower(&mut self, frame: Frame, now_ms: u64) {
@@ -712,6 +839,10 @@ impl Segmenter {
             discontinuity: std::mem::take(&mut self.discontinuity_pending),
             independent,
             program_date_time_ms: u64::try_from(pdt.max(0)).unwrap_or(u64::MAX),
+            parted: 0,
+            part_index: 0,
+            part_start_ms: dts,
+            part_independent: independent,
         };
         for f in carried {
             seg.push(f);
@@ -804,7 +935,28 @@ impl Segmenter {
 
     fn emit(&mut self, mut seg: Open, end_ms: u64) {
         self.fix_target(end_ms.saturating_sub(seg.start_ms));
-        if self.lead() == Some(TrackKind::Video) {
+        if self.limits.part > 0 && seg.parted < seg.frames.len() {
+            let video_lead = self.lead() == Some(TrackKind::Video);
+            self.parts.push_back(PartReady {
+                seq: seg.seq,
+                index: seg.part_index,
+                frames: seg.frames[seg.parted..].to_vec(),
+                tracks: self.tracks.clone().unwrap_or(Tracks {
+                    video: None,
+                    audio: None,
+                }),
+                start_dts_ms: seg.part_start_ms,
+                duration_ms: end_ms.saturating_sub(seg.part_start_ms),
+                independent: seg.part_independent,
+                last: true,
+                discontinuity: seg.discontinuity,
+                program_date_time_ms: seg.program_date_time_ms,
+                next_video_ms: video_lead.then_some(end_ms),
+                next_audio_ms: (!video_lead).then_some(end_ms),
+            });
+        } else if self.limits.part == 0 && self.lead() == Some(TrackKind::Video) {
+            // Parts went out as the frames came, with the times they had;
+            // only a segment muxed whole can still have its steps evened.
             clock::even_out(&mut seg.frames, seg.start_ms, end_ms);
         }
         self.ready.push_back(SegmentReady {

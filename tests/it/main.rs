@@ -17,6 +17,7 @@ mod ingest_hostile;
 mod ipns_interop;
 mod ipns_peers;
 mod live;
+mod llhls;
 mod mdns;
 mod mesh;
 mod metrics;

@@ -69,6 +69,7 @@ pub(super) struct StreamCounters {
     audio: Counter,
     bytes: Counter,
     segments: Counter,
+    parts: Counter,
     duration: Histogram,
     lag: Histogram,
 }
@@ -81,6 +82,11 @@ impl StreamCounters {
             TrackKind::Audio => self.audio.inc(),
         };
         self.bytes.inc_by(f.data.len() as u64);
+    }
+
+    /// Counts one LL-HLS part in the live playlist.
+    pub(super) fn part(&self) {
+        self.parts.inc();
     }
 
     /// Counts one segment in the playlists, `lag_ms` after its last media
@@ -169,12 +175,12 @@ impl Metrics {
                 })
                 .clone()
         };
-        let _ = self.parts.get_or_create(&s);
         StreamCounters {
             video: frames(TrackKind::Video),
             audio: frames(TrackKind::Audio),
             bytes: self.bytes.get_or_create(&s).clone(),
             segments: self.segments.get_or_create(&s).clone(),
+            parts: self.parts.get_or_create(&s).clone(),
             duration: self.duration.get_or_create(&s).clone(),
             lag: self.lag.get_or_create(&s).clone(),
         }

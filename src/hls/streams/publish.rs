@@ -11,6 +11,7 @@
 //! The task owns the stream's [`Pipeline`] while it publishes; a publisher
 //! that takes over waits for the old task to let go of it first.
 
+use super::lowlatency::LowLatency;
 use super::session::{info_of, live_for_site, session_id, SessionRecord};
 use super::{now_ms, SiteUpdate, StreamState, Streams, StreamsError, RECONNECT_GRACE};
 use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
@@ -31,9 +32,11 @@ pub(super) const EVENT_QUEUE: usize = 512;
 pub(super) struct Pipeline {
     pub(super) record: SessionRecord,
     pub(super) segmenter: Segmenter,
-    fmp4: Option<fmp4::Muxer>,
+    pub(super) fmp4: Option<fmp4::Muxer>,
     pub(super) ts: Option<ts::Muxer>,
     pub(super) init_uri: Option<String>,
+    /// Parts and the LL-HLS playlist, when the stream has parts.
+    pub(super) ll: Option<LowLatency>,
     /// Bumped by every publish; a grace timer only ends the session if no
     /// publisher took it over since.
     pub(super) generation: u64,
@@ -80,7 +83,7 @@ pub(super) fn media_uri(cid: &Cid, filename: &str) -> String {
 }
 
 impl Streams {
-    pub(super) fn segmenter_config(&self) -> SegmenterConfig {
+    pub(super) fn segmenter_config(&self, part_target: Duration) -> SegmenterConfig {
         let target = self.inner.live.segment_target;
         SegmenterConfig {
             target,
@@ -88,12 +91,22 @@ impl Streams {
             // 8.3 s at 30 fps, 10.4 s at 24), so that its segments still
             // open with keyframes; short enough to bound latency and memory.
             max_duration: (target * 3).max(Duration::from_secs(12)),
+            part_target,
             ..SegmenterConfig::default()
         }
     }
 
-    pub(super) fn new_pipeline(&self, format: SegmentFormat) -> Result<Pipeline, StreamsError> {
-        let seg = self.segmenter_config();
+    pub(super) fn new_pipeline(
+        &self,
+        format: SegmentFormat,
+        part_target: Duration,
+    ) -> Result<Pipeline, StreamsError> {
+        // MPEG-TS keeps plain HLS: parts are CMAF fragments.
+        let part_target = match format {
+            SegmentFormat::Fmp4 => part_target,
+            SegmentFormat::Ts => Duration::ZERO,
+        };
+        let seg = self.segmenter_config(part_target);
         let segmenter = Segmenter::new(&seg).map_err(|e| StreamsError::Mux {
             seq: 0,
             reason: e.to_string(),
@@ -117,6 +130,9 @@ impl Streams {
             fmp4: None,
             ts: None,
             init_uri: None,
+            ll: (!part_target.is_zero()).then(|| {
+                LowLatency::new(part_target.as_millis() as u64, seg.target_duration_secs())
+            }),
             generation: 0,
         })
     }
@@ -185,29 +201,14 @@ impl Streams {
                 interval_shown = interval;
                 self.note_keyframe_interval(&name, task.id, interval, &mut interval_logged);
             }
-            while let Some(seg) = p.segmenter.poll_segment() {
-                let seq = seg.seq;
-                if let Err(e) = self
-                    .publish_counted(&name, &mut p, seg, counters.as_ref())
-                    .await
-                {
-                    tracing::warn!(stream = %name, seq, "segment dropped: {e}");
-                }
-            }
+            self.drain_ready(&name, &mut p, counters.as_ref()).await;
         }
         let segments = {
             let mut p = pipeline.lock().await;
             if !matches!(end, EndReason::Refused(_)) {
                 p.segmenter.finish();
             }
-            while let Some(seg) = p.segmenter.poll_segment() {
-                if let Err(e) = self
-                    .publish_counted(&name, &mut p, seg, counters.as_ref())
-                    .await
-                {
-                    tracing::warn!(stream = %name, "segment dropped: {e}");
-                }
-            }
+            self.drain_ready(&name, &mut p, counters.as_ref()).await;
             p.record.playlist.segments().len()
         };
         // The server sees the channel closed and drops a replaced publisher.
@@ -302,6 +303,7 @@ impl Streams {
             if let Err(e) = self.store_playlists(name, &mut p).await {
                 tracing::warn!(stream = %name, "storing the final archive failed: {e}");
             }
+            self.publish_ll(name, &mut p);
         }
         if let Some(s) = self.lock().get_mut(name) {
             if s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, pipeline)) {
@@ -311,7 +313,7 @@ impl Streams {
     }
 
     /// [`Streams::publish_segment`], counted in `counters` once listed.
-    async fn publish_counted(
+    pub(super) async fn publish_counted(
         &self,
         name: &str,
         p: &mut Pipeline,
@@ -338,15 +340,23 @@ impl Streams {
             reason: e.to_string(),
         };
         let format = p.record.playlist.config().format;
+        if let Some(secs) = p.segmenter.target_duration_secs() {
+            // Before the first segment only: the playlist's target duration
+            // is fixed from then on.
+            p.record.playlist.set_target_duration_secs(secs);
+        }
+        if let Some((cid, len)) = self.segment_from_parts(p, &seg).await? {
+            let uri = media_uri(&cid, &format!("{:06}.m4s", seg.seq));
+            let entry = SegmentEntry::new(&seg, uri, p.init_uri.clone(), len);
+            p.record.playlist.push(entry)?;
+            self.note_ingest(name, &seg, &cid);
+            let stored = self.store_playlists(name, p).await;
+            self.publish_ll(name, p);
+            return stored;
+        }
         let bytes = match format {
             SegmentFormat::Fmp4 => {
-                if p.fmp4.as_ref().map(fmp4::Muxer::tracks) != Some(&seg.tracks) {
-                    let m = fmp4::Muxer::new(&seg.tracks).map_err(|e| mux_err(&e))?;
-                    let init = m.init_segment().map_err(|e| mux_err(&e))?;
-                    let cid = self.inner.clone().add_async(init, true).await?;
-                    p.init_uri = Some(media_uri(&cid, &format!("init-{}.mp4", seg.seq)));
-                    p.fmp4 = Some(m);
-                }
+                self.ensure_fmp4_muxer(p, &seg.tracks, seg.seq).await?;
                 let next = fmp4::NextDts {
                     video_ms: Some(seg.start_dts_ms + seg.duration_ms),
                     audio_ms: None,
@@ -375,18 +385,45 @@ impl Streams {
         };
         let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
         let entry = SegmentEntry::new(&seg, uri, init, len);
-        if let Some(secs) = p.segmenter.target_duration_secs() {
-            // Before the first segment only: the playlist's target duration
-            // is fixed from then on.
-            p.record.playlist.set_target_duration_secs(secs);
-        }
         p.record.playlist.push(entry)?;
+        self.note_ingest(name, &seg, &cid);
+        let stored = self.store_playlists(name, p).await;
+        // A low-latency segment whose parts were not all stored lists no
+        // parts, but its blocking reloads still wait for it.
+        self.publish_ll(name, p);
+        stored
+    }
+
+    /// Makes the fMP4 muxer for `tracks` and stores its init segment,
+    /// unless the current muxer is for them already.
+    pub(super) async fn ensure_fmp4_muxer(
+        &self,
+        p: &mut Pipeline,
+        tracks: &crate::media::Tracks,
+        seq: u64,
+    ) -> Result<(), StreamsError> {
+        if p.fmp4.as_ref().map(fmp4::Muxer::tracks) == Some(tracks) {
+            return Ok(());
+        }
+        let mux_err = |e: &dyn std::fmt::Display| StreamsError::Mux {
+            seq,
+            reason: e.to_string(),
+        };
+        let m = fmp4::Muxer::new(tracks).map_err(|e| mux_err(&e))?;
+        let init = m.init_segment().map_err(|e| mux_err(&e))?;
+        let cid = self.inner.clone().add_async(init, true).await?;
+        p.init_uri = Some(media_uri(&cid, &format!("init-{seq}.mp4")));
+        p.fmp4 = Some(m);
+        Ok(())
+    }
+
+    /// Notes a listed segment in the stream's ingest figures.
+    fn note_ingest(&self, name: &str, seg: &SegmentReady, cid: &Cid) {
         if let Some(s) = self.lock().get_mut(name) {
-            s.ingest.segment(&seg);
+            s.ingest.segment(seg);
             let end = seg.program_date_time_ms + seg.duration_ms;
             s.ingest.stored(end, now_ms(), cid.to_string());
         }
-        self.store_playlists(name, p).await
     }
 
     /// Renders both playlists, adds them to the store (the archive pinned,
@@ -480,8 +517,10 @@ impl Publishers for Streams {
     ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused> {
         let mut map = self.lock();
         let format = self.inner.live.format;
+        let part_target = self.inner.live.part_target;
         let state = map.entry(stream.to_owned()).or_insert_with(|| StreamState {
             format,
+            part_target,
             ..StreamState::default()
         });
         let mut after = None;
@@ -519,8 +558,9 @@ impl Publishers for Streams {
             }
             None => {
                 let p = self
-                    .new_pipeline(state.format)
+                    .new_pipeline(state.format, state.part_target)
                     .map_err(|e| PublishRefused::Other(e.to_string()))?;
+                state.ll = p.ll.as_ref().map(|ll| ll.view.clone());
                 tracing::info!(stream, %peer, session = %p.record.id, "publishing started");
                 let p = Arc::new(tokio::sync::Mutex::new(p));
                 state.current = Some(p.clone());

@@ -21,6 +21,7 @@ fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> 
         name: "cam".parse().unwrap(),
         key: "camkey-0123456789".into(),
         format,
+        part_target: None,
     };
     Streams::open(repo, live, &[config]).unwrap()
 }
@@ -246,4 +247,14 @@ fn each_format_takes_the_tracks_it_can_carry() {
         why,
         "AV1 cannot be carried in MPEG-TS segments; use fMP4 segments or publish H.264/HEVC"
     );
+}
+
+#[test]
+fn held_requests_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = streams_with(dir.path(), None, LiveConfig::default());
+    let mut held: Vec<_> = (0..MAX_HELD).map(|_| streams.hold().unwrap()).collect();
+    assert!(streams.hold().is_none(), "one past the bound");
+    held.pop();
+    assert!(streams.hold().is_some(), "a slot given back is taken again");
 }

@@ -915,3 +915,109 @@ proptest! {
         }
     }
 }
+
+fn part_segmenter(tracks: Tracks, part_ms: u64) -> Segmenter {
+    let mut s = Segmenter::new(&SegmenterConfig {
+        part_target: Duration::from_millis(part_ms),
+        ..SegmenterConfig::default()
+    })
+    .unwrap();
+    s.set_tracks(tracks);
+    s
+}
+
+#[test]
+fn no_parts_without_a_part_target() {
+    let mut s = segmenter(video_tracks());
+    let segs = feed(&mut s, video(200, 30));
+    assert_eq!(segs.len(), 2);
+    assert_eq!(s.poll_part(), None);
+}
+
+#[test]
+fn parts_split_a_segment_at_the_part_target() {
+    let mut s = part_segmenter(video_tracks(), 300);
+    let mut parts = Vec::new();
+    let mut segs = Vec::new();
+    for f in video(200, 30) {
+        let now = T0 + f.dts_ms;
+        s.push(f, now);
+        parts.extend(std::iter::from_fn(|| s.poll_part()));
+        segs.extend(drain(&mut s));
+    }
+    // 2970 ms segments of 33 ms frames: nine frames (297 ms) a part, the
+    // tenth would pass 300 ms; the keyframes at 990 and 1980 fall inside
+    // parts, so only the first part is independent.
+    let first: Vec<&PartReady> = parts.iter().filter(|p| p.seq == 0).collect();
+    assert_eq!(first.len(), 10);
+    assert!(first
+        .iter()
+        .take(9)
+        .all(|p| p.duration_ms == 297 && p.frames.len() == 9));
+    assert_eq!((first[9].duration_ms, first[9].frames.len()), (297, 9));
+    assert!(first[9].last);
+    let independent: Vec<u32> = first
+        .iter()
+        .filter(|p| p.independent)
+        .map(|p| p.index)
+        .collect();
+    assert_eq!(independent, vec![0]);
+    let frames: Vec<Frame> = first.iter().flat_map(|p| p.frames.clone()).collect();
+    assert_eq!(frames, segs[0].frames);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Parts tile their segments: a segment's frames are its parts' frames
+    /// in order, indexes count from 0, durations sum to the segment's and
+    /// none passes the part target.
+    #[test]
+    fn parts_tile_segments(
+        gops in gop_strategy(),
+        base_step in 20u64..=50,
+        jitter in prop::collection::vec(0u64..=3, 1..16),
+        with_audio in any::<bool>(),
+        lag in -300i64..=300,
+        part_ms in 200u64..=500,
+    ) {
+        let steps: Vec<u64> = jitter.iter().map(|j| base_step + j).collect();
+        let audio = with_audio.then_some((21, lag, &[0u64, 7, 30][..]));
+        let stream = build_stream(&gops, &steps, audio, 1000);
+        let mut s = part_segmenter(if with_audio { av_tracks() } else { video_tracks() }, part_ms);
+        let mut parts: Vec<PartReady> = Vec::new();
+        let mut segs = Vec::new();
+        let step = |s: &mut Segmenter, parts: &mut Vec<PartReady>, segs: &mut Vec<SegmentReady>| {
+            parts.extend(std::iter::from_fn(|| s.poll_part()));
+            for seg in std::iter::from_fn(|| s.poll_segment()) {
+                // Every part of a segment is out before it.
+                assert!(parts.iter().any(|p| p.seq == seg.seq));
+                segs.push(seg);
+            }
+        };
+        for (f, now) in &stream.frames {
+            s.push(f.clone(), *now);
+            step(&mut s, &mut parts, &mut segs);
+        }
+        s.finish();
+        step(&mut s, &mut parts, &mut segs);
+        for seg in &segs {
+            let mine: Vec<&PartReady> = parts.iter().filter(|p| p.seq == seg.seq).collect();
+            let idx: Vec<u32> = mine.iter().map(|p| p.index).collect();
+            prop_assert_eq!(idx, (0..mine.len() as u32).collect::<Vec<_>>());
+            let frames: Vec<Frame> = mine.iter().flat_map(|p| p.frames.clone()).collect();
+            prop_assert_eq!(&frames, &seg.frames);
+            prop_assert_eq!(mine.iter().map(|p| p.duration_ms).sum::<u64>(), seg.duration_ms);
+            prop_assert_eq!(mine[0].start_dts_ms, seg.start_dts_ms);
+            prop_assert_eq!(mine[0].independent, seg.independent);
+            prop_assert!(mine.last().unwrap().last);
+            for p in &mine {
+                // Frame steps vary by up to 3 ms here; the cut guesses the
+                // next from the last.
+                prop_assert!(p.duration_ms <= part_ms + 3, "{} > {}", p.duration_ms, part_ms);
+                let opens = p.frames.iter().find(|f| f.track == TrackKind::Video).unwrap();
+                prop_assert_eq!(p.independent, opens.keyframe);
+            }
+        }
+    }
+}

@@ -78,6 +78,7 @@ impl Server {
             name: NAME.parse().unwrap(),
             key: KEY.into(),
             format: None,
+            part_target: None,
         }]));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -658,6 +659,7 @@ fn stream_keys_debug_hides_keys() {
         name: NAME.parse().unwrap(),
         key: KEY.into(),
         format: None,
+        part_target: None,
     }]);
     assert_eq!(keys.name_for(KEY), Some(NAME));
     assert_eq!(keys.name_for(NAME), None);

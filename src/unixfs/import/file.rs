@@ -231,6 +231,28 @@ impl<'a> FileImporter<'a> {
         })
     }
 
+    /// Appends a leaf that is already stored (a raw block of `len` bytes)
+    /// instead of chunking bytes: a file made only of such leaves is laid
+    /// out as if they were its chunks, so live media parts become a
+    /// segment's file without their bytes being copied or stored twice.
+    /// Refused once bytes were written.
+    pub fn link_leaf(&mut self, cid: Cid, len: u64) -> Result<(), ImportError> {
+        if self.filled > 0 || !self.pending.is_empty() || self.next_seq > 0 {
+            return Err(ImportError::BadOption(
+                "stored leaves and written bytes cannot be mixed in one file".into(),
+            ));
+        }
+        self.file_size += len;
+        self.push(
+            0,
+            Child {
+                cid,
+                tsize: len,
+                file_size: len,
+            },
+        )
+    }
+
     /// Bytes the current chunk can still take, allocating it if needed.
     fn room(&mut self) -> usize {
         self.room_for(self.chunk_size)
@@ -481,6 +503,43 @@ mod tests {
     /// The bytes allocated behind a block's data.
     fn allocation(b: Block) -> usize {
         b.data.try_into_mut().expect("the only handle").capacity()
+    }
+
+    /// Stored leaves make the DAG that chunking their concatenation at
+    /// their sizes would (here equal sizes, so a fixed chunker does it),
+    /// and that DAG's leaves are those blocks, in order.
+    #[test]
+    fn linked_leaves_match_chunked_bytes() {
+        let opts = ImportOptions {
+            chunk_size: 1000,
+            max_links: 4,
+            ..v1_2025()
+        };
+        for n in [1usize, 3, 4, 5, 17] {
+            let data = pattern(n * 1000);
+            let (want, want_blocks) = import(&opts, &data);
+            let leaves: Vec<Block> = data
+                .chunks(1000)
+                .map(|c| Block::new(cid::Version::V1, RAW, Bytes::copy_from_slice(c)))
+                .collect();
+            let mut blocks = Vec::new();
+            let mut f = FileImporter::new(&opts, &mut blocks).unwrap();
+            for leaf in &leaves {
+                f.link_leaf(leaf.cid, leaf.data.len() as u64).unwrap();
+            }
+            let got = f.finish().unwrap();
+            assert_eq!(got, want, "{n} leaves");
+            // Only the inner nodes are new.
+            let inner: Vec<Block> = want_blocks
+                .into_iter()
+                .filter(|b| b.cid.codec() != RAW)
+                .collect();
+            assert_eq!(blocks, inner);
+        }
+        let mut blocks = Vec::new();
+        let mut f = FileImporter::new(&opts, &mut blocks).unwrap();
+        f.write(b"x").unwrap();
+        assert!(f.link_leaf(Cid::default(), 1).is_err());
     }
 
     #[test]

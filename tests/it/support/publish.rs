@@ -9,7 +9,8 @@
 //! ```
 
 use super::{
-    check, get_text, rtmp_addr, stdout_of, tempdir, Gateway, Repo, LOOPBACK_P2P, LOOPBACK_RTMP,
+    check, get_text, parse_car, rtmp_addr, stdout_of, tempdir, Gateway, Repo, LOOPBACK_P2P,
+    LOOPBACK_RTMP,
 };
 use anyhow::{ensure, Context, Result};
 use cid::Cid;
@@ -297,6 +298,24 @@ pub fn fetch_verified(gw: &Gateway, uri: &str) -> Result<Vec<u8>> {
     let cid: Cid = cid_str.parse()?;
     let r = gw.get(uri, &[])?;
     ensure!(r.status == 200, "GET {uri}: {}", r.status);
+    if cid.codec() == 0x70 {
+        // A segment made of LL-HLS parts: a UnixFS file whose raw leaves
+        // are the parts. Its CAR (every block checked against its CID) must
+        // start at the root and hold the body's bytes as its leaves.
+        let car = parse_car(&gw.get(&format!("/ipfs/{cid}?format=car"), &[])?.body)?;
+        ensure!(
+            car.blocks.first().map(|b| b.0) == Some(cid),
+            "{uri}: CAR root"
+        );
+        let leaves: Vec<u8> = car
+            .blocks
+            .iter()
+            .filter(|(c, _)| c.codec() == 0x55)
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect();
+        ensure!(leaves == r.body, "{uri} is not the leaves of its CID");
+        return Ok(r.body);
+    }
     ensure!(
         Sha256::digest(&r.body).as_slice() == cid.hash().digest(),
         "{uri} does not hash to its CID"
@@ -408,9 +427,11 @@ pub fn check_archive_of(
     };
     for (i, uri) in segments.iter().enumerate() {
         let body = fetch_verified(gw, uri)?;
-        // A segment up to 1 MiB is one raw block: its CID is a bafkrei… raw CID.
+        // A segment up to 1 MiB is one raw block: its CID is a bafkrei… raw
+        // CID; an fMP4 segment of LL-HLS parts is a UnixFS file (bafybei…)
+        // whose leaves are the parts (checked by fetch_verified).
         ensure!(
-            uri.starts_with("/ipfs/bafkrei"),
+            uri.starts_with("/ipfs/bafkrei") || (fmp4 && uri.starts_with("/ipfs/bafybei")),
             "{uri} is not a single raw block"
         );
         let file = dir

@@ -212,3 +212,50 @@ impl Collector for Publishing {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LiveConfig, StreamConfig};
+    use crate::store::Repo;
+
+    #[test]
+    fn names_and_labels_per_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StreamConfig {
+            name: "cam".parse().unwrap(),
+            key: "camkey-0123456789".into(),
+            format: None,
+        };
+        let repo = Repo::open(dir.path()).unwrap();
+        let streams = Streams::open(repo, LiveConfig::default(), &[config]).unwrap();
+        let mut registry = Registry::with_prefix("meshcast");
+        let m = Metrics::new(&mut registry, &streams);
+        let c = m.stream("cam");
+        let frame = |track, len| Frame {
+            track,
+            dts_ms: 0,
+            composition_ms: 0,
+            keyframe: true,
+            data: vec![0; len].into(),
+        };
+        c.frame(&frame(TrackKind::Video, 1000));
+        c.frame(&frame(TrackKind::Audio, 10));
+        c.segment(2000, 120);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "meshcast_ingest_frames_total{stream=\"cam\",track=\"video\"} 1",
+            "meshcast_ingest_frames_total{stream=\"cam\",track=\"audio\"} 1",
+            "meshcast_ingest_media_bytes_total{stream=\"cam\"} 1010",
+            "meshcast_hls_segments_total{stream=\"cam\"} 1",
+            "meshcast_hls_parts_total{stream=\"cam\"} 0",
+            "meshcast_hls_segment_duration_seconds_sum{stream=\"cam\"} 2.0",
+            "meshcast_hls_segment_duration_seconds_bucket{le=\"2.0\",stream=\"cam\"} 1",
+            "meshcast_hls_segment_ready_lag_seconds_count{stream=\"cam\"} 1",
+            "meshcast_stream_publishing{stream=\"cam\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod badlink;
 mod bitswap_interop;
 mod crash;
 mod gateway_e2e;
+mod gateway_hostile;
 mod ingest_codecs;
 mod ingest_hostile;
 mod ipns_interop;

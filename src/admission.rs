@@ -201,6 +201,9 @@ impl<T> Slots<T> {
     }
 }
 
+/// Bytes of a refusal's detail a log line carries at most.
+pub const MAX_DETAIL: usize = 200;
+
 /// Refusals of one edge, counted by reason, logged at most once per
 /// interval: an attacker must not be able to fill the log (one WARN per
 /// refused connection was 220,000 lines in 45 s).
@@ -210,8 +213,9 @@ pub struct Refusals {
     reasons: &'static [&'static str],
     /// Totals since start, per reason, for a metrics layer.
     totals: Vec<AtomicU64>,
-    /// Counts since the last log line, and when it was written.
-    pending: Mutex<(Vec<u64>, Option<Instant>)>,
+    /// Counts since the last log line, when it was written, and the
+    /// detail of the latest refusal that had one.
+    pending: Mutex<(Vec<u64>, Option<Instant>, Option<String>)>,
     interval: Duration,
 }
 
@@ -222,7 +226,7 @@ impl Refusals {
             what,
             reasons,
             totals: reasons.iter().map(|_| AtomicU64::new(0)).collect(),
-            pending: Mutex::new((vec![0; reasons.len()], None)),
+            pending: Mutex::new((vec![0; reasons.len()], None, None)),
             interval,
         }
     }
@@ -230,12 +234,26 @@ impl Refusals {
     /// Counts one refusal for `reasons[reason]`; writes the WARN line when
     /// the interval since the last one has passed.
     pub fn note(&self, reason: usize, now: Instant) {
+        self.note_why(reason, None, now);
+    }
+
+    /// [`Self::note`] with what was wrong, e.g. the protocol error: the
+    /// WARN line shows the latest one (cut to [`MAX_DETAIL`] bytes), so an
+    /// operator sees why connections fail without a line for each.
+    pub fn note_why(&self, reason: usize, detail: Option<&str>, now: Instant) {
         let Some(total) = self.totals.get(reason) else {
             return;
         };
         total.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.0[reason] += 1;
+        if let Some(detail) = detail {
+            let mut end = detail.len().min(MAX_DETAIL);
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            pending.2 = Some(detail[..end].to_owned());
+        }
         let due = pending
             .1
             .is_none_or(|last| now.duration_since(last) >= self.interval);
@@ -250,9 +268,11 @@ impl Refusals {
             .map(|(r, n)| format!("{n} {r}"))
             .collect();
         let since = pending.1.map(|last| now.duration_since(last));
+        let last = pending.2.take().unwrap_or_default();
         tracing::warn!(
             refused = %counts.join(", "),
             since = ?since,
+            last = %last,
             "refusing {}",
             self.what
         );

@@ -396,7 +396,7 @@ impl Default for HttpConfig {
             fetch_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_address: 64,
-            body_buffer: 16 << 20,
+            body_buffer: 8 << 20,
             max_concurrent_requests: 512,
         }
     }

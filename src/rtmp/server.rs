@@ -476,9 +476,13 @@ async fn connection(
         _ if conn.session.published_key().is_none() && conn.live.is_none() => {
             tracing::debug!(?reason, "RTMP connection closed before publishing");
             if !evict.is_cancelled() {
+                let why = match &reason {
+                    EndReason::Error(e) | EndReason::Refused(e) => Some(e.as_str()),
+                    _ => None,
+                };
                 shared
                     .refusals
-                    .note(FAILED_EARLY, std::time::Instant::now());
+                    .note_why(FAILED_EARLY, why, std::time::Instant::now());
             }
         }
         EndReason::Error(e) | EndReason::Refused(e) => {

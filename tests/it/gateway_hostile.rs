@@ -143,8 +143,10 @@ fn stalled_readers_of_a_large_file_hold_bounded_memory() -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     let after = gw.memory_kib("VmRSS")? / 1024;
     let grew = after.saturating_sub(before);
+    // The budget (8 MiB) and each connection's buffers and task; before
+    // it, each reader held 2 MB.
     ensure!(
-        grew < 32,
+        grew < 48,
         "RSS grew by {grew} MiB ({before} -> {after}) with 120 stalled readers"
     );
     // Others are still served (from the budget the stalled ones left).

@@ -7,9 +7,10 @@
 //! ```text
 //! peer address -> Source (an IPv4 address, or an IPv6 /64: one host's share)
 //!   -> Slots::admit: over `per_source` unproven connections from it -> refused
-//!                    all slots taken -> the oldest unproven connection, if
-//!                    it has had its grace, is evicted for the newcomer
-//!                    (else refused)
+//!                    all slots taken -> evicted for the newcomer: the
+//!                    oldest connection that has not made progress (RTMP:
+//!                    not finished the handshake), else the oldest unproven
+//!                    one that has had its grace (else refused)
 //!   -> the connection proves itself (RTMP: a publish with a valid key;
 //!      HTTP: nothing, every connection stays counted by source)
 //!   -> closed: its slot is free
@@ -19,11 +20,12 @@
 //! ```
 //!
 //! An attacker holding many connections from one address gets `per_source`
-//! of them; one with many addresses can evict unproven connections, but
-//! each only after its grace, so a newcomer (a real publisher) has at least
-//! that long to prove itself, ample for an encoder to publish, and churn is
-//! bounded to one eviction per slot and grace. Pure: no clock beyond the
-//! `now` handed in, no I/O (besides the log lines).
+//! of them. One with many addresses whose connections never make progress
+//! only evicts its own kind: a newcomer always gets in, and an encoder
+//! finishes the handshake in one round trip, after which only connections
+//! that made progress too and have had their grace can take its slot
+//! (an encoder publishes well within it). Pure: no clock beyond the `now`
+//! handed in, no I/O (besides the log lines).
 //!
 //! [`raise_nofile_limit`] lifts the open-file soft limit to the hard one at
 //! start, as Go's runtime does: under systemd the soft limit is 1024, which
@@ -84,6 +86,8 @@ struct Entry<T> {
     source: Source,
     /// Set while unproven: what closes it when it is evicted.
     handle: Option<T>,
+    /// Whether it has made progress (e.g. finished a handshake).
+    progressed: bool,
 }
 
 /// Connection slots with a share per source and eviction of the oldest
@@ -99,6 +103,8 @@ pub struct Slots<T> {
     /// Unproven connections and when they came, oldest (lowest ticket)
     /// first.
     unproven: BTreeMap<Ticket, Instant>,
+    /// Those of them that have made no progress.
+    stalled: BTreeMap<Ticket, ()>,
     unproven_by_source: HashMap<Source, usize>,
 }
 
@@ -115,6 +121,7 @@ impl<T> Slots<T> {
             next: 0,
             live: HashMap::new(),
             unproven: BTreeMap::new(),
+            stalled: BTreeMap::new(),
             unproven_by_source: HashMap::new(),
         }
     }
@@ -142,13 +149,18 @@ impl<T> Slots<T> {
         }
         let mut evicted = None;
         if self.live.len() >= self.max {
+            let stalled = self.stalled.keys().next().copied();
             let oldest = self.unproven.iter().next().map(|(t, at)| (*t, *at));
             let due = |(_, at): &(Ticket, Instant)| {
                 self.evict_after
                     .is_some_and(|grace| now.saturating_duration_since(*at) >= grace)
             };
-            match oldest.filter(due) {
-                Some((oldest, _)) => evicted = self.remove(oldest).and_then(|e| e.handle),
+            let victim = match self.evict_after {
+                Some(_) => stalled.or(oldest.filter(due).map(|(t, _)| t)),
+                None => None,
+            };
+            match victim {
+                Some(victim) => evicted = self.remove(victim).and_then(|e| e.handle),
                 None => return Err(Refusal::Full),
             }
         }
@@ -159,11 +171,22 @@ impl<T> Slots<T> {
             Entry {
                 source,
                 handle: Some(handle),
+                progressed: false,
             },
         );
         self.unproven.insert(ticket, now);
+        self.stalled.insert(ticket, ());
         *self.unproven_by_source.entry(source).or_default() += 1;
         Ok(Admitted { ticket, evicted })
+    }
+
+    /// The connection made progress (it is not just holding a slot): it is
+    /// evicted only after its grace, and after every one that made none.
+    pub fn progressed(&mut self, ticket: Ticket) {
+        if let Some(entry) = self.live.get_mut(&ticket) {
+            entry.progressed = true;
+            self.stalled.remove(&ticket);
+        }
     }
 
     /// The connection proved itself: it no longer counts against its
@@ -172,6 +195,7 @@ impl<T> Slots<T> {
         if let Some(entry) = self.live.get_mut(&ticket) {
             if entry.handle.take().is_some() {
                 self.unproven.remove(&ticket);
+                self.stalled.remove(&ticket);
                 Self::uncount(&mut self.unproven_by_source, entry.source);
             }
         }
@@ -184,6 +208,7 @@ impl<T> Slots<T> {
 
     fn remove(&mut self, ticket: Ticket) -> Option<Entry<T>> {
         let entry = self.live.remove(&ticket)?;
+        self.stalled.remove(&ticket);
         if entry.handle.is_some() {
             self.unproven.remove(&ticket);
             Self::uncount(&mut self.unproven_by_source, entry.source);
@@ -347,8 +372,10 @@ mod tests {
         let mut slots = Slots::new(3, 3, GRACE);
         let first = slots.admit(v4(1), "first", start).unwrap().ticket;
         let second = slots.admit(v4(2), "second", start).unwrap().ticket;
-        slots.admit(v4(3), "third", start).unwrap();
+        let third = slots.admit(v4(3), "third", start).unwrap().ticket;
         slots.proven(first);
+        slots.progressed(second);
+        slots.progressed(third);
         // Too soon: the oldest unproven one is still in its grace.
         let soon = start + Duration::from_millis(500);
         assert_eq!(
@@ -383,6 +410,24 @@ mod tests {
         }
         assert!(slots.is_empty());
         assert!(slots.unproven.is_empty() && slots.unproven_by_source.is_empty());
+        assert!(slots.stalled.is_empty());
+    }
+
+    #[test]
+    fn connections_without_progress_go_first_and_without_grace() {
+        let start = Instant::now();
+        let mut slots = Slots::new(2, 2, GRACE);
+        let publisher = slots.admit(v4(1), "publisher", start).unwrap().ticket;
+        slots.admit(v4(2), "idle", start).unwrap();
+        slots.progressed(publisher);
+        // At once: the idle one goes, although the publisher is older.
+        let a = slots.admit(v4(3), "a", start).unwrap();
+        assert_eq!(a.evicted, Some("idle"));
+        let b = slots.admit(v4(4), "b", start).unwrap();
+        assert_eq!(b.evicted, Some("a"));
+        slots.progressed(b.ticket);
+        // Both made progress, both in their grace: refused.
+        assert_eq!(slots.admit(v4(5), "c", start).unwrap_err(), Refusal::Full);
     }
 
     #[test]

@@ -186,8 +186,9 @@ pub struct RtmpConfig {
     /// every address: IPv4 (dual stack) and mesh ones (Yggdrasil, cjdns).
     pub listen: SocketAddr,
     /// Publisher connections served at once. When all are taken, a new
-    /// connection takes the slot of the oldest one that has not published
-    /// yet; only when every slot publishes are newcomers refused.
+    /// connection takes the slot of the oldest one still in the handshake,
+    /// else of the oldest one that has not published for over a second;
+    /// else it is refused.
     pub max_connections: usize,
     /// Connections from one address (an IPv6 /64) that have not published
     /// with a valid key yet; more from it are refused. A publishing

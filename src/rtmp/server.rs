@@ -7,9 +7,10 @@
 //! serve: accept -> allowlist (rtmp.allow)
 //!        -> connection slot (crate::admission): at most
 //!           max_connections_per_address unpublished ones per address; when
-//!           all max_connections are taken the oldest unpublished connection
-//!           is closed for the newcomer, so connections that never finish
-//!           the handshake cannot lock a publisher out
+//!           all max_connections are taken the oldest connection still in
+//!           the handshake is closed for the newcomer (else the oldest
+//!           unpublished one past a grace), so connections that never
+//!           finish the handshake cannot lock a publisher out
 //!        -> spawn a connection task; on shutdown stop accepting, cancel the
 //!           tasks and wait (bounded) for them to send their End
 //!        refusals, evictions and connections that close before publishing
@@ -526,7 +527,13 @@ impl Connection<'_> {
                 Err(e) if is_disconnect(&e) => return EndReason::Disconnected,
                 Err(e) => return EndReason::Error(format!("reading from the publisher: {e}")),
             };
-            if let Err(e) = self.session.handle_input(&buf[..n]) {
+            let handshaking = !self.session.handshake_done();
+            let handled = self.session.handle_input(&buf[..n]);
+            if handshaking && self.session.handshake_done() {
+                // No longer a mere slot holder: evicted last, see Slots.
+                self.shared.slots().progressed(self.ticket);
+            }
+            if let Err(e) = handled {
                 // A session that failed may have said why first (a refused
                 // connect does): let the client read it, briefly.
                 let answered = tokio::time::timeout(REJECT_LINGER, self.flush()).await;

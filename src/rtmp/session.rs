@@ -392,6 +392,11 @@ impl Session {
         )
     }
 
+    /// Whether the handshake is done (chunks are being read).
+    pub fn handshake_done(&self) -> bool {
+        matches!(self.phase, Phase::Chunks)
+    }
+
     /// The application the client connected to, once it has.
     pub fn app(&self) -> Option<&str> {
         self.app.as_deref()

@@ -732,7 +732,13 @@ def main():
         # ---- servers
         m_http, m_rtmp, n_http, n_rtmp = (free_port() for _ in range(4))
         m_log = open(os.path.join(tmp, "meshcast.log"), "wb")
+        # Every client here comes from 127.0.0.1: lift the per-address
+        # share, which is for strangers, not for a load generator.
+        m_conf = os.path.join(tmp, "meshcast.toml")
+        with open(m_conf, "w") as f:
+            f.write("[http]\nmax_connections_per_address = 100000\n")
         meshcast = procs.start([binary, "serve", "--data", os.path.join(tmp, "meshcast-data"),
+                                "--config", m_conf,
                                 "--http", f"{HOST}:{m_http}", "--rtmp", f"{HOST}:{m_rtmp}",
                                 "--stream", f"{NAME}={KEY}"],
                                stdout=m_log, stderr=subprocess.STDOUT)

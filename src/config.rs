@@ -267,13 +267,20 @@ pub struct RtmpConfig {
     /// Address and port publishers connect to. Also `--rtmp`. `[::]` takes
     /// every address: IPv4 (dual stack) and mesh ones (Yggdrasil, cjdns).
     pub listen: SocketAddr,
-    /// Publisher connections served at once; more are refused.
+    /// Publisher connections served at once. When all are taken, a new
+    /// connection takes the slot of the oldest one still in the handshake,
+    /// else of the oldest one that has not published for over a second;
+    /// else it is refused.
     pub max_connections: usize,
+    /// Connections from one address (an IPv6 /64) that have not published
+    /// with a valid key yet; more from it are refused. A publishing
+    /// connection does not count.
+    pub max_connections_per_address: usize,
     /// Networks publishers may connect from (CIDR, e.g. "200::/7" for
     /// Yggdrasil); empty allows every address.
     pub allow: Vec<String>,
     /// A connection that has not finished the handshake and `publish` in
-    /// this time is closed.
+    /// this time is closed (encoders take well under a second).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// A publisher that sends no media for this long is dropped.
@@ -283,6 +290,14 @@ pub struct RtmpConfig {
     pub max_chunk_size: u32,
     /// The largest RTMP message accepted (bytes); a video frame must fit.
     pub max_message_size: u32,
+    /// The largest RTMP message accepted before a publish with a valid key
+    /// (bytes), and the most a connection may hold in partial messages
+    /// until then: commands and metadata are a few hundred bytes (this
+    /// leaves room to answer an oversized `connect` with an error rather
+    /// than a cut connection), so a connection
+    /// without a key holds at most this, and all of them together at most
+    /// `max_connections` times it.
+    pub max_message_size_before_publish: u32,
 }
 
 /// Live segmenting and playlists.
@@ -373,13 +388,32 @@ pub struct HttpConfig {
     /// A request that has not completed in this time is answered 408.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A connection must send a request's whole head within this time of
+    /// connecting or of its previous response; else it is closed (one
+    /// that trickles a header byte at a time holds a slot no longer).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A response the client takes none of for this long is cut off and
+    /// its connection closed, giving back its slot and read-ahead.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// A block the node lacks is fetched from its peers (Bitswap) for at
     /// most this long; then the request is answered 504. Keep it below
     /// `request_timeout`.
     #[serde(with = "humantime_serde")]
     pub fetch_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more wait in the listen backlog. Lowered
+    /// at start to what the open-file limit leaves after a reserve for the
+    /// store, RTMP and libp2p.
     pub max_connections: usize,
+    /// Connections from one address (an IPv6 /64) served at once; more
+    /// from it are closed at once, so one client cannot take every slot.
+    pub max_connections_per_address: usize,
+    /// Bytes of response bodies read from the store ahead of the clients,
+    /// across all responses (at least 2 MiB): clients that stop reading
+    /// hold this much memory at most, and others wait for it until
+    /// `write_timeout` cuts the stalled ones off.
+    pub body_buffer: usize,
     /// Requests handled at once across all connections; more get 503.
     pub max_concurrent_requests: usize,
 }
@@ -461,11 +495,13 @@ impl Default for RtmpConfig {
         Self {
             listen: SocketAddr::from(([0u16; 8], 1935)),
             max_connections: 64,
+            max_connections_per_address: 4,
             allow: Vec::new(),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             max_chunk_size: 1 << 20,
             max_message_size: 16 << 20,
+            max_message_size_before_publish: 256 << 10,
         }
     }
 }
@@ -487,8 +523,12 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0u16; 8], 8080)),
             request_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_address: 64,
+            body_buffer: 8 << 20,
             max_concurrent_requests: 512,
         }
     }

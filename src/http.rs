@@ -1,8 +1,12 @@
 //! The HTTP gateway: `router(state) -> Router` and the server around it.
 //!
 //! Flow of a request: [`serve`] accepts a connection (at most
-//! `max_connections` at once; more wait in the listen backlog) and hands it
-//! to hyper; the layers added in [`router`] trace it, refuse it with 503 when
+//! `max_connections` at once; more wait in the listen backlog; beyond
+//! `max_connections_per_address` from one address it is closed at once)
+//! and hands it to hyper, which closes it when a request head takes longer
+//! than `header_timeout` (slowloris) and when a response makes no progress
+//! for `write_timeout` (a client that stopped reading, see `conn.rs`); the
+//! layers added in [`router`] trace it, refuse it with 503 when
 //! `max_concurrent_requests` are already in flight, and answer 408 when no
 //! response is ready within `request_timeout`; the gateway routes
 //! (`gateway.rs`) resolve `/ipfs/{cid}/{path}` with the UnixFS exporter and
@@ -10,6 +14,8 @@
 //! [`AppState::read`], which fetches blocks the store lacks from peers
 //! (504 when that takes longer than `fetch_timeout`); the web UI (`ui.rs`:
 //! stream list, player, embedded assets) is served from the binary.
+//! Streamed bodies read ahead of their clients from one budget
+//! (`body_buffer`), so stalled readers cannot hold more memory than it.
 
 mod api;
 mod conn;
@@ -26,6 +32,7 @@ pub mod viewers;
 
 pub use error::GatewayError;
 
+use crate::admission::{Admitted, Refusals, Slots, Source};
 use crate::config::HttpConfig;
 use crate::store::fetch::{FetchError, Fetcher};
 use crate::store::{BlockRead, StoreError};
@@ -60,6 +67,8 @@ pub struct AppState {
     fetcher: Option<Arc<dyn Fetcher>>,
     bitswap: Option<crate::p2p::bitswap::Bitswap>,
     config: HttpConfig,
+    /// Bytes of body read-ahead, in KiB permits, over all responses.
+    body_budget: Arc<Semaphore>,
     streams: Option<crate::hls::streams::Streams>,
     p2p: Option<crate::p2p::P2p>,
     naming: Option<crate::p2p::naming::Naming>,
@@ -138,6 +147,10 @@ impl AppState {
             store,
             fetcher: None,
             bitswap: None,
+            body_budget: Arc::new(Semaphore::new(
+                (config.body_buffer / 1024)
+                    .clamp(2 * gateway::CHUNK_MAX as usize, Semaphore::MAX_PERMITS),
+            )),
             config,
             streams: None,
             p2p: None,
@@ -495,13 +508,27 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let header_timeout = state.config.request_timeout;
+    let header_timeout = state.config.header_timeout;
+    let write_timeout = state.config.write_timeout;
+    let grace = state.config.request_timeout;
     let mapped = state.store.mapped_files().cloned();
     let counters = state.metrics.as_ref().map(|m| conn::Counters {
         sent: m.sent.clone(),
         sendfile: m.sendfile.clone(),
     });
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    // Only the share per address: the semaphore above bounds the total,
+    // and every HTTP connection keeps counting against its address.
+    let per_address = Arc::new(std::sync::Mutex::new(Slots::<()>::new(
+        state.config.max_connections,
+        state.config.max_connections_per_address,
+        None,
+    )));
+    let refusals = Refusals::new(
+        "HTTP connections",
+        &["over max_connections_per_address"],
+        Duration::from_secs(10),
+    );
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -526,6 +553,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let admitted = per_address.lock().unwrap_or_else(|e| e.into_inner()).admit(
+            Source::of(peer.ip()),
+            (),
+            std::time::Instant::now(),
+        );
+        let Ok(Admitted { ticket, .. }) = admitted else {
+            // Closed at once: the client learns at once, and its slot
+            // goes back to others.
+            refusals.note(0, std::time::Instant::now());
+            continue;
+        };
         // The header timeout also runs while a kept-alive connection waits
         // for its next request, so idle clients give their slot back.
         // Vectored writes hand each body's `Bytes` to the stream as it is,
@@ -540,6 +578,7 @@ pub async fn serve(
                     mapped.clone(),
                     counters.clone(),
                     state.http_sent.clone(),
+                    write_timeout,
                 )),
                 Front {
                     state: state.clone(),
@@ -548,18 +587,23 @@ pub async fn serve(
                 },
             );
         let conn = graceful.watch(conn);
+        let per_address = per_address.clone();
         tokio::spawn(
             async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                per_address
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .closed(ticket);
                 drop(permit);
             }
             .instrument(tracing::debug_span!("http", %peer)),
         );
     }
     drop(listener);
-    if tokio::time::timeout(header_timeout, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! name, media, assets     leaves: stream names; FLV, segmenter, fMP4/TS muxers (pure); web assets
+//! admission               leaf: connection slots by source, rate-limited refusal logs (RTMP, HTTP)
 //! ipns                    stream keys -> signed records naming the latest site (pure records)
 //! config                  the one TOML tree
 //! dagpb, store, unixfs    blocks and pins; files and directories as DAGs (import/export, pure)
@@ -22,6 +23,7 @@
 //! `unixfs`, the Bitswap engine) are pure; the servers and tasks that drive
 //! them are the I/O edge.
 
+pub mod admission;
 pub mod assets;
 pub mod config;
 pub mod dagpb;

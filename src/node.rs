@@ -163,6 +163,47 @@ fn ipv4_fallback(addr: SocketAddr, err: &std::io::Error) -> Option<SocketAddr> {
         .then(|| SocketAddr::from(([0, 0, 0, 0], addr.port())))
 }
 
+/// Descriptors kept for the store (block files, kept mappings, the
+/// repo's own files) besides those of RTMP and libp2p connections.
+const STORE_FILES: u64 = 256;
+
+/// `[http]` with `max_connections` lowered to what the open-file limit
+/// leaves after a reserve for the store, RTMP and libp2p: a gateway that
+/// runs out of descriptors fails accepts, block reads and peer dials alike.
+/// Raises the soft limit to the hard one first (systemd starts services
+/// at 1024).
+fn http_config(config: &Config) -> crate::config::HttpConfig {
+    let mut http = config.http.clone();
+    let limit = match crate::admission::raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+        }
+    };
+    let Some(limit) = limit else {
+        return http;
+    };
+    let p2p = if config.p2p.enabled {
+        u64::from(config.p2p.max_connections)
+    } else {
+        0
+    };
+    // An evicted RTMP connection may linger a moment beside its successor.
+    let reserve = STORE_FILES + 2 * config.rtmp.max_connections as u64 + p2p;
+    let room = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    if room < http.max_connections {
+        tracing::warn!(
+            open_files = limit,
+            reserve,
+            max_connections = room.max(1),
+            "http.max_connections lowered to fit the open-file limit"
+        );
+        http.max_connections = room.max(1);
+    }
+    http
+}
+
 impl Node {
     /// Opens the repo and starts serving.
     pub async fn bind(config: Config) -> Result<Self, NodeError> {
@@ -203,7 +244,7 @@ impl Node {
             None
         };
         let mut state =
-            AppState::new(repo.blocks.clone(), config.http.clone()).with_streams(streams.clone());
+            AppState::new(repo.blocks.clone(), http_config(&config)).with_streams(streams.clone());
         let mut bitswap = None;
         let mut stream_names: Vec<(String, Option<crate::ipns::Name>)> = stream_configs
             .iter()

@@ -14,20 +14,26 @@
 //! bytes as the memory, so whatever sendfile cannot do (an error, a short
 //! file) is written from memory: the client gets the same bytes either way.
 //!
-//! With metrics on, every write adds what it wrote to two counters (one
-//! relaxed atomic add each), so the bytes served on the hot path are
-//! counted without looking at them.
+//! A write that makes no progress for the write timeout fails with
+//! `TimedOut`, so hyper closes the connection: a client that requests a
+//! large file and never reads it would otherwise hold its slot and the
+//! body's read-ahead forever. The timer is armed only when the socket is
+//! full, and reset, not reallocated, after that, so the hot path pays
+//! nothing for it.
 
 use crate::store::mapped::{FileSpan, MappedFiles};
 use prometheus_client::metrics::counter::Counter;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// A served connection.
 #[derive(Debug)]
@@ -38,6 +44,10 @@ pub(super) struct Conn {
     /// Bytes written to any connection (heads, bodies, sendfile alike):
     /// one relaxed add per write, the dashboard's "bytes out over HTTP".
     sent: Arc<AtomicU64>,
+    write_timeout: Duration,
+    /// Runs while writes wait on a full socket; made at the first wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
 }
 
 /// What a connection counts of the bytes it writes.
@@ -51,32 +61,101 @@ pub(super) struct Counters {
 
 impl Conn {
     /// `stream`, sending the bytes of blocks mapped in `mapped` from their
-    /// files, counting what it writes in `counters` and `sent`.
+    /// files, counting what it writes in `counters` and `sent`, and
+    /// failing a write that makes no progress in `write_timeout`.
     pub(super) fn new(
         stream: TcpStream,
         mapped: Option<Arc<MappedFiles>>,
         counters: Option<Counters>,
         sent: Arc<AtomicU64>,
+        write_timeout: Duration,
     ) -> Self {
         Self {
             stream,
             mapped,
             counters,
             sent,
+            write_timeout,
+            stall: None,
+            stalled: false,
+        }
+    }
+
+    /// Passes on a write's outcome, failing it once writes have waited
+    /// `write_timeout` without progress.
+    fn progress(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        let deadline = Instant::now() + self.write_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.stalled {
+            stall.as_mut().reset(deadline);
+            self.stalled = true;
+        }
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the response within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     /// Counts `written` bytes (`from_file` when sendfile sent them).
     fn count(&self, written: &Poll<io::Result<usize>>, from_file: bool) {
-        if let Poll::Ready(Ok(n)) = written {
-            self.sent.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        if let (Some(c), Poll::Ready(Ok(n))) = (&self.counters, written) {
+        let Poll::Ready(Ok(n)) = written else {
+            return;
+        };
+        self.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        if let Some(c) = &self.counters {
             c.sent.inc_by(*n as u64);
             if from_file {
                 c.sendfile.inc_by(*n as u64);
             }
         }
+    }
+
+    /// One write: mapped block bytes from their file, the rest as they
+    /// are; counted.
+    fn poll_write_now(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
+        let (written, from_file) = match span {
+            None => (
+                Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+                false,
+            ),
+            // What comes before the block first (the head).
+            Some((i, _)) if i > 0 => (self.poll_write_more(cx, &bufs[..i]), false),
+            Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
+                Ok(n) if n > 0 => {
+                    if let Some(m) = &self.mapped {
+                        m.note_sent(n);
+                    }
+                    (Poll::Ready(Ok(n)), true)
+                }
+                // Nothing sent (the file is shorter than the block, or
+                // sendfile refused): the memory holds the same bytes. A
+                // broken connection fails this write too.
+                _ => (
+                    Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
+                    false,
+                ),
+            },
+        };
+        self.count(&written, from_file);
+        written
     }
 
     /// Runs `send` once the socket can take more.
@@ -142,32 +221,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let span = self.mapped.as_ref().and_then(|m| m.file_span(bufs));
-        let (written, from_file) = match span {
-            None => (
-                Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
-                false,
-            ),
-            // What comes before the block first (the head).
-            Some((i, _)) if i > 0 => (self.poll_write_more(cx, &bufs[..i]), false),
-            Some((_, span)) => match ready!(self.poll_sendfile(cx, &span)) {
-                Ok(n) if n > 0 => {
-                    if let Some(m) = &self.mapped {
-                        m.note_sent(n);
-                    }
-                    (Poll::Ready(Ok(n)), true)
-                }
-                // Nothing sent (the file is shorter than the block, or
-                // sendfile refused): the memory holds the same bytes. A
-                // broken connection fails this write too.
-                _ => (
-                    Pin::new(&mut self.stream).poll_write(cx, &bufs[0][..span.len]),
-                    false,
-                ),
-            },
-        };
-        self.count(&written, from_file);
-        written
+        let r = self.poll_write_now(cx, bufs);
+        self.progress(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

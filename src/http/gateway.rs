@@ -52,6 +52,7 @@ mod hot;
 mod negotiate;
 mod trustless;
 
+pub(super) use body::CHUNK_MAX;
 pub(super) use hot::hot_block;
 
 use deserialized::deserialized;

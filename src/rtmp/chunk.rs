@@ -130,6 +130,21 @@ pub struct ChunkLimits {
     pub max_pending_bytes: usize,
 }
 
+impl ChunkLimits {
+    /// What a connection may make the decoder hold before it publishes:
+    /// commands and metadata are a few hundred bytes, so messages (and all
+    /// partial ones together) of at most `max_message_size`, which bounds
+    /// what a client without a stream key costs.
+    pub fn before_publish(self, max_message_size: u32) -> Self {
+        Self {
+            max_message_size: max_message_size.min(self.max_message_size),
+            max_chunk_streams: self.max_chunk_streams.min(8),
+            max_pending_bytes: (max_message_size as usize).min(self.max_pending_bytes),
+            ..self
+        }
+    }
+}
+
 impl Default for ChunkLimits {
     fn default() -> Self {
         Self {
@@ -208,6 +223,13 @@ impl ChunkDecoder {
             streams: HashMap::new(),
             pending_bytes: 0,
         }
+    }
+
+    /// Changes the limits from the next chunk on; a connection gets larger
+    /// ones once it has proven itself (published with a valid key). Data
+    /// already held is not cut to smaller ones, but no more is added.
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
     }
 
     /// The chunk size the peer currently sends with.

@@ -4,9 +4,17 @@
 //! Flow:
 //!
 //! ```text
-//! serve: accept -> allowlist (rtmp.allow) -> connection slot (max_connections)
+//! serve: accept -> allowlist (rtmp.allow)
+//!        -> connection slot (crate::admission): at most
+//!           max_connections_per_address unpublished ones per address; when
+//!           all max_connections are taken the oldest connection still in
+//!           the handshake is closed for the newcomer (else the oldest
+//!           unpublished one past a grace), so connections that never
+//!           finish the handshake cannot lock a publisher out
 //!        -> spawn a connection task; on shutdown stop accepting, cancel the
 //!           tasks and wait (bounded) for them to send their End
+//!        refusals, evictions and connections that close before publishing
+//!        are counted and logged once per interval, not once each
 //! connection task:
 //!   socket bytes -> Session -> events
 //!     PublishRequest(key) -> StreamKeys: key -> public name (unknown: BadName)
@@ -24,7 +32,9 @@
 //! ```
 //!
 //! Handshake, `connect` and `publish` must complete within
-//! `handshake_timeout`; after that, a publisher that sends no media for
+//! `handshake_timeout`, and until a publish is accepted a connection may
+//! send only small messages (`max_message_size_before_publish`); after
+//! that, a publisher that sends no media for
 //! `idle_timeout` is dropped. A connection publishes once: after the
 //! publisher unpublishes it is closed, which is what OBS and ffmpeg do
 //! anyway. Every accepted publish gets exactly one [`IngestEvent::End`],
@@ -53,6 +63,7 @@ use tracing::Instrument;
 use super::amf::Amf0Value;
 use super::chunk::ChunkLimits;
 use super::session::{Event, MediaKind, Session, SessionConfig};
+use crate::admission::{Refusal, Refusals, Slots, Source, Ticket};
 use crate::config::{RtmpConfig, StreamConfig};
 use crate::media::flv::{
     self, AudioPacket, AudioSpecificConfig, FlvError, FrameType, VideoConfig, VideoPacket, VideoTag,
@@ -66,6 +77,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Bytes read from a socket at once; the session expects sane-sized reads.
 const READ_SIZE: usize = 64 * 1024;
+/// How long a new connection keeps its slot before a newer one may evict
+/// it (when all are taken and it has not published yet): encoders publish
+/// within a few round trips.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
+/// How often refusals are summed up in one WARN line.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Why connections were turned away or closed early, as [`Refusals`]
+/// counts them (indices below).
+const REFUSAL_REASONS: &[&str] = &[
+    "not in rtmp.allow",
+    "over max_connections_per_address",
+    "max_connections reached by publishers",
+    "evicted before publishing for a newer connection",
+    "closed before publishing (handshake, timeout, bad input)",
+    "unknown stream key",
+];
+const NOT_ALLOWED: usize = 0;
+const PER_ADDRESS: usize = 1;
+const FULL: usize = 2;
+const EVICTED: usize = 3;
+const FAILED_EARLY: usize = 4;
+const UNKNOWN_KEY: usize = 5;
 
 /// What a publisher's connection sends to the stream manager, in order:
 /// [`IngestEvent::Tracks`] before the first frame and whenever the codec
@@ -240,6 +273,16 @@ struct Shared {
     session: SessionConfig,
     keys: Arc<StreamKeys>,
     publishers: Arc<dyn Publishers>,
+    /// Who holds a connection slot; an unpublished connection's token
+    /// closes it when a newcomer evicts it.
+    slots: std::sync::Mutex<Slots<CancellationToken>>,
+    refusals: Refusals,
+}
+
+impl Shared {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<CancellationToken>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn session_config(config: &RtmpConfig) -> SessionConfig {
@@ -257,6 +300,11 @@ fn session_config(config: &RtmpConfig) -> SessionConfig {
                 .max(config.max_message_size as usize),
             ..chunk_defaults
         },
+        chunk_limits_before_publish: ChunkLimits {
+            max_chunk_size: config.max_chunk_size,
+            ..chunk_defaults
+        }
+        .before_publish(config.max_message_size_before_publish),
         ..defaults
     }
 }
@@ -277,11 +325,20 @@ pub async fn serve(
     let allow = Allowlist::parse(&config.allow)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // Semaphore permits are counted in u32 when taken back all at once.
-    let slots = config.max_connections.clamp(1, u32::MAX as usize);
-    let connections = Arc::new(Semaphore::new(slots));
+    let slots = config.max_connections.clamp(1, u32::MAX as usize / 2);
+    // Slots decides who is served; this bounds the tasks, which an evicted
+    // connection keeps for the moment it takes to see its token.
+    let tasks = slots * 2;
+    let connections = Arc::new(Semaphore::new(tasks));
     let cancel = CancellationToken::new();
     let shared = Arc::new(Shared {
         session: session_config(&config),
+        slots: std::sync::Mutex::new(Slots::new(
+            slots,
+            config.max_connections_per_address,
+            Some(EVICT_AFTER),
+        )),
+        refusals: Refusals::new("RTMP connections", REFUSAL_REASONS, REFUSAL_LOG_INTERVAL),
         config,
         keys,
         publishers,
@@ -302,21 +359,48 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let now = std::time::Instant::now();
         if !allow.allows(peer.ip()) {
-            tracing::warn!(%peer, "refusing RTMP connection: address not in rtmp.allow");
+            tracing::debug!(%peer, "refusing RTMP connection: address not in rtmp.allow");
+            shared.refusals.note(NOT_ALLOWED, now);
             continue;
         }
         // Unlike HTTP, a publisher waiting in the backlog would only time
         // out in its encoder: refuse at once so it can report why.
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = slots, "refusing RTMP connection: max_connections reached");
+            shared.refusals.note(FULL, now);
             continue;
+        };
+        // Not a child of `cancel`: at shutdown a publish ends as shutting
+        // down, not as evicted.
+        let evict = CancellationToken::new();
+        let admitted = shared
+            .slots()
+            .admit(Source::of(peer.ip()), evict.clone(), now);
+        let ticket = match admitted {
+            Ok(admitted) => {
+                if let Some(evicted) = admitted.evicted {
+                    evicted.cancel();
+                    shared.refusals.note(EVICTED, now);
+                }
+                admitted.ticket
+            }
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "refusing RTMP connection");
+                let reason = match refusal {
+                    Refusal::PerSource => PER_ADDRESS,
+                    Refusal::Full => FULL,
+                };
+                shared.refusals.note(reason, now);
+                continue;
+            }
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
         tokio::spawn(
             async move {
-                connection(stream, peer, &shared, &cancel).await;
+                connection(stream, peer, &shared, ticket, &evict, &cancel).await;
+                shared.slots().closed(ticket);
                 drop(permit);
             }
             .instrument(tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty)),
@@ -326,7 +410,7 @@ pub async fn serve(
     cancel.cancel();
     // Every task holds a permit until it is done, so getting all of them
     // back means every publish has had its End sent.
-    let all = u32::try_from(slots).unwrap_or(u32::MAX);
+    let all = u32::try_from(tasks).unwrap_or(u32::MAX);
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all))
         .await
         .is_err()
@@ -364,12 +448,15 @@ struct Connection<'a> {
     /// Handshake deadline until the publish is accepted, then the idle
     /// deadline.
     deadline: Instant,
+    ticket: Ticket,
 }
 
 async fn connection(
     socket: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
+    ticket: Ticket,
+    evict: &CancellationToken,
     cancel: &CancellationToken,
 ) {
     // Nagle would hold back our small control answers behind delayed ACKs.
@@ -381,9 +468,30 @@ async fn connection(
         session: Session::new(shared.session.clone(), rand::random()),
         live: None,
         deadline: Instant::now() + shared.config.handshake_timeout,
+        ticket,
     };
-    let reason = conn.run(cancel).await;
+    let reason = tokio::select! {
+        reason = conn.run(cancel) => reason,
+        // Only an unpublished connection is ever evicted.
+        () = evict.cancelled() => {
+            EndReason::Error("evicted for a newer connection".into())
+        }
+    };
     match &reason {
+        // Anyone can make these, as often as they like: counted and
+        // summed up, not logged one by one.
+        _ if conn.session.published_key().is_none() && conn.live.is_none() => {
+            tracing::debug!(?reason, "RTMP connection closed before publishing");
+            if !evict.is_cancelled() {
+                let why = match &reason {
+                    EndReason::Error(e) | EndReason::Refused(e) => Some(e.as_str()),
+                    _ => None,
+                };
+                shared
+                    .refusals
+                    .note_why(FAILED_EARLY, why, std::time::Instant::now());
+            }
+        }
         EndReason::Error(e) | EndReason::Refused(e) => {
             tracing::warn!(error = %e, "RTMP connection closed")
         }
@@ -425,7 +533,13 @@ impl Connection<'_> {
                 Err(e) if is_disconnect(&e) => return EndReason::Disconnected,
                 Err(e) => return EndReason::Error(format!("reading from the publisher: {e}")),
             };
-            if let Err(e) = self.session.handle_input(&buf[..n]) {
+            let handshaking = !self.session.handshake_done();
+            let handled = self.session.handle_input(&buf[..n]);
+            if handshaking && self.session.handshake_done() {
+                // No longer a mere slot holder: evicted last, see Slots.
+                self.shared.slots().progressed(self.ticket);
+            }
+            if let Err(e) = handled {
                 // A session that failed may have said why first (a refused
                 // connect does): let the client read it, briefly.
                 let answered = tokio::time::timeout(REJECT_LINGER, self.flush()).await;
@@ -588,7 +702,10 @@ impl Connection<'_> {
         // Some encoders append `?query` parameters to the stream name.
         let bare = key.split_once('?').map_or(key, |(k, _)| k);
         let Some(name) = self.shared.keys.name_for(bare) else {
-            tracing::warn!(app, "refusing publish: unknown stream key");
+            tracing::debug!(app, "refusing publish: unknown stream key");
+            self.shared
+                .refusals
+                .note(UNKNOWN_KEY, std::time::Instant::now());
             return self.reject("NetStream.Publish.BadName", "unknown stream key");
         };
         tracing::Span::current().record("stream", name);
@@ -613,6 +730,7 @@ impl Connection<'_> {
         if let Err(e) = self.session.accept_publish() {
             return Flow::Close(EndReason::Error(e.to_string()));
         }
+        self.shared.slots().proven(self.ticket);
         self.deadline = Instant::now() + self.shared.config.idle_timeout;
         tracing::info!(app, "publish started");
         Flow::Continue

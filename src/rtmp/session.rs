@@ -16,7 +16,9 @@
 //! is not supported: `play` is answered with `_error`, like any command we
 //! do not know that asks for an answer.
 //!
-//! Bounds: chunk-level limits come from [`ChunkLimits`]; events and output
+//! Bounds: chunk-level limits come from [`ChunkLimits`], small ones until a
+//! publish is accepted (so a peer without a stream key can make us hold a
+//! few KiB, not a 16 MiB message per connection); events and output
 //! are capped by [`SessionConfig`], and exceeding a cap is an error, so a
 //! caller that drains both after every `handle_input` and feeds reads of a
 //! sane size (say 64 KiB) never sees one. After any error the connection
@@ -68,8 +70,11 @@ pub struct SessionConfig {
     pub window_ack_size: u32,
     /// Set Peer Bandwidth we announce.
     pub peer_bandwidth: u32,
-    /// Limits on the incoming chunk stream.
+    /// Limits on the incoming chunk stream once a publish is accepted.
     pub chunk_limits: ChunkLimits,
+    /// Limits on the incoming chunk stream until then: a peer that has not
+    /// published with a valid key gets to send commands, not frames.
+    pub chunk_limits_before_publish: ChunkLimits,
     /// Most message streams a peer may create (`createStream`).
     pub max_streams: u32,
     /// Most events waiting for [`Session::poll_event`].
@@ -88,6 +93,7 @@ impl Default for SessionConfig {
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,
             chunk_limits: ChunkLimits::default(),
+            chunk_limits_before_publish: ChunkLimits::default().before_publish(256 * 1024),
             max_streams: 8,
             max_pending_events: 1024,
             max_pending_output: 4 * 1024 * 1024,
@@ -266,7 +272,7 @@ impl Session {
     /// A session waiting for the client's C0/C1. `random` fills S1/S2.
     pub fn new(config: SessionConfig, random: [u8; PACKET_LEN]) -> Self {
         Self {
-            decoder: ChunkDecoder::new(config.chunk_limits),
+            decoder: ChunkDecoder::new(config.chunk_limits_before_publish),
             config,
             phase: Phase::Handshake(Box::new(ServerHandshake::new(random))),
             input: BytesMut::new(),
@@ -342,6 +348,7 @@ impl Session {
             Some(&key),
         )?;
         self.publish = Publish::Live { stream_id, key };
+        self.decoder.set_limits(self.config.chunk_limits);
         Ok(())
     }
 
@@ -383,6 +390,11 @@ impl Session {
             0,
             &Message::UserControl(UserControl::PingRequest(timestamp)),
         )
+    }
+
+    /// Whether the handshake is done (chunks are being read).
+    pub fn handshake_done(&self) -> bool {
+        matches!(self.phase, Phase::Chunks)
     }
 
     /// The application the client connected to, once it has.

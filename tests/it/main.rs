@@ -12,6 +12,7 @@ mod crash;
 mod first_run;
 mod dashboard;
 mod gateway_e2e;
+mod gateway_hostile;
 mod ingest_codecs;
 mod ingest_hostile;
 mod ipns_interop;

@@ -482,7 +482,16 @@ async fn max_connections_refuses_extra_connections() {
         false,
     )
     .await;
-    let holder = TcpStream::connect(server.addr).await.unwrap();
+    // A holder that has finished its handshake (one that had not would
+    // give way to the newcomer) and is within its grace.
+    let mut holder = TcpStream::connect(server.addr).await.unwrap();
+    let mut hello = vec![3u8];
+    hello.extend_from_slice(&[0x22; PACKET_LEN]);
+    holder.write_all(&hello).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * PACKET_LEN];
+    holder.read_exact(&mut s0s1s2).await.unwrap();
+    holder.write_all(&s0s1s2[1..1 + PACKET_LEN]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = TcpStream::connect(server.addr).await.unwrap();
     expect_closed(&mut extra, Duration::from_secs(2)).await;
     drop(holder);

@@ -295,6 +295,22 @@ impl Gateway {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A memory figure of the server from `/proc/PID/status`, in KiB:
+    /// `VmRSS` (resident now) or `VmHWM` (the peak of it).
+    pub fn memory_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{}/status", self.pid()))
+    }
+
     /// The end of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         log_tail("server", &self.log)
@@ -345,6 +361,22 @@ impl Gateway {
         }
         Ok(r)
     }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of
+/// 127.0.0.0/8), so one test can be several clients as the server counts
+/// them. `recv_buffer`, if set, is the receive buffer asked for before
+/// connecting: a client that stops reading then holds back the server
+/// after that many bytes rather than after the kernel's megabytes.
+pub fn connect_from(from: IpAddr, to: SocketAddr, recv_buffer: Option<usize>) -> Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    if let Some(size) = recv_buffer {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&fd, size)?;
+    }
+    rustix::net::bind(&fd, &SocketAddr::new(from, 0))?;
+    rustix::net::connect(&fd, &to).with_context(|| format!("connect {from} -> {to}"))?;
+    Ok(TcpStream::from(fd))
 }
 
 /// The address its RTMP ingest listens on, from `<data>/rtmp` (written

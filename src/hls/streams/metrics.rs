@@ -226,6 +226,7 @@ mod tests {
             name: "cam".parse().unwrap(),
             key: "camkey-0123456789".into(),
             format: None,
+            part_target: None,
         };
         let repo = Repo::open(dir.path()).unwrap();
         let streams = Streams::open(repo, LiveConfig::default(), &[config]).unwrap();

@@ -391,7 +391,6 @@ pub fn router(state: AppState) -> Router {
     app.layer(TraceLayer::new_for_http().on_failure(log_failure))
 }
 
-
 /// Logs a failed request. Only a 500 (this node failed) and a body that
 /// broke off are errors; the other 5xx answers say that peers did not send
 /// a block in time (504) or sent none usable (502), or that the node is busy

@@ -323,9 +323,8 @@ impl Node {
         let dashboard = config.dashboard.enabled.then(|| {
             // The dashboard shows the links as `GET /api/v1/mesh` does.
             let links = mesh.clone();
-            let source: http::dashboard::MeshSource = Arc::new(move || {
-                serde_json::to_value(&*links.snapshot()).unwrap_or_default()
-            });
+            let source: http::dashboard::MeshSource =
+                Arc::new(move || serde_json::to_value(&*links.snapshot()).unwrap_or_default());
             // Event streams end with the listeners, so shutting down does
             // not wait for open dashboards.
             http::dashboard::Dashboard::new(

@@ -415,6 +415,15 @@ fn start_banner(node: &meshcast::node::Node, config: &Config, interfaces: &[IpAd
             "             (in OBS: Server {server}, Stream Key KEY)"
         );
     }
+    if !node.stream_names().is_empty() {
+        // OBS's default keyframe interval (250 frames) makes 8 s segments
+        // and 9 s of latency; the log and the stream API say so again with
+        // the interval measured once a publisher sends.
+        let _ = writeln!(
+            out,
+            "Set the encoder's keyframe interval to 1-2 s (in OBS: Settings > Output > Keyframe Interval) for low latency."
+        );
+    }
     out
 }
 

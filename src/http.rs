@@ -14,7 +14,7 @@
 mod api;
 mod conn;
 mod error;
-mod gateway;
+pub(crate) mod gateway;
 mod html;
 mod ipns;
 mod live;

@@ -24,6 +24,8 @@
 pub mod assets;
 pub mod config;
 pub mod dagpb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hls;
 pub mod http;
 pub mod ipns;

@@ -223,6 +223,12 @@ pub struct LiveConfig {
     /// connection's `rtmp.idle_timeout`. "0s" never replaces a publisher.
     #[serde(with = "humantime_serde")]
     pub takeover_after: Duration,
+    /// The low-space watermark of the data directory's filesystem, in
+    /// bytes: while less than this is free, a publishing stream lets its
+    /// oldest media go (past sessions first, then the head of the live
+    /// one, never its live window) so that the disk never fills. 0 turns
+    /// it off.
+    pub min_free_bytes: u64,
 }
 
 /// One stream publishers may send.
@@ -237,6 +243,19 @@ pub struct StreamConfig {
     /// Packaging for this stream; the `[live]` default if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SegmentFormat>,
+    /// Media older than this is let go (unpinned, then collected): whole
+    /// past sessions, and the oldest segments of a long live one (its
+    /// archive then starts later). Unlimited if absent.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retain: Option<Duration>,
+    /// The stream's media beyond this many bytes (newest kept) is let go,
+    /// as for `retain`. Unlimited if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_bytes: Option<u64>,
 }
 
 /// The HTTP gateway and API.
@@ -304,6 +323,8 @@ impl std::fmt::Debug for StreamConfig {
             .field("name", &self.name)
             .field("key", &"<redacted>")
             .field("format", &self.format)
+            .field("retain", &self.retain)
+            .field("retain_bytes", &self.retain_bytes)
             .finish()
     }
 }
@@ -322,6 +343,8 @@ impl std::str::FromStr for StreamConfig {
                 .map_err(|e: crate::name::StreamNameError| e.to_string())?,
             key: key.to_owned(),
             format: None,
+            retain: None,
+            retain_bytes: None,
         })
     }
 }
@@ -347,6 +370,7 @@ impl Default for LiveConfig {
             window: 6,
             format: SegmentFormat::Fmp4,
             takeover_after: Duration::from_secs(2),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -544,6 +568,8 @@ mod tests {
             name: name.parse().unwrap(),
             key: key.into(),
             format: None,
+            retain: None,
+            retain_bytes: None,
         }
     }
 

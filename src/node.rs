@@ -128,6 +128,8 @@ fn streams_or_default(
         name: "live".parse().expect("a valid stream name"),
         key,
         format: None,
+        retain: None,
+        retain_bytes: None,
     };
     Ok((vec![s.clone()], Some(s)))
 }

@@ -9,6 +9,7 @@ mod add_interop;
 mod badlink;
 mod bitswap_interop;
 mod crash;
+mod fulldisk;
 mod gateway_e2e;
 mod ingest_codecs;
 mod ingest_hostile;

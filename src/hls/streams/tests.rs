@@ -21,6 +21,8 @@ fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> 
         name: "cam".parse().unwrap(),
         key: "camkey-0123456789".into(),
         format,
+        retain: None,
+        retain_bytes: None,
     };
     Streams::open(repo, live, &[config]).unwrap()
 }

@@ -78,6 +78,8 @@ impl Server {
             name: NAME.parse().unwrap(),
             key: KEY.into(),
             format: None,
+            retain: None,
+            retain_bytes: None,
         }]));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -658,6 +660,8 @@ fn stream_keys_debug_hides_keys() {
         name: NAME.parse().unwrap(),
         key: KEY.into(),
         format: None,
+        retain: None,
+        retain_bytes: None,
     }]);
     assert_eq!(keys.name_for(KEY), Some(NAME));
     assert_eq!(keys.name_for(NAME), None);

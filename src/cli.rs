@@ -579,46 +579,82 @@ fn dag(repo: &Repo, cmd: DagCommand) -> Result<ExitCode> {
             };
             let _guard = repo.writer()?;
             let mut out = std::io::stdout().lock();
+            let mut ok = true;
             for f in files {
-                let input: Box<dyn std::io::Read> = if f.as_os_str() == "-" {
-                    Box::new(std::io::stdin().lock())
-                } else {
-                    Box::new(
-                        std::fs::File::open(&f)
-                            .with_context(|| format!("opening {}", f.display()))?,
-                    )
-                };
-                let mut reader = CarReader::new(std::io::BufReader::new(input))
-                    .with_context(|| format!("reading {}", f.display()))?;
-                let roots = reader.roots().to_vec();
-                let mut writer = BatchWriter::new(repo.blocks.clone());
-                let mut n = 0u64;
-                while let Some(block) = reader.next_block()? {
-                    meshcast::store::BlockSink::put_block(&mut writer, block)?;
-                    n += 1;
-                }
-                writer.flush()?;
-                eprintln!("imported {n} blocks from {}", f.display());
-                if pin_roots {
-                    for root in roots {
-                        let missing = missing_blocks(&*repo.blocks, &root)?;
-                        if missing.is_empty() {
-                            repo.pins.add(&root, PinKind::Recursive)?;
-                            writeln!(out, "pinned root {root} success")?;
-                        } else {
-                            writeln!(
-                                out,
-                                "pinned root {root} FAILED: {} blocks missing, first {}",
-                                missing.len(),
-                                missing[0]
-                            )?;
-                        }
-                    }
-                }
+                ok &= dag_import(repo, &f, pin_roots, &mut out)?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
+}
+
+/// Imports one CAR; `Ok(false)` when it was read only in part or a root
+/// could not be pinned. What was read before a bad section is kept and its
+/// complete roots are pinned (a CAR cut short in transfer should not cost
+/// the blocks that arrived), and both the error and what was kept are said,
+/// so the exit code never hides a root left unpinned.
+fn dag_import(repo: &Repo, f: &Path, pin_roots: bool, out: &mut impl Write) -> Result<bool> {
+    let input: Box<dyn std::io::Read> = if f.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?)
+    };
+    let mut reader = CarReader::new(std::io::BufReader::new(input))
+        .with_context(|| format!("reading {}", f.display()))?;
+    let roots = reader.roots().to_vec();
+    let mut writer = BatchWriter::new(repo.blocks.clone());
+    let mut n = 0u64;
+    let read_error = loop {
+        match reader.next_block() {
+            Ok(Some(block)) => {
+                meshcast::store::BlockSink::put_block(&mut writer, block)?;
+                n += 1;
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    writer.flush()?;
+    let mut ok = true;
+    match &read_error {
+        None => eprintln!("imported {n} blocks from {}", f.display()),
+        Some(e) => {
+            ok = false;
+            eprintln!(
+                "error: {}: {e}; kept the {n} blocks read before it",
+                f.display()
+            );
+        }
+    }
+    if !pin_roots {
+        return Ok(ok);
+    }
+    for root in roots {
+        let missing = missing_blocks(&*repo.blocks, &root)?;
+        if missing.is_empty() {
+            repo.pins.add(&root, PinKind::Recursive)?;
+            writeln!(out, "pinned root {root} success")?;
+        } else {
+            ok = false;
+            writeln!(
+                out,
+                "pinned root {root} FAILED: {} blocks missing, first {}",
+                missing.len(),
+                missing[0]
+            )?;
+            eprintln!(
+                "error: root {root} not pinned: {} blocks missing (first {}); \
+                 the blocks that were imported stay unpinned until `repo gc`",
+                missing.len(),
+                missing[0]
+            );
+        }
+    }
+    Ok(ok)
 }
 
 fn add(args: AddArgs, repo_dir: &Path) -> Result<ExitCode> {

@@ -329,6 +329,12 @@ pub struct LiveConfig {
     /// edge in `bench/llhls.py` (200 ms and 500 ms further behind).
     #[serde(with = "humantime_serde")]
     pub part_target: Duration,
+    /// The low-space watermark of the data directory's filesystem, in
+    /// bytes: while less than this is free, a publishing stream lets its
+    /// oldest media go (past sessions first, then the head of the live
+    /// one, never its live window) so that the disk never fills. 0 turns
+    /// it off.
+    pub min_free_bytes: u64,
 }
 
 /// One stream publishers may send.
@@ -376,6 +382,19 @@ impl Default for DashboardConfig {
             max_viewers: 1000,
         }
     }
+    /// Media older than this is let go (unpinned, then collected): whole
+    /// past sessions, and the oldest segments of a long live one (its
+    /// archive then starts later). Unlimited if absent.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retain: Option<Duration>,
+    /// The stream's media beyond this many bytes (newest kept) is let go,
+    /// as for `retain`. Unlimited if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_bytes: Option<u64>,
 }
 
 /// The HTTP gateway and API.
@@ -467,6 +486,8 @@ impl std::fmt::Debug for StreamConfig {
             .field("key", &"<redacted>")
             .field("format", &self.format)
             .field("part_target", &self.part_target)
+            .field("retain", &self.retain)
+            .field("retain_bytes", &self.retain_bytes)
             .finish()
     }
 }
@@ -486,6 +507,8 @@ impl std::str::FromStr for StreamConfig {
             key: key.to_owned(),
             format: None,
             part_target: None,
+            retain: None,
+            retain_bytes: None,
         })
     }
 }
@@ -514,6 +537,7 @@ impl Default for LiveConfig {
             format: SegmentFormat::Fmp4,
             takeover_after: Duration::from_secs(2),
             part_target: Duration::from_millis(300),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -722,6 +746,8 @@ mod tests {
             key: key.into(),
             format: None,
             part_target: None,
+            retain: None,
+            retain_bytes: None,
         }
     }
 

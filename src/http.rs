@@ -21,7 +21,7 @@ mod api;
 mod conn;
 pub mod dashboard;
 mod error;
-mod gateway;
+pub(crate) mod gateway;
 mod html;
 mod ipns;
 mod live;

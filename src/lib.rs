@@ -27,6 +27,8 @@ pub mod admission;
 pub mod assets;
 pub mod config;
 pub mod dagpb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hls;
 pub mod http;
 pub mod ipns;

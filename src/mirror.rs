@@ -453,8 +453,12 @@ impl Follower {
             id: doc.session.clone(),
             started: doc.started.clone(),
             duration_s: playlist_duration(&archive_text),
+            gap_s: 0.0,
+            gaps: 0,
             ended: archive_text.contains("#EXT-X-ENDLIST"),
             archive_cid: (!doc.archive_cid.is_empty()).then(|| doc.archive_cid.clone()),
+            bytes: 0,
+            media_end_ms: 0,
         };
         // Unpinned before the new state is served, so that what the API and
         // playlists no longer name is no longer kept.

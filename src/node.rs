@@ -133,6 +133,8 @@ fn streams_or_default(
         key,
         format: None,
         part_target: None,
+        retain: None,
+        retain_bytes: None,
     };
     Ok((vec![s.clone()], Some(s)))
 }

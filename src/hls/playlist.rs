@@ -6,7 +6,9 @@
 //! init segment and size); [`Session::live`] renders the live playlist, a
 //! sliding window over the newest segments, and [`Session::archive`] the
 //! archive playlist, an `EVENT` playlist of every segment that becomes a VOD
-//! once [`Session::end`] adds `#EXT-X-ENDLIST`. A session serializes to JSON
+//! once [`Session::end`] adds `#EXT-X-ENDLIST` (or, once retention removed
+//! its oldest segments with [`Session::trim_front`], a window that starts
+//! later). A session serializes to JSON
 //! (serde) so the stream manager can persist it and restore archives after a
 //! restart; restoring checks it like pushing does.
 //!
@@ -33,6 +35,9 @@
 //!   re-anchor the wall clock there.
 //! * `#EXT-X-INDEPENDENT-SEGMENTS` appears while every segment of the
 //!   session starts with a keyframe.
+//! * A segment cut but not stored (a full disk) keeps its place and time
+//!   as `#EXT-X-GAP` (RFC 8216bis 4.4.4.7), so the timeline after it stays
+//!   continuous and players skip the hole instead of stalling on it.
 //! * `#EXT-X-VERSION` is 7 for fMP4 (`EXT-X-MAP` needs 6 or more) and 3 for
 //!   MPEG-TS (decimal `EXTINF` needs 3).
 //!
@@ -81,6 +86,10 @@ pub struct SegmentEntry {
     pub bytes: u64,
     /// Whether it starts with a keyframe.
     pub independent: bool,
+    /// A segment that was cut but could not be stored (the disk was
+    /// full): `#EXT-X-GAP`, so players skip its time instead of loading it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 impl SegmentEntry {
@@ -94,6 +103,23 @@ impl SegmentEntry {
             init_uri,
             bytes,
             independent: segment.independent,
+            gap: false,
+        }
+    }
+
+    /// The entry marking `segment`'s time as a gap: it was cut but not
+    /// stored. `uri` is still required (RFC 8216bis 4.4.4.7); players do
+    /// not load it.
+    pub fn gap(segment: &SegmentReady, uri: String, init_uri: Option<String>) -> Self {
+        Self {
+            uri,
+            duration_ms: segment.duration_ms,
+            discontinuity: segment.discontinuity,
+            program_date_time_ms: segment.program_date_time_ms,
+            init_uri,
+            bytes: 0,
+            independent: true,
+            gap: true,
         }
     }
 }
@@ -186,8 +212,15 @@ pub struct Session {
     config: PlaylistConfig,
     segments: Vec<SegmentEntry>,
     ended: bool,
-    /// Index of the live window's first segment; only grows.
+    /// Index of the live window's first segment; only grows (but for
+    /// what [`Session::trim_front`] removes).
     live_start: usize,
+    /// Segments retention removed from the head, and the discontinuities
+    /// among them: the archive's media and discontinuity sequences.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    trimmed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    trimmed_discontinuities: u64,
     /// Largest rounded duration of any segment, in seconds.
     #[serde(skip)]
     max_rounded_secs: u64,
@@ -204,6 +237,14 @@ struct SessionRepr {
     segments: Vec<SegmentEntry>,
     ended: bool,
     live_start: usize,
+    #[serde(default)]
+    trimmed: u64,
+    #[serde(default)]
+    trimmed_discontinuities: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TryFrom<SessionRepr> for Session {
@@ -231,6 +272,8 @@ impl TryFrom<SessionRepr> for Session {
         }
         session.live_start = session.live_start.max(repr.live_start);
         session.ended = repr.ended;
+        session.trimmed = repr.trimmed;
+        session.trimmed_discontinuities = repr.trimmed_discontinuities;
         Ok(session)
     }
 }
@@ -254,6 +297,8 @@ impl Session {
             segments: Vec::new(),
             ended: false,
             live_start: 0,
+            trimmed: 0,
+            trimmed_discontinuities: 0,
             max_rounded_secs: 0,
             all_independent: true,
         })
@@ -330,16 +375,35 @@ impl Session {
 
     /// The live playlist's `#EXT-X-MEDIA-SEQUENCE`.
     pub fn media_sequence(&self) -> u64 {
-        self.live_start as u64
+        self.trimmed + self.live_start as u64
     }
 
     /// The live playlist's `#EXT-X-DISCONTINUITY-SEQUENCE`: discontinuities
     /// before the window.
     pub fn discontinuity_sequence(&self) -> u64 {
-        self.segments[..self.live_start]
-            .iter()
-            .filter(|s| s.discontinuity)
-            .count() as u64
+        self.trimmed_discontinuities
+            + self.segments[..self.live_start]
+                .iter()
+                .filter(|s| s.discontinuity)
+                .count() as u64
+    }
+
+    /// Segments removed from the head by [`Session::trim_front`].
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
+    }
+
+    /// Removes up to `n` of the oldest segments (retention lets them go),
+    /// never one of the live window; returns them. The archive then starts
+    /// later: it is no longer an `EVENT` playlist (those only grow) but a
+    /// window whose media and discontinuity sequences count what went.
+    pub fn trim_front(&mut self, n: usize) -> Vec<SegmentEntry> {
+        let n = n.min(self.live_start);
+        let gone: Vec<SegmentEntry> = self.segments.drain(..n).collect();
+        self.live_start -= n;
+        self.trimmed += n as u64;
+        self.trimmed_discontinuities += gone.iter().filter(|s| s.discontinuity).count() as u64;
+        gone
     }
 
     /// The live playlist: the window of newest segments.
@@ -359,7 +423,16 @@ impl Session {
     /// session ends.
     pub fn archive(&self) -> String {
         let mut out = self.header();
-        out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n");
+        if self.trimmed == 0 {
+            out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n");
+        } else {
+            let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.trimmed);
+            let _ = writeln!(
+                out,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.trimmed_discontinuities
+            );
+        }
         self.body(&mut out, &self.segments);
         out
     }
@@ -395,6 +468,9 @@ impl Session {
                     "#EXT-X-PROGRAM-DATE-TIME:{}",
                     iso8601_millis(seg.program_date_time_ms)
                 );
+            }
+            if seg.gap {
+                out.push_str("#EXT-X-GAP\n");
             }
             let _ = writeln!(
                 out,

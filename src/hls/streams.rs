@@ -32,6 +32,12 @@
 //! in a segment are dropped. A session that ends without a segment (refused,
 //! or no media at all) is not recorded: no session file, playlist or site,
 //! and the API does not list it.
+//!
+//! Storing can fail (a full disk): a segment that could not be stored stays
+//! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API, and
+//! what the API names (archive, site) is only replaced once the new version
+//! is stored, pinned and persisted. `retention` lets old media go by the
+//! stream's `retain` / `retain_bytes` and the data directory's free space.
 
 use crate::config::{LiveConfig, StreamConfig};
 use crate::media::SegmentFormat;
@@ -101,12 +107,24 @@ pub struct SessionInfo {
     pub id: String,
     /// Start time, RFC 3339 with milliseconds.
     pub started: String,
-    /// Media duration so far, in seconds.
+    /// Media duration so far, in seconds: stored media only, every
+    /// second of it fetchable (gaps are not counted).
     pub duration_s: f64,
+    /// Time the playlists mark as `EXT-X-GAP`: segments cut but not stored
+    /// (the disk was full), in seconds.
+    pub gap_s: f64,
+    /// How many segments are gaps.
+    pub gaps: u64,
     /// Whether the archive is final (`EXT-X-ENDLIST`).
     pub ended: bool,
     /// The CID of the latest archive playlist, if one was stored.
     pub archive_cid: Option<String>,
+    /// Bytes of its stored media (segments, not counting init segments).
+    pub bytes: u64,
+    /// When its media ends, in milliseconds since the Unix epoch (what
+    /// retention by age goes by; `started` and `duration_s` tell it too).
+    #[serde(skip)]
+    pub media_end_ms: u64,
 }
 
 /// A stream as the API lists it.
@@ -137,6 +155,8 @@ pub struct StreamInfo {
     /// What the publisher should change, in words for its user (a keyframe
     /// interval longer than the segment target, say).
     pub warnings: Vec<String>,
+    /// Storing this stream's media: whether it works now, and what failed.
+    pub storage: StorageState,
 }
 
 /// Keyframe intervals up to this much past the segment target are what
@@ -157,6 +177,23 @@ pub fn keyframe_warning(interval: Duration, target: Duration) -> Option<String> 
             interval.as_secs_f64()
         )
     })
+}
+
+/// How storing a stream's segments and playlists goes, for operators (the
+/// API) and metrics: plain counters since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StorageState {
+    /// Whether the last attempt to store failed (the stream's media or
+    /// playlists are not being kept right now).
+    pub failing: bool,
+    /// The last storage error, while `failing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Segments cut but not stored (each a gap in its playlists).
+    pub segments_dropped: u64,
+    /// Playlist versions (and session files) that could not be stored; the
+    /// API keeps naming the last version that was.
+    pub playlists_failed: u64,
 }
 
 #[derive(Default)]
@@ -184,6 +221,10 @@ struct StreamState {
     /// measured; kept after it stops, so that its user can still read the
     /// warning, and forgotten when the next one starts.
     keyframe_interval_ms: Option<u64>,
+    storage: StorageState,
+    /// Retention limits (`[[streams]]` `retain`, `retain_bytes`).
+    retain: Option<Duration>,
+    retain_bytes: Option<u64>,
 }
 
 /// What a mirror knows of a followed stream, from the origin's site.
@@ -239,7 +280,10 @@ fn now_ms() -> u64 {
 
 impl Streams {
     /// Opens the streams of `repo`: the configured ones, and every stream
-    /// with sessions on disk. Sessions left open by a crash are ended.
+    /// with sessions on disk. Sessions left open by a crash are ended, or,
+    /// when the crash was less than [`RECONNECT_GRACE`] ago, wait that
+    /// long for their publisher to return (this needs a tokio runtime;
+    /// without one they are ended at once).
     pub fn open(
         repo: Repo,
         live: LiveConfig,
@@ -259,12 +303,15 @@ impl Streams {
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
+        let mut resumed = Vec::new();
         for s in streams {
             map.insert(
                 s.name.to_string(),
                 StreamState {
                     format: s.format.unwrap_or(this.inner.live.format),
                     part_target: s.part_target.unwrap_or(this.inner.live.part_target),
+                    retain: s.retain,
+                    retain_bytes: s.retain_bytes,
                     ..StreamState::default()
                 },
             );
@@ -284,9 +331,14 @@ impl Streams {
                 part_target: this.inner.live.part_target,
                 ..StreamState::default()
             });
-            this.load_sessions(&name, &entry.path(), state)?;
+            if let Some(r) = this.load_sessions(&name, &entry.path(), state)? {
+                resumed.push((name, r));
+            }
         }
         *this.lock() = map;
+        for (name, (pipeline, wait)) in resumed {
+            tokio::spawn(this.clone().end_unclaimed(name, pipeline, wait));
+        }
         Ok(this)
     }
 
@@ -391,6 +443,7 @@ impl Streams {
                     })
                     .into_iter()
                     .collect(),
+                storage: s.storage.clone(),
             })
             .collect()
     }
@@ -422,6 +475,7 @@ mod ingest;
 mod lowlatency;
 pub mod metrics;
 mod publish;
+mod retention;
 mod session;
 
 pub use ingest::IngestStats;

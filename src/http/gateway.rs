@@ -56,6 +56,40 @@ pub(super) use body::CHUNK_MAX;
 pub(super) use hot::hot_block;
 
 use deserialized::deserialized;
+
+/// The gateway's parsers of what a client sends, for the fuzz targets
+/// (`crate::fuzzing`): each as the router runs it on a request.
+pub(crate) mod parsers {
+    use super::*;
+
+    /// A `Range` header value for a file of `size` bytes: `None` when the
+    /// whole file is sent, `Some(Err(()))` for 416, else the half-open range.
+    pub(crate) fn byte_range(value: &[u8], size: u64) -> Option<Result<(u64, u64), ()>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_bytes(value).ok()?);
+        deserialized::byte_range(&headers, size)
+            .map_err(drop)
+            .transpose()
+    }
+
+    /// A request target as `/ipfs/...` answers it (a playlist's segment URI,
+    /// `/ipfs/<cid>?filename=000001.m4s`): the content path, the query
+    /// parameters the router reads, and the hot path's plain file name.
+    /// `None` where the router would refuse it.
+    pub(crate) fn request_target(target: &str) -> Option<Option<String>> {
+        let uri: Uri = target.parse().ok()?;
+        let path = ContentPath::parse(uri.path()).ok()?;
+        let params = Query::<Params>::try_from_uri(&uri).ok()?.0;
+        let plain = hot::plain_filename(uri.query());
+        if let Some(Some(name)) = plain {
+            // The hot path only answers plain names, which it puts in a header.
+            assert!(HeaderValue::from_str(name).is_ok(), "{name:?}");
+            assert_eq!(params.filename.as_deref(), Some(name));
+        }
+        let _ = path.prefix(path.segments.len());
+        Some(params.filename)
+    }
+}
 use negotiate::{negotiate, Format};
 use trustless::{car, raw_block};
 

@@ -470,6 +470,15 @@ impl Segmenter {
         self.end_timeline();
     }
 
+    /// Continues a session another segmenter recorded `segments` segments
+    /// of (the node restarted within a publisher's reconnect window): the
+    /// numbers go on from there, and the first segment opens a new
+    /// timeline after a discontinuity.
+    pub fn resume_after(&mut self, segments: u64) {
+        self.next_seq = self.next_seq.max(segments);
+        self.end_timeline();
+    }
+
     /// The next finished segment, oldest first.
     pub fn poll_segment(&mut self) -> Option<SegmentReady> {
         self.ready.pop_front()

@@ -150,12 +150,17 @@ impl BlockRead for FsStore {
     }
 }
 
-impl Blockstore for FsStore {
-    fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        // Write every new block to a temp file, make the files durable, then
-        // rename them into place and make the directories durable, so a
-        // block's name never points at bytes that a crash could lose.
-        let mut staged = Vec::with_capacity(blocks.len());
+impl FsStore {
+    /// Writes every new block to a temp file (each one pushed to `staged`
+    /// as it is made, so the caller can remove them on failure), makes the
+    /// files durable, then renames them into place and makes the
+    /// directories durable, so a block's name never points at bytes that a
+    /// crash could lose.
+    fn put_staged(
+        &self,
+        blocks: &[Block],
+        staged: &mut Vec<(File, PathBuf, PathBuf)>,
+    ) -> Result<(), StoreError> {
         for b in blocks {
             if b.cid.hash().code() == super::IDENTITY {
                 continue;
@@ -166,19 +171,20 @@ impl Blockstore for FsStore {
             }
             let tmp = self.tmp_path();
             let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-            f.write_all(&b.data)
-                .map_err(StoreError::io("write", &tmp))?;
+            let written = f.write_all(&b.data);
             staged.push((f, tmp, dest));
+            let (_, tmp, _) = staged.last().expect("just pushed");
+            written.map_err(StoreError::io("write", tmp))?;
         }
         if staged.is_empty() {
             return Ok(());
         }
-        sync_concurrently(&staged, |(f, tmp, _)| {
+        sync_concurrently(staged, |(f, tmp, _)| {
             f.sync_data().map_err(StoreError::io("sync", tmp))
         })?;
         let mut dirs: Vec<&Path> = Vec::new();
         let mut created = false;
-        for (_, tmp, dest) in &staged {
+        for (_, tmp, dest) in staged.iter() {
             let dir = dest.parent().expect("block path has a shard dir");
             if let Err(e) = fs::rename(tmp, dest) {
                 if e.kind() != ErrorKind::NotFound {
@@ -196,6 +202,21 @@ impl Blockstore for FsStore {
             dirs.push(&self.blocks);
         }
         sync_concurrently(&dirs, |d| sync_dir(d))
+    }
+}
+
+impl Blockstore for FsStore {
+    fn put_many(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        let mut staged = Vec::with_capacity(blocks.len());
+        let result = self.put_staged(blocks, &mut staged);
+        if result.is_err() {
+            // A full disk fails a write midway: what was staged is of no
+            // use and would hold the space (and stay in tmp/ until a GC).
+            for (_, tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result
     }
 
     fn delete(&self, mh: &Multihash) -> Result<bool, StoreError> {

@@ -133,3 +133,53 @@ fn killed_add_then_gc_then_add() -> Result<()> {
     );
     Ok(())
 }
+
+/// A node killed while a publisher sends, restarted at once: the encoder
+/// reconnecting within the reconnect window continues the session after a
+/// discontinuity, as it would had only its connection dropped.
+#[test]
+fn a_publisher_back_after_a_node_crash_continues_its_session() -> Result<()> {
+    let repo = Repo::new()?;
+    let args = ["--stream".to_owned(), format!("cam={KEY}")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut publisher;
+    {
+        let gw = Gateway::start(&repo, &args)?;
+        publisher = KillOnDrop::new(
+            publish_cmd(rtmp_addr(&gw)?, KEY, &clip(8)?, true)
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        wait_live_segments(&gw, "cam", 2, Duration::from_secs(20))?;
+        // Dropped: SIGKILL, no shutdown runs.
+    }
+    let _ = publisher.kill();
+    publisher.wait()?;
+    let gw = Gateway::start(&repo, &args)?;
+    let before = streams_json(&gw)?;
+    ensure!(
+        before["streams"][0]["sessions"][0]["ended"] == false,
+        "the crashed session ended at once: {before}"
+    );
+    let out = publish_cmd(rtmp_addr(&gw)?, KEY, &clip(4)?, false).output()?;
+    check(&out, "ffmpeg publishing after the restart")?;
+    let stream = wait_ended(&gw, "cam")?;
+    assert_eq!(
+        stream["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "the publisher back after the restart started a new session: {stream}"
+    );
+    let archive = get_text(&gw, "/live/cam/archive.m3u8")?;
+    ensure!(
+        archive.matches("#EXT-X-DISCONTINUITY\n").count() == 1,
+        "{archive}"
+    );
+    let (_, segments) = uris(&archive);
+    for uri in &segments {
+        fetch_verified(&gw, uri)?;
+    }
+    // At least two segments before the crash, then the whole 4 s clip.
+    let got = decode_clean(&format!("{}/live/cam/archive.m3u8", gw.base))?;
+    ensure!((7.0..=14.0).contains(&got), "archive lasts {got} s");
+    Ok(())
+}

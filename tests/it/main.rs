@@ -11,6 +11,7 @@ mod bitswap_interop;
 mod crash;
 mod dashboard;
 mod first_run;
+mod fulldisk;
 mod gateway_e2e;
 mod gateway_hostile;
 mod ingest_codecs;

@@ -471,3 +471,87 @@ fn a_reader_that_stops_early_is_no_error() -> Result<()> {
     );
     Ok(())
 }
+
+/// `dag import` of a CAR that lacks some of its root's blocks fails, says
+/// which root was not pinned, and pins nothing; one with garbage after its
+/// blocks fails too but keeps and pins what it read, and says so.
+#[test]
+fn dag_import_fails_on_missing_blocks_and_keeps_what_it_read() -> Result<()> {
+    use meshcast::store::car;
+    let src = Repo::new()?;
+    let work = tempdir()?;
+    let root = src.add([fixtures().two_level()])?;
+    let out = src.cmd(["dag", "export", &root]).output()?;
+    check(&out, "dag export")?;
+    let parsed = parse_car(&out.stdout)?;
+    ensure!(
+        parsed.blocks.len() > 2,
+        "a two-level file has several blocks"
+    );
+
+    let mut partial = car::header(&parsed.roots);
+    for (cid, data) in parsed.blocks.iter().take(parsed.blocks.len() - 1) {
+        partial.extend_from_slice(&car::section(cid, data));
+    }
+    let partial_path = work.path().join("partial.car");
+    fs::write(&partial_path, &partial)?;
+    let dst = Repo::new()?;
+    let out = dst
+        .cmd(["dag".as_ref(), "import".as_ref(), partial_path.as_os_str()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "dag import of a CAR missing a block exited {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    ensure!(
+        stdout.contains(&format!("pinned root {root} FAILED")) && stderr.contains(&root),
+        "dag import names the unpinned root: {stdout} / {stderr}"
+    );
+    ensure!(
+        !pins(&dst)?.contains_key(&root),
+        "a partial root is not pinned"
+    );
+
+    let mut trailing = out_car(&parsed);
+    trailing.extend_from_slice(&[0x05, 0xff, 0xff]);
+    let trailing_path = work.path().join("trailing.car");
+    fs::write(&trailing_path, &trailing)?;
+    let dst = Repo::new()?;
+    let out = dst
+        .cmd(["dag".as_ref(), "import".as_ref(), trailing_path.as_os_str()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "dag import of a CAR with trailing garbage exited {}",
+        out.status
+    );
+    ensure!(
+        stderr.contains(&format!("kept the {} blocks", parsed.blocks.len())),
+        "dag import says what it kept: {stderr}"
+    );
+    ensure!(
+        stdout.contains(&format!("pinned root {root} success")),
+        "the complete root is pinned and reported: {stdout}"
+    );
+    assert_eq!(
+        pins(&dst)?.get(&root).map(String::as_str),
+        Some("recursive"),
+        "the complete root is pinned"
+    );
+    ensure!(dst.cat(&root)? == fs::read(fixtures().two_level())?);
+    Ok(())
+}
+
+/// A CAR holding every block of `car`.
+fn out_car(car: &Car) -> Vec<u8> {
+    let mut bytes = meshcast::store::car::header(&car.roots);
+    for (cid, data) in &car.blocks {
+        bytes.extend_from_slice(&meshcast::store::car::section(cid, data));
+    }
+    bytes
+}

@@ -21,6 +21,7 @@ fn entry(i: usize, duration_ms: u64) -> SegmentEntry {
         init_uri: Some("/ipfs/init0".into()),
         bytes: 1000 + i as u64,
         independent: true,
+        gap: false,
     }
 }
 
@@ -468,6 +469,7 @@ fn playlist_for(format: SegmentFormat, runs: &[Run]) -> Session {
                 init_uri: init.clone(),
                 bytes: 0,
                 independent: true,
+                gap: false,
             })
             .unwrap();
             pdt += ms;
@@ -555,4 +557,59 @@ fn ffmpeg_plays_ts_archive_and_live_window() {
         .map(|e| e.duration_ms)
         .sum();
     assert_plays(&path, window_ms as f64 / 1000.0);
+}
+
+#[test]
+fn a_gap_keeps_its_time_and_is_marked() {
+    let mut s = fmp4(2, 3);
+    s.push(entry(0, 2000)).unwrap();
+    s.push(SegmentEntry {
+        gap: true,
+        bytes: 0,
+        ..entry(1, 2000)
+    })
+    .unwrap();
+    s.push(entry(2, 2000)).unwrap();
+    let archive = s.archive();
+    assert!(
+        archive.contains("#EXT-X-GAP\n#EXTINF:2.000,\n/ipfs/s1\n"),
+        "{archive}"
+    );
+    assert_eq!(archive.matches("#EXT-X-GAP").count(), 1, "{archive}");
+    assert!(!archive.contains("DISCONTINUITY\n"), "{archive}");
+    assert!(s.live().contains("#EXT-X-GAP\n"));
+    let parsed = m3u8_rs::parse_media_playlist_res(archive.as_bytes()).unwrap();
+    assert_eq!(parsed.segments.len(), 3);
+    let back: Session = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn trimming_the_head_keeps_the_live_window_and_counts_what_went() {
+    let mut s = fmp4(2, 3);
+    for i in 0..10 {
+        let mut e = entry(i, 2000);
+        e.discontinuity = i == 2;
+        s.push(e).unwrap();
+    }
+    let live_before = s.live();
+    let seq_before = s.media_sequence();
+    let gone = s.trim_front(100);
+    // Only what is before the live window goes.
+    assert_eq!(gone.len() as u64, seq_before);
+    assert_eq!(s.media_sequence(), seq_before);
+    assert_eq!(s.live(), live_before);
+    let archive = s.archive();
+    assert!(!archive.contains("PLAYLIST-TYPE"), "{archive}");
+    assert!(
+        archive.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{seq_before}\n")),
+        "{archive}"
+    );
+    assert!(
+        archive.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+        "{archive}"
+    );
+    assert_eq!(parse(&archive).segments.len(), 10 - gone.len());
+    let back: Session = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
 }

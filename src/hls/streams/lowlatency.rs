@@ -164,10 +164,7 @@ impl Streams {
                 }
             } else {
                 let seg = segments.pop_front().expect("a segment is there");
-                let seq = seg.seq;
-                if let Err(e) = self.publish_counted(name, p, seg, counters).await {
-                    tracing::warn!(stream = %name, seq, "segment dropped: {e}");
-                }
+                self.publish_counted(name, p, seg, counters).await;
             }
         }
     }

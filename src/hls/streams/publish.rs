@@ -137,6 +137,48 @@ impl Streams {
         })
     }
 
+    /// The pipeline of a session the node stopped in the middle of (a
+    /// crash, less than [`RECONNECT_GRACE`] ago): a returning publisher
+    /// continues it after a discontinuity, with a new init segment.
+    pub(super) fn resumed_pipeline(&self, record: SessionRecord) -> Result<Pipeline, StreamsError> {
+        let mut segmenter =
+            Segmenter::new(&self.segmenter_config()).map_err(|e| StreamsError::Mux {
+                seq: 0,
+                reason: e.to_string(),
+            })?;
+        segmenter.resume_after(record.playlist.segments().len() as u64);
+        Ok(Pipeline {
+            record,
+            segmenter,
+            fmp4: None,
+            ts: None,
+            init_uri: None,
+            generation: 0,
+        })
+    }
+
+    /// Ends a session resumed at open (see [`Streams::resumed_pipeline`])
+    /// when no publisher took it up by `deadline`, as the grace timer of
+    /// the publish that crashed would have.
+    pub(super) async fn end_unclaimed(
+        self,
+        name: String,
+        pipeline: Arc<tokio::sync::Mutex<Pipeline>>,
+        wait: Duration,
+    ) {
+        tokio::time::sleep(wait).await;
+        let unclaimed = pipeline.lock().await.generation == 0;
+        let idle = !self.lock().get(&name).is_some_and(|s| s.publishing);
+        if unclaimed && idle {
+            tracing::info!(
+                stream = %name,
+                "no publisher returned after the restart within {}s; session ended",
+                RECONNECT_GRACE.as_secs()
+            );
+            self.end_session(&name, &pipeline).await;
+        }
+    }
+
     pub(super) async fn run_publish(
         self,
         name: String,
@@ -301,7 +343,22 @@ impl Streams {
         } else {
             p.record.playlist.end();
             if let Err(e) = self.store_playlists(name, &mut p).await {
-                tracing::warn!(stream = %name, "storing the final archive failed: {e}");
+                // The session is over all the same: the API and the
+                // playlists served say so at once, the archive CID named
+                // stays the last one stored (and pinned), and the final one
+                // is stored once there is room again.
+                tracing::error!(
+                    stream = %name,
+                    session = %p.record.id,
+                    "storing the final archive failed: {e}; the session is ended, the \
+                     archive named stays the last one stored, retrying every {}s",
+                    FINAL_RETRY.as_secs()
+                );
+                tokio::spawn(self.clone().retry_final(
+                    name.to_owned(),
+                    pipeline.clone(),
+                    p.record.id.clone(),
+                ));
             }
             self.publish_ll(name, &mut p);
         }
@@ -312,20 +369,109 @@ impl Streams {
         }
     }
 
-    /// [`Streams::publish_segment`], counted in `counters` once listed.
+    /// [`Streams::publish_or_gap`], counted in `counters` once listed;
+    /// then old media goes if the stream is over its retention limits or
+    /// the disk is low on space.
     pub(super) async fn publish_counted(
         &self,
         name: &str,
         p: &mut Pipeline,
         seg: SegmentReady,
         counters: Option<&super::metrics::StreamCounters>,
-    ) -> Result<(), StreamsError> {
+    ) {
         let (duration_ms, end_ms) = (seg.duration_ms, seg.program_date_time_ms + seg.duration_ms);
-        self.publish_segment(name, p, seg).await?;
-        if let Some(c) = counters {
-            c.segment(duration_ms, now_ms().saturating_sub(end_ms));
+        if self.publish_or_gap(name, p, seg).await {
+            if let Some(c) = counters {
+                c.segment(duration_ms, now_ms().saturating_sub(end_ms));
+            }
         }
-        Ok(())
+        self.enforce_retention(name, p).await;
+    }
+
+    /// Stores an ended session's final playlists once storing works again,
+    /// while the session is still the stream's last (a later one owns the
+    /// stream's playlists and site; at the next start the session file is
+    /// ended anyway).
+    async fn retry_final(
+        self,
+        name: String,
+        pipeline: Arc<tokio::sync::Mutex<Pipeline>>,
+        id: String,
+    ) {
+        for _ in 0..FINAL_RETRIES {
+            tokio::time::sleep(FINAL_RETRY).await;
+            let mut p = pipeline.lock().await;
+            let last = self
+                .lock()
+                .get(&name)
+                .and_then(|s| s.sessions.last().map(|l| l.id == id));
+            if last != Some(true) {
+                return;
+            }
+            if self.store_playlists(&name, &mut p).await.is_ok() {
+                tracing::info!(stream = %name, session = %id, "final archive stored");
+                return;
+            }
+        }
+        tracing::error!(stream = %name, session = %id, "gave up storing the final archive");
+    }
+
+    /// Publishes a segment; one that cannot be stored (a full disk) is
+    /// logged, counted and kept in the playlists as a gap. True when it
+    /// was stored and listed.
+    async fn publish_or_gap(&self, name: &str, p: &mut Pipeline, seg: SegmentReady) -> bool {
+        let before = p.record.playlist.segments().len();
+        let gap = SegmentEntry::gap(&seg, String::new(), None);
+        let seq = seg.seq;
+        let Err(e) = self.publish_segment(name, p, seg).await else {
+            return true;
+        };
+        let stored = p.record.playlist.segments().len() > before;
+        tracing::warn!(
+            stream = %name,
+            seq,
+            "{}: {e}",
+            if stored {
+                "segment stored, playlists not updated"
+            } else {
+                "segment not stored; marked as a gap in the playlists"
+            }
+        );
+        if let Some(s) = self.lock().get_mut(name) {
+            s.storage.failing = true;
+            s.storage.error = Some(e.to_string());
+            if stored {
+                s.storage.playlists_failed += 1;
+            } else {
+                s.storage.segments_dropped += 1;
+            }
+        }
+        if stored {
+            return true;
+        }
+        let format = p.record.playlist.config().format;
+        let init = match format {
+            // Before any init segment was stored there is nothing to play
+            // yet: the session just starts later.
+            SegmentFormat::Fmp4 => match p.init_uri.clone() {
+                Some(init) => Some(init),
+                None => return false,
+            },
+            SegmentFormat::Ts => None,
+        };
+        let uri = media_uri(&empty_cid(), &format!("gap-{seq:06}.{}", ext(format)));
+        let gap = SegmentEntry {
+            uri,
+            init_uri: init,
+            ..gap
+        };
+        if let Err(e) = p.record.playlist.push(gap) {
+            tracing::warn!(stream = %name, seq, "marking the gap: {e}");
+            return false;
+        }
+        // Failing too, most likely; the next success stores it.
+        let _ = self.store_playlists(name, p).await;
+        false
     }
 
     /// Muxes, stores and pins one segment, then updates the playlists.
@@ -379,11 +525,7 @@ impl Streams {
             SegmentFormat::Fmp4 => p.init_uri.clone(),
             SegmentFormat::Ts => None,
         };
-        let ext = match format {
-            SegmentFormat::Fmp4 => "m4s",
-            SegmentFormat::Ts => "ts",
-        };
-        let uri = media_uri(&cid, &format!("{:06}.{ext}", seg.seq));
+        let uri = media_uri(&cid, &format!("{:06}.{}", seg.seq, ext(format)));
         let entry = SegmentEntry::new(&seg, uri, init, len);
         p.record.playlist.push(entry)?;
         self.note_ingest(name, &seg, &cid);
@@ -426,9 +568,13 @@ impl Streams {
         }
     }
 
-    /// Renders both playlists, adds them to the store (the archive pinned,
-    /// replacing the previous version's pin), persists the session and
-    /// publishes the texts to HTTP readers.
+    /// Renders both playlists, adds them to the store (the archive pinned),
+    /// builds and pins the site, persists the session, and only then lets
+    /// the previous archive and site go: what the API names is always
+    /// pinned. What HTTP readers get (playlists, the session's state) is
+    /// updated from memory even when storing fails, so a full disk never
+    /// freezes the live playlist; the archive and site CIDs stay the last
+    /// stored ones then.
     pub(super) async fn store_playlists(
         &self,
         name: &str,
@@ -436,57 +582,131 @@ impl Streams {
     ) -> Result<(), StreamsError> {
         let live = p.record.playlist.live();
         let archive = p.record.playlist.archive();
-        self.inner
-            .clone()
-            .add_async(live.clone().into_bytes().into(), false)
-            .await?;
-        let archive_cid = self
-            .inner
-            .clone()
-            .add_async(archive.clone().into_bytes().into(), true)
-            .await?;
-        if let Some(old) = p.record.archive_cid.replace(archive_cid.to_string()) {
-            if old != archive_cid.to_string() {
-                if let Ok(old) = Cid::try_from(old.as_str()) {
-                    self.inner.repo.pins.remove(&old)?;
-                }
+        let stored = self.store_version(name, p, &live, &archive).await;
+        let site = match &stored {
+            Ok(site) => {
+                let _ = self.inner.sites.send(SiteUpdate {
+                    stream: name.to_owned(),
+                    root: *site,
+                });
+                Some(*site)
             }
-        }
-        let old_site = p
-            .record
-            .site_cid
-            .as_deref()
-            .and_then(|c| Cid::try_from(c).ok());
-        let record = p.record.clone();
-        let inner = self.inner.clone();
-        let owned = name.to_owned();
-        let site = tokio::task::spawn_blocking(move || -> Result<Cid, StreamsError> {
-            let site = inner.store_site(&owned, &record, live_for_site(&record), old_site)?;
-            let mut record = record;
-            record.site_cid = Some(site.to_string());
-            inner.persist(&owned, &record)?;
-            Ok(site)
-        })
-        .await
-        .map_err(|e| StreamsError::Task(e.to_string()))??;
-        p.record.site_cid = Some(site.to_string());
-        let _ = self.inner.sites.send(SiteUpdate {
-            stream: name.to_owned(),
-            root: site,
-        });
+            Err(_) => None,
+        };
         let info = info_of(&p.record);
         if let Some(s) = self.lock().get_mut(name) {
             s.live_text = Some(live);
             s.archive_text = Some(archive);
-            s.site = Some(site);
+            if let Some(site) = site {
+                s.site = Some(site);
+                s.storage.failing = false;
+                s.storage.error = None;
+            }
             match s.sessions.last_mut() {
                 Some(last) if last.id == info.id => *last = info,
                 _ => s.sessions.push(info),
             }
         }
-        Ok(())
+        stored.map(drop)
+    }
+
+    /// Stores one version of the session's playlists and site (see
+    /// [`Streams::store_playlists`]); on failure whatever it pinned is
+    /// unpinned again and `p.record` keeps naming the previous version.
+    async fn store_version(
+        &self,
+        name: &str,
+        p: &mut Pipeline,
+        live: &str,
+        archive: &str,
+    ) -> Result<Cid, StreamsError> {
+        let unpin = |cid: Cid| {
+            if let Err(e) = self.inner.repo.pins.remove(&cid) {
+                tracing::warn!(stream = %name, %cid, "unpinning: {e}");
+            }
+        };
+        let old_archive = p
+            .record
+            .archive_cid
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok());
+        let old_site = p
+            .record
+            .site_cid
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok());
+        self.inner
+            .clone()
+            .add_async(live.to_owned().into_bytes().into(), false)
+            .await?;
+        let archive_cid = self
+            .inner
+            .clone()
+            .add_async(archive.to_owned().into_bytes().into(), true)
+            .await?;
+        let mut record = p.record.clone();
+        record.archive_cid = Some(archive_cid.to_string());
+        let inner = self.inner.clone();
+        let owned = name.to_owned();
+        let stored = tokio::task::spawn_blocking(move || {
+            let site = inner.store_site(&owned, &record, live_for_site(&record), None)?;
+            record.site_cid = Some(site.to_string());
+            if let Err(e) = inner.persist(&owned, &record) {
+                if old_site != Some(site) {
+                    let _ = inner.repo.pins.remove(&site);
+                }
+                return Err(e);
+            }
+            Ok(record)
+        })
+        .await
+        .map_err(|e| StreamsError::Task(e.to_string()))?;
+        let record = match stored {
+            Ok(record) => record,
+            Err(e) => {
+                if old_archive != Some(archive_cid) {
+                    unpin(archive_cid);
+                }
+                return Err(e);
+            }
+        };
+        let site = record
+            .site_cid
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok())
+            .expect("set above");
+        if let Some(old) = old_archive.filter(|o| *o != archive_cid) {
+            unpin(old);
+        }
+        if let Some(old) = old_site.filter(|o| *o != site) {
+            unpin(old);
+        }
+        p.record = record;
+        Ok(site)
     }
 }
+
+/// The file name extension of a segment in `format`.
+fn ext(format: SegmentFormat) -> &'static str {
+    match format {
+        SegmentFormat::Fmp4 => "m4s",
+        SegmentFormat::Ts => "ts",
+    }
+}
+
+/// The CID of no bytes at all, inlined (identity multihash): what a gap's
+/// URI names, so that even a player that loads it anyway gets an answer
+/// (empty) from any gateway, and nothing needs storing.
+fn empty_cid() -> Cid {
+    let mh =
+        crate::store::Multihash::wrap(crate::store::IDENTITY, &[]).expect("an empty digest fits");
+    Cid::new_v1(crate::store::RAW, mh)
+}
+
+/// How often, and how many times, a session's final archive is stored
+/// again after storing it failed (20 minutes).
+const FINAL_RETRY: Duration = Duration::from_secs(10);
+const FINAL_RETRIES: u32 = 120;
 
 impl Publishers for Streams {
     fn check_tracks(&self, stream: &str, tracks: &crate::media::Tracks) -> Result<(), String> {

@@ -6,9 +6,13 @@
 //! ```
 //!
 //! At open, every session file is read back; one left open by a crash is
-//! ended. Files are written to a temporary name and moved into place.
+//! ended, unless it is the stream's last and was written to less than
+//! [`RECONNECT_GRACE`] ago: then a publisher reconnecting after the restart
+//! continues it, as it would have without one, and it ends when the window
+//! closes without one. Files are written to a temporary name and moved into place.
 
-use super::{Inner, SessionInfo, StreamState, Streams, StreamsError};
+use super::publish::Pipeline;
+use super::{Inner, SessionInfo, StreamState, Streams, StreamsError, RECONNECT_GRACE};
 use crate::hls::playlist::Session;
 use crate::store::pins::PinKind;
 use crate::store::{Block, Blockstore, StoreError};
@@ -18,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// A session left live by a crash that a returning publisher may continue,
+/// and how long it may still wait for one.
+pub(super) type Resumed = (Arc<tokio::sync::Mutex<Pipeline>>, Duration);
 
 /// What is persisted of a session, as `live/<stream>/<id>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,18 +53,33 @@ pub(super) fn session_id(ms: u64) -> String {
 }
 
 pub(super) fn info_of(record: &SessionRecord) -> SessionInfo {
-    let ms: u64 = record
+    let (mut ms, mut gap_ms, mut gaps, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for s in record.playlist.segments() {
+        if s.gap {
+            gap_ms += s.duration_ms;
+            gaps += 1;
+        } else {
+            ms += s.duration_ms;
+            bytes += s.bytes;
+        }
+    }
+    let media_end_ms = record
         .playlist
         .segments()
-        .iter()
-        .map(|s| s.duration_ms)
-        .sum();
+        .last()
+        .map_or(record.started_ms, |s| {
+            s.program_date_time_ms + s.duration_ms
+        });
     SessionInfo {
         id: record.id.clone(),
         started: rfc3339_ms(record.started_ms),
         duration_s: ms as f64 / 1000.0,
+        gap_s: gap_ms as f64 / 1000.0,
+        gaps,
         ended: record.playlist.is_ended(),
         archive_cid: record.archive_cid.clone(),
+        bytes,
+        media_end_ms,
     }
 }
 
@@ -66,8 +89,9 @@ impl Streams {
         name: &str,
         dir: &Path,
         state: &mut StreamState,
-    ) -> Result<(), StreamsError> {
+    ) -> Result<Option<Resumed>, StreamsError> {
         let mut records = Vec::new();
+        let mut modified = std::collections::HashMap::new();
         for e in std::fs::read_dir(dir)
             .map_err(StoreError::io("list", dir))?
             .flatten()
@@ -78,7 +102,12 @@ impl Streams {
             }
             let text = std::fs::read(&path).map_err(StoreError::io("read", &path))?;
             match serde_json::from_slice::<SessionRecord>(&text) {
-                Ok(r) => records.push(r),
+                Ok(r) => {
+                    if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                        modified.insert(r.id.clone(), m);
+                    }
+                    records.push(r)
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "skipping unreadable session: {e}")
                 }
@@ -89,7 +118,35 @@ impl Streams {
         records.retain(|r| !r.playlist.segments().is_empty());
         records.sort_by_key(|r| r.started_ms);
         let last = records.len().saturating_sub(1);
+        let mut resumed = None;
         for (i, mut r) in records.into_iter().enumerate() {
+            // A session the node stopped in while it was live, stored to
+            // less than the reconnect window ago: its publisher may be
+            // reconnecting right now, as after a dropped connection.
+            let resume_in = modified
+                .get(&r.id)
+                .and_then(|m| m.elapsed().ok())
+                .and_then(|age| RECONNECT_GRACE.checked_sub(age))
+                .filter(|_| i == last && !r.playlist.is_ended())
+                // Without a runtime (offline tools) no publisher can return.
+                .filter(|_| tokio::runtime::Handle::try_current().is_ok());
+            if let Some(wait) = resume_in {
+                tracing::info!(
+                    stream = name,
+                    session = %r.id,
+                    "the node stopped while this session was live; it continues if its \
+                     publisher returns within {}s",
+                    wait.as_secs()
+                );
+                state.site = r.site_cid.as_deref().and_then(|c| Cid::try_from(c).ok());
+                state.live_text = Some(r.playlist.live());
+                state.archive_text = Some(r.playlist.archive());
+                state.sessions.push(info_of(&r));
+                let pipeline = Arc::new(tokio::sync::Mutex::new(self.resumed_pipeline(r)?));
+                state.current = Some(pipeline.clone());
+                resumed = Some((pipeline, wait));
+                continue;
+            }
             if !r.playlist.is_ended() {
                 // The node stopped while this session was live.
                 r.playlist.end();
@@ -109,7 +166,7 @@ impl Streams {
             state.archive_text = Some(r.playlist.archive());
             state.sessions.push(info_of(&r));
         }
-        Ok(())
+        Ok(resumed)
     }
 }
 

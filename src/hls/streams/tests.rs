@@ -22,6 +22,8 @@ fn streams_with(dir: &Path, format: Option<SegmentFormat>, live: LiveConfig) -> 
         key: "camkey-0123456789".into(),
         format,
         part_target: None,
+        retain: None,
+        retain_bytes: None,
     };
     Streams::open(repo, live, &[config]).unwrap()
 }

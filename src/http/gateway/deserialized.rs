@@ -143,7 +143,10 @@ async fn listing(
 /// longer than the file selects all of it (206 either way: `bytes=0-` and
 /// twenty digits are a satisfiable range); a first position at or past the
 /// end is unsatisfiable (416 with `Content-Range: bytes */LEN`).
-fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, GatewayError> {
+pub(super) fn byte_range(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<(u64, u64)>, GatewayError> {
     let Some(spec) = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

@@ -77,7 +77,7 @@ fn ignored(name: &HeaderName, value: &HeaderValue) -> bool {
 }
 
 /// The `filename` of a query that holds nothing else, if it is plain.
-fn plain_filename(query: Option<&str>) -> Option<Option<&str>> {
+pub(super) fn plain_filename(query: Option<&str>) -> Option<Option<&str>> {
     let Some(q) = query else {
         return Some(None);
     };

@@ -79,6 +79,8 @@ impl Server {
             key: KEY.into(),
             format: None,
             part_target: None,
+            retain: None,
+            retain_bytes: None,
         }]));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -669,6 +671,8 @@ fn stream_keys_debug_hides_keys() {
         key: KEY.into(),
         format: None,
         part_target: None,
+        retain: None,
+        retain_bytes: None,
     }]);
     assert_eq!(keys.name_for(KEY), Some(NAME));
     assert_eq!(keys.name_for(NAME), None);

@@ -357,6 +357,19 @@ pub struct StreamConfig {
         with = "humantime_serde::option"
     )]
     pub part_target: Option<Duration>,
+    /// Media older than this is let go (unpinned, then collected): whole
+    /// past sessions, and the oldest segments of a long live one (its
+    /// archive then starts later). Unlimited if absent.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retain: Option<Duration>,
+    /// The stream's media beyond this many bytes (newest kept) is let go,
+    /// as for `retain`. Unlimited if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_bytes: Option<u64>,
 }
 
 /// The live dashboard: `/dashboard`, its event stream `/api/v1/events`,
@@ -382,19 +395,6 @@ impl Default for DashboardConfig {
             max_viewers: 1000,
         }
     }
-    /// Media older than this is let go (unpinned, then collected): whole
-    /// past sessions, and the oldest segments of a long live one (its
-    /// archive then starts later). Unlimited if absent.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub retain: Option<Duration>,
-    /// The stream's media beyond this many bytes (newest kept) is let go,
-    /// as for `retain`. Unlimited if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retain_bytes: Option<u64>,
 }
 
 /// The HTTP gateway and API.

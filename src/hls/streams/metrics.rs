@@ -227,6 +227,8 @@ mod tests {
             key: "camkey-0123456789".into(),
             format: None,
             part_target: None,
+            retain: None,
+            retain_bytes: None,
         };
         let repo = Repo::open(dir.path()).unwrap();
         let streams = Streams::open(repo, LiveConfig::default(), &[config]).unwrap();

@@ -140,21 +140,17 @@ impl Streams {
     /// The pipeline of a session the node stopped in the middle of (a
     /// crash, less than [`RECONNECT_GRACE`] ago): a returning publisher
     /// continues it after a discontinuity, with a new init segment.
-    pub(super) fn resumed_pipeline(&self, record: SessionRecord) -> Result<Pipeline, StreamsError> {
-        let mut segmenter =
-            Segmenter::new(&self.segmenter_config()).map_err(|e| StreamsError::Mux {
-                seq: 0,
-                reason: e.to_string(),
-            })?;
-        segmenter.resume_after(record.playlist.segments().len() as u64);
-        Ok(Pipeline {
-            record,
-            segmenter,
-            fmp4: None,
-            ts: None,
-            init_uri: None,
-            generation: 0,
-        })
+    pub(super) fn resumed_pipeline(
+        &self,
+        record: SessionRecord,
+        format: SegmentFormat,
+        part_target: Duration,
+    ) -> Result<Pipeline, StreamsError> {
+        let mut p = self.new_pipeline(format, part_target)?;
+        p.segmenter
+            .resume_after(record.playlist.segments().len() as u64);
+        p.record = record;
+        Ok(p)
     }
 
     /// Ends a session resumed at open (see [`Streams::resumed_pipeline`])

@@ -54,6 +54,7 @@ fn stream(n: u64, open: u32, window: usize) -> (Session, Parts) {
                 init_uri: Some("/ipfs/init".into()),
                 bytes: 100,
                 independent: true,
+                gap: false,
             })
             .unwrap();
         }

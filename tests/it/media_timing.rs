@@ -29,23 +29,28 @@ fn boxes(mut buf: &[u8]) -> Result<Vec<([u8; 4], &[u8])>> {
     Ok(out)
 }
 
-/// A media segment's `mfhd` sequence number; it must hold no `moov` or
-/// `ftyp` (those are the init segment's, once).
-fn moof_sequence(segment: &[u8]) -> Result<u32> {
+/// A media segment's `mfhd` sequence numbers, one per fragment (a
+/// low-latency segment is its parts, a fragment each); it must hold no
+/// `moov` or `ftyp` (those are the init segment's, once).
+fn moof_sequences(segment: &[u8]) -> Result<Vec<u32>> {
     let top = boxes(segment)?;
     let kinds: Vec<&[u8]> = top.iter().map(|(k, _)| &k[..]).collect();
     ensure!(
         !kinds.contains(&&b"moov"[..]) && !kinds.contains(&&b"ftyp"[..]),
         "a media segment repeats the init segment's boxes: {kinds:?}"
     );
-    let moof = top.iter().find(|(k, _)| k == b"moof").context("no moof")?.1;
-    let mfhd = boxes(moof)?
-        .into_iter()
-        .find(|(k, _)| k == b"mfhd")
-        .context("no mfhd")?
-        .1;
-    ensure!(mfhd.len() >= 8, "short mfhd");
-    Ok(u32::from_be_bytes(mfhd[4..8].try_into()?))
+    let mut out = Vec::new();
+    for (_, moof) in top.iter().filter(|(k, _)| k == b"moof") {
+        let mfhd = boxes(moof)?
+            .into_iter()
+            .find(|(k, _)| k == b"mfhd")
+            .context("no mfhd")?
+            .1;
+        ensure!(mfhd.len() >= 8, "short mfhd");
+        out.push(u32::from_be_bytes(mfhd[4..8].try_into()?));
+    }
+    ensure!(!out.is_empty(), "no moof");
+    Ok(out)
 }
 
 /// Per stream, the packets' decode times as ffprobe reads `file`.
@@ -87,11 +92,12 @@ fn concatenated(gw: &Gateway, playlist: &str, file: &Path) -> Result<usize> {
     let mut last = None;
     for uri in &segments {
         let body = fetch_verified(gw, uri)?;
-        let seq = moof_sequence(&body)?;
-        if let Some(prev) = last {
-            ensure!(seq == prev + 1, "mfhd {seq} follows {prev}: {playlist}");
+        for seq in moof_sequences(&body)? {
+            if let Some(prev) = last {
+                ensure!(seq == prev + 1, "mfhd {seq} follows {prev}: {playlist}");
+            }
+            last = Some(seq);
         }
-        last = Some(seq);
         bytes.extend_from_slice(&body);
     }
     std::fs::write(file, bytes)?;

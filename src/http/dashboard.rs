@@ -288,6 +288,14 @@ impl Sampler {
                         self.label(cid, format!("{} {file}", info.name));
                     }
                 }
+                // A low-latency segment's blocks are its parts: peers fetch
+                // those, listed in the LL-HLS playlist.
+                if let Some(view) = s.ll_view(&info.name) {
+                    let text = view.borrow().text.clone();
+                    for (cid, file) in playlist_media(&text) {
+                        self.label(cid, format!("{} {file}", info.name));
+                    }
+                }
                 if let Some(site) = &info.site_cid {
                     self.label(site, format!("{} site", info.name));
                 }

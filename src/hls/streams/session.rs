@@ -142,9 +142,11 @@ impl Streams {
                 state.live_text = Some(r.playlist.live());
                 state.archive_text = Some(r.playlist.archive());
                 state.sessions.push(info_of(&r));
-                let pipeline = Arc::new(tokio::sync::Mutex::new(
-                    self.resumed_pipeline(r, state.format, state.part_target)?,
-                ));
+                let pipeline = Arc::new(tokio::sync::Mutex::new(self.resumed_pipeline(
+                    r,
+                    state.format,
+                    state.part_target,
+                )?));
                 state.current = Some(pipeline.clone());
                 resumed = Some((pipeline, wait));
                 continue;

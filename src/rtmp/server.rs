@@ -362,7 +362,10 @@ pub async fn serve(
         let now = std::time::Instant::now();
         if !allow.allows(peer.ip()) {
             tracing::debug!(%peer, "refusing RTMP connection: address not in rtmp.allow");
-            shared.refusals.note(NOT_ALLOWED, now);
+            // The summary names the latest address refused, so that an
+            // operator sees whom the allowlist keeps out.
+            let from = format!("from {peer}");
+            shared.refusals.note_why(NOT_ALLOWED, Some(&from), now);
             continue;
         }
         // Unlike HTTP, a publisher waiting in the backlog would only time

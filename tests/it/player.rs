@@ -175,9 +175,11 @@ fn watch_says_offline_then_picks_the_stream_up_when_it_goes_live() -> Result<()>
     // Before the page picks the new publish up (how soon after it starts
     // depends on Chromium's start-up and the target duration, so not a
     // fixed time).
+    // The page's first moments, before its first answer, say "Connecting".
     let early: Vec<_> = states
         .samples
         .iter()
+        .skip_while(|s| s.offline != Some(true))
         .take_while(|s| s.offline != Some(false))
         .collect();
     ensure!(!early.is_empty(), "{states:?}");

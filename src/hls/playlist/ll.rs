@@ -229,6 +229,10 @@ impl Parts {
                 }
             }
             at_ms += seg.duration_ms;
+            if seg.gap {
+                // A segment that could not be stored (RFC 8216bis 4.4.4.7).
+                out.push_str("#EXT-X-GAP\n");
+            }
             let _ = writeln!(
                 out,
                 "#EXTINF:{}.{:03},\n{}",

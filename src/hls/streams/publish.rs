@@ -465,8 +465,10 @@ impl Streams {
             tracing::warn!(stream = %name, seq, "marking the gap: {e}");
             return false;
         }
-        // Failing too, most likely; the next success stores it.
+        // Failing too, most likely; the next success stores it. The
+        // low-latency playlist, kept in memory, lists the gap at once.
         let _ = self.store_playlists(name, p).await;
+        self.publish_ll(name, p);
         false
     }
 

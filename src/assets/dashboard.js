@@ -125,13 +125,13 @@
         ["Bitrate", bits(ing.bitrate_bps), { big: true }],
         ["Keyframes", known(ing.keyframe_interval_s) ? "every " + secs(ing.keyframe_interval_s) : NONE],
         ["Audio", ing.audio_codec || NONE],
-      ]);
+      ].concat((s && s.warnings || []).map((w) => ["Advice", "set the keyframe interval to 1-2 s", { title: w }])));
     }
     fields("segmenter", [
       ["Format", s ? (s.format === "ts" ? "MPEG-TS" : "fMP4 (CMAF)") : NONE],
       ["Segments cut", num(ing.segments), { big: true }],
       ["Last", known(ing.last_seq) ? "#" + ing.last_seq + " · " + secs(ing.last_duration_s, 2) : NONE],
-      ["Parts", NONE, { title: "this node cuts whole segments (no LL-HLS parts)" }],
+      ["Parts", NONE, { title: "LL-HLS parts are counted in /metrics (meshcast_hls_parts_total)" }],
       ["Ready after", ms(ing.lag_ms), { title: "from the segment's last frame to its place in the playlist" }],
       ["Session", s && s.session ? duration(s.session.duration_s) : NONE],
     ]);

@@ -324,6 +324,7 @@ impl Sampler {
                     "format": info.format,
                     "mirror_of": info.mirror_of,
                     "site_cid": info.site_cid,
+                    "warnings": info.warnings,
                     "session": session.map(|s| json!({"id": s.id, "duration_s": s.duration_s})),
                     "ingest": stats,
                     "ipns": ipns,

@@ -22,6 +22,8 @@ mod cjdns;
 mod metrics;
 mod yggdrasil;
 
+pub use cjdns::CjdnsSelf;
+
 use crate::config::MeshConfig;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -283,6 +285,8 @@ pub struct YggdrasilSelf {
 pub struct SelfInfo {
     /// As Yggdrasil's `getSelf` says, when the daemon answers.
     pub yggdrasil: Option<YggdrasilSelf>,
+    /// As cjdroute's `Core_nodeInfo` says, when the daemon answers.
+    pub cjdns: Option<cjdns::CjdnsSelf>,
 }
 
 /// How a daemon answers.
@@ -542,6 +546,15 @@ impl CjdnsSocket {
         }
     }
 
+    /// The node's own description (`Core_nodeInfo`, no password needed).
+    async fn node_info(&mut self) -> Result<cjdns::CjdnsSelf, MeshError> {
+        let txid = self.txid();
+        let reply = self
+            .call(&cjdns::request_no_args(cjdns::NODE_INFO, &txid), &txid)
+            .await?;
+        cjdns::parse_node_info(&reply, &txid)
+    }
+
     /// Every page of the peer stats; with `password`, each call is
     /// authenticated with a fresh cookie.
     async fn peer_stats(&mut self, password: Option<&str>) -> Result<Vec<Link>, MeshError> {
@@ -677,7 +690,7 @@ impl Poller {
         if !cj.is_empty() {
             let read = async {
                 let mut socket = CjdnsSocket::open(&cj).await?;
-                match socket.peer_stats(None).await {
+                let links = match socket.peer_stats(None).await {
                     // A daemon that wants a password for it: ask again with
                     // one, or say where one goes.
                     Err(MeshError::Refused { kind, reason }) => match cjdns_password(&self.config) {
@@ -690,11 +703,16 @@ impl Poller {
                         }),
                     },
                     r => r,
-                }
+                }?;
+                // A daemon whose peers answer but not this (an older
+                // cjdroute) still shows its links.
+                let me = socket.node_info().await.ok();
+                Ok((links, me))
             };
             match self.timed(LinkKind::Cjdns, &cj, read).await {
-                Ok(mut links) => {
+                Ok((mut links, me)) => {
                     snapshot.daemons.cjdns.state = DaemonState::Up;
+                    snapshot.self_info.cjdns = me;
                     self.tracker.observe(
                         LinkKind::Cjdns,
                         &mut links,

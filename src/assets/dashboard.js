@@ -267,6 +267,14 @@
         [fetched.length ? fetched.slice(0, 4).join(", ") : NONE, "mono small", fetched.join("\n")],
       ];
     }, "No peer connected.");
+    // This node's own address on each mesh, as its daemons say.
+    const me = mesh.self || {};
+    const own = [["Yggdrasil", me.yggdrasil], ["cjdns", me.cjdns]]
+      .filter(([, m]) => m && m.address)
+      .map(([name, m]) => name + " " + m.address);
+    document.getElementById("mesh-self").textContent = own.length
+      ? "This node: " + own.join(" · ")
+      : "This node is on no mesh a daemon here reports.";
     rows("t-mesh", links, (l) => [
       [l.kind || NONE, "kind " + (l.kind || "")],
       [l.address || NONE, "mono", l.address],

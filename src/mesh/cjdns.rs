@@ -29,6 +29,12 @@ use std::net::Ipv6Addr;
 /// The peer list function.
 pub const PEER_STATS: &str = "InterfaceController_peerStats";
 
+/// The function that describes the node itself; it needs no password and
+/// takes no arguments. cjdroute answers `myAddr` (the node's own
+/// `v<version>.<label>.<key>.k`), `version`, `encodingScheme` and
+/// `compressedSchemeHex`; newer builds add `myIp6`.
+pub const NODE_INFO: &str = "Core_nodeInfo";
+
 /// The arguments of a call; peer stats take only `page`.
 #[derive(Debug, Clone, Serialize)]
 struct Args {
@@ -59,6 +65,16 @@ struct AuthCall<'a> {
 pub fn request(function: &str, page: u64, txid: &str) -> Vec<u8> {
     serde_bencode::to_bytes(&Call {
         args: Some(&Args { page }),
+        q: function,
+        txid,
+    })
+    .expect("a call encodes")
+}
+
+/// A call of `function` with no arguments, without a password.
+pub fn request_no_args(function: &str, txid: &str) -> Vec<u8> {
+    serde_bencode::to_bytes(&Call {
+        args: None,
         q: function,
         txid,
     })
@@ -118,6 +134,51 @@ pub fn parse_cookie(reply: &[u8], txid: &str) -> Result<String, MeshError> {
         return Err(refused(error));
     }
     r.cookie.ok_or_else(|| bad("no cookie in the reply"))
+}
+
+/// This node as cjdroute's `Core_nodeInfo` describes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CjdnsSelf {
+    /// Its fc00::/8 address (`myIp6`, else computed from the key).
+    pub address: Option<String>,
+    /// Its public key (`....k`).
+    pub key: Option<String>,
+    /// `myAddr` as cjdroute gives it.
+    pub addr: String,
+    /// The cjdns protocol version.
+    pub version: Option<i64>,
+}
+
+/// The reply to `Core_nodeInfo`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeInfoReply {
+    my_addr: Option<String>,
+    my_ip6: Option<String>,
+    version: Option<i64>,
+    error: Option<String>,
+    txid: Option<String>,
+}
+
+/// The node's own description in a reply to [`NODE_INFO`] with `txid`.
+pub fn parse_node_info(reply: &[u8], txid: &str) -> Result<CjdnsSelf, MeshError> {
+    let r: NodeInfoReply = decode(reply)?;
+    check_txid(r.txid.as_deref(), txid)?;
+    if let Some(error) = r.error.filter(|e| e != "none") {
+        return Err(refused(error));
+    }
+    let addr = r.my_addr.ok_or_else(|| bad("no myAddr in the reply"))?;
+    let address = r
+        .my_ip6
+        .and_then(|ip| ip.parse::<Ipv6Addr>().ok())
+        .or_else(|| address_of(&addr))
+        .map(|ip| ip.to_string());
+    Ok(CjdnsSelf {
+        address,
+        key: key_of(&addr).map(str::to_owned),
+        version: r.version,
+        addr,
+    })
 }
 
 /// One entry of a peer stats page, as cjdroute names its fields.
@@ -332,6 +393,34 @@ mod tests {
         assert_eq!(l.inbound, Some(true));
         assert_eq!(l.last_message_unix_ms, Some(1_700_000_000_000));
         assert!(parse_page(reply.as_bytes(), "other").is_err());
+    }
+
+    #[test]
+    fn node_info_names_this_node() {
+        assert_eq!(
+            request_no_args(NODE_INFO, "t4"),
+            b"d1:q13:Core_nodeInfo4:txid2:t4e"
+        );
+        let my_addr = format!("v21.0000.0000.0000.0001.{KEY}");
+        let reply = format!(
+            "d19:compressedSchemeHex6:0014a05:error4:none6:myAddr{}:{my_addr}4:txid2:t47:versioni21ee",
+            my_addr.len()
+        );
+        let me = parse_node_info(reply.as_bytes(), "t4").unwrap();
+        assert_eq!(me.key.as_deref(), Some(KEY));
+        assert_eq!(me.version, Some(21));
+        assert_eq!(me.address, address_of(&my_addr).map(|ip| ip.to_string()));
+        assert!(me.address.as_deref().unwrap().starts_with("fc"));
+        // A newer cjdroute's myIp6 is taken as it says.
+        let reply = format!(
+            "d6:myAddr{}:{my_addr}5:myIp639:fc00:0000:0000:0000:0000:0000:0000:00014:txid2:t5e",
+            my_addr.len()
+        );
+        let me = parse_node_info(reply.as_bytes(), "t5").unwrap();
+        assert_eq!(me.address.as_deref(), Some("fc00::1"));
+        assert!(parse_node_info(b"d5:error4:nope4:txid2:t6e", "t6").is_err());
+        assert!(parse_node_info(b"d4:txid2:t7e", "t7").is_err());
+        assert!(parse_node_info(reply.as_bytes(), "other").is_err());
     }
 
     #[test]

@@ -13,11 +13,14 @@ one bencoded dictionary per datagram, replies echo the request's txid.
   call must be authenticated: {"q": "auth", "aq": <function>, "cookie",
   "hash"}, hash = sha256hex(bencode(request with hash =
   sha256hex(password + cookie))); otherwise {"error": "Auth failed."}.
+- {"q": "Core_nodeInfo"} (no password needed, as cjdroute registers it,
+  admin/angel/Core.c): "myAddr" (this node's own `v<version>.<label>.<key>.k`),
+  "version", "encodingScheme", "compressedSchemeHex", "error": "none".
 - Peers have real cjdns keys (an address in fc00::/8), lladdr, state and the
   counters; bytes and packets grow with every call, one peer loses 5%.
 
-PEERS lines on stderr name each peer's key and address as
-`peer <addr> <ipv6>`, for the test to compare.
+Lines on stderr name each peer's key and address as `peer <addr> <ipv6>`,
+and this node's as `self <addr> <ipv6>`, for the test to compare.
 """
 
 import hashlib
@@ -101,6 +104,9 @@ def main():
         peers.append({"addr": addr, "ip": ip, "lladdr": "10.66.0.%d:11234" % (n + 2),
                       "incoming": n % 2, "lossy": n == 0})
         print("peer %s %s" % (addr, ip), file=sys.stderr, flush=True)
+    my_key, my_ip = keypair()
+    my_addr = "v21.0000.0000.0000.0001.%s" % my_key
+    print("self %s %s" % (my_addr, my_ip), file=sys.stderr, flush=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
@@ -115,6 +121,12 @@ def main():
         q = req.get("q", b"").decode()
         if q == "cookie":
             reply = {"cookie": str(int(time.time()))}
+        elif q == "Core_nodeInfo":
+            reply = {"myAddr": my_addr, "version": 21, "compressedSchemeHex": "0014a0",
+                     "encodingScheme": [{"bitCount": 4, "prefix": "01", "prefixLen": 1},
+                                        {"bitCount": 7, "prefix": "02", "prefixLen": 2},
+                                        {"bitCount": 10, "prefix": "00", "prefixLen": 2}],
+                     "error": "none"}
         elif q in ("auth", "InterfaceController_peerStats"):
             fn = req.get("aq", b"").decode() if q == "auth" else q
             if password is not None:

@@ -11,7 +11,8 @@
 //!
 //! cjdns is not packaged for Debian: `tests/interop/cjdns-admin.py` answers
 //! as cjdroute's admin interface does (bencode over UDP, cookie and
-//! password hash, peer stats six to a page), with peers of real cjdns keys.
+//! password hash, peer stats six to a page, `Core_nodeInfo`), with peers of
+//! real cjdns keys.
 
 use crate::support::*;
 use crate::yggdrasil::Mesh;
@@ -79,19 +80,22 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
     mesh.veth(Some(&a), "10.95.0.1/24", &b, "10.95.0.2/24")?;
     mesh.veth(None, "10.95.1.1/24", &a, "10.95.1.2/24")?;
     mesh.veth(None, "10.95.2.1/24", &b, "10.95.2.2/24")?;
+    // A's daemon answers on a Unix socket, B's on TCP (inside B's
+    // namespace): both endpoint kinds against a real daemon.
     let sockets = tempdir()?;
-    let (sock_a, sock_b) = (sockets.path().join("a.sock"), sockets.path().join("b.sock"));
-    let ygg_a = mesh.yggdrasil(&a, Some("10.95.0.1"), &[], Some(&sock_a))?;
-    let ygg_b = mesh.yggdrasil(&b, None, &["10.95.0.1"], Some(&sock_b))?;
+    let admin_a = format!("unix://{}", sockets.path().join("a.sock").display());
+    let admin_b = format!("tcp://127.0.0.1:{}", free_port()?);
+    let ygg_a = mesh.yggdrasil(&a, Some("10.95.0.1"), &[], Some(&admin_a))?;
+    let ygg_b = mesh.yggdrasil(&b, None, &["10.95.0.1"], Some(&admin_b))?;
 
     let dir = tempdir()?;
-    let config = |name: &str, sock: &std::path::Path| -> Result<String> {
+    let config = |name: &str, admin: &str| -> Result<String> {
         let path = dir.path().join(name);
-        let toml = mesh_toml(&format!("unix://{}", sock.display()), "", "");
+        let toml = mesh_toml(admin, "", "");
         write(&path, toml.as_bytes())?;
         Ok(path.to_str().context("UTF-8 path")?.to_owned())
     };
-    let (config_a, config_b) = (config("a.toml", &sock_a)?, config("b.toml", &sock_b)?);
+    let (config_a, config_b) = (config("a.toml", &admin_a)?, config("b.toml", &admin_b)?);
     let origin_repo = Repo::new()?;
     let p2p_port = free_port()?;
     let origin = Gateway::start_on(
@@ -200,8 +204,16 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
         link_to(m, "yggdrasil", ygg_a).is_some_and(|l| count(&l["bytes_in"]) >= 2 << 20)
     })?;
     ensure!(
-        theirs["daemons"]["yggdrasil"]["state"] == "up",
+        theirs["daemons"]["yggdrasil"]["state"] == "up"
+            && theirs["daemons"]["yggdrasil"]["endpoint"] == admin_b.as_str(),
         "{theirs:#}"
+    );
+    ensure!(
+        theirs["self"]["yggdrasil"]["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            == Some(ygg_b),
+        "the mirror (tcp:// admin) is not {ygg_b}: {theirs:#}"
     );
 
     // The origin's daemon goes away: shown as absent, said once.
@@ -229,11 +241,12 @@ fn yggdrasil_links_show_their_peers_and_traffic() -> Result<()> {
 }
 
 /// `tests/interop/cjdns-admin.py` with `peers` peers (and `password`): its
-/// port and each peer's (addr, IPv6 address).
+/// port, each peer's (addr, IPv6 address) and its own.
 struct Cjdroute {
     child: KillOnDrop,
     port: u16,
     peers: Vec<(String, Ipv6Addr)>,
+    me: (String, Ipv6Addr),
 }
 
 impl Cjdroute {
@@ -247,15 +260,18 @@ impl Cjdroute {
             .stderr(Stdio::piped());
         let mut child = KillOnDrop::new(cmd.spawn().context("start python3 cjdns-admin.py")?);
         let mut found = Vec::new();
+        let mut me = None;
         let err = BufReader::new(child.stderr.take().context("stderr")?);
-        for line in err.lines().take(peers) {
+        for line in err.lines().take(peers + 1) {
             let line = line?;
-            let mut parts = line.split_whitespace().skip(1);
-            let (addr, ip) = (parts.next(), parts.next());
-            found.push((
-                addr.context("peer addr")?.to_owned(),
-                ip.context("peer ip")?.parse()?,
-            ));
+            let mut parts = line.split_whitespace();
+            let (what, addr, ip) = (parts.next(), parts.next(), parts.next());
+            let entry = (addr.context("addr")?.to_owned(), ip.context("ip")?.parse()?);
+            match what {
+                Some("peer") => found.push(entry),
+                Some("self") => me = Some(entry),
+                _ => bail!("cjdns-admin.py said {line:?}"),
+            }
         }
         let mut port = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut port)?;
@@ -266,6 +282,7 @@ impl Cjdroute {
                 .parse()
                 .with_context(|| format!("port {port:?}"))?,
             peers: found,
+            me: me.context("cjdns-admin.py named no self")?,
         })
     }
 }
@@ -289,6 +306,24 @@ fn cjdns_peer_stats_are_read_page_by_page() -> Result<()> {
     })?;
     ensure!(m["daemons"]["cjdns"]["state"] == "up", "{m:#}");
     ensure!(m["daemons"]["yggdrasil"]["state"] == "off", "{m:#}");
+    // This node as Core_nodeInfo describes it (no password needed).
+    let me = &m["self"]["cjdns"];
+    ensure!(me["addr"] == cjdroute.me.0.as_str(), "{m:#}");
+    ensure!(
+        me["address"]
+            .as_str()
+            .and_then(|a| a.parse::<Ipv6Addr>().ok())
+            == Some(cjdroute.me.1),
+        "self is not {}: {m:#}",
+        cjdroute.me.1
+    );
+    ensure!(
+        me["key"]
+            .as_str()
+            .is_some_and(|k| cjdroute.me.0.ends_with(k))
+            && me["version"] == 21,
+        "{m:#}"
+    );
     for (i, (addr, ip)) in cjdroute.peers.iter().enumerate() {
         let link = link_to(&m, "cjdns", *ip).with_context(|| format!("no link to {ip}: {m:#}"))?;
         ensure!(link["cjdns_addr"] == addr.as_str(), "{link:#}");
@@ -359,5 +394,6 @@ fn cjdns_peer_stats_are_read_page_by_page() -> Result<()> {
         m["daemons"]["cjdns"]["state"] == "absent"
     })?;
     ensure!(m["links"].as_array().is_some_and(Vec::is_empty), "{m:#}");
+    ensure!(m["self"]["cjdns"].is_null(), "{m:#}");
     Ok(())
 }

@@ -154,14 +154,15 @@ impl Mesh {
 
     /// Starts `yggdrasil` in `ns`, listening for peerings on `listen` (an
     /// IPv4 address) when given and peering with `peers`; its address.
-    /// An admin socket only at `admin` (a Unix socket path) when given, and
+    /// An admin socket only at `admin` (its `AdminListen`: `unix:///path` or
+    /// `tcp://127.0.0.1:PORT`, inside `ns`) when given, and
     /// no multicast discovery: the peerings are the veths the test made.
     pub(crate) fn yggdrasil(
         &mut self,
         ns: &str,
         listen: Option<&str>,
         peers: &[&str],
-        admin: Option<&Path>,
+        admin: Option<&str>,
     ) -> Result<Ipv6Addr> {
         let out = Command::new("yggdrasil")
             .args(["-genconf", "-json"])
@@ -172,9 +173,7 @@ impl Mesh {
         let tcp = |a: &str| format!("tcp://{a}:{YGG_PORT}");
         conf["Listen"] = listen.map(tcp).into_iter().collect();
         conf["Peers"] = peers.iter().map(|a| tcp(a)).collect();
-        conf["AdminListen"] = admin
-            .map_or_else(|| "none".to_owned(), |p| format!("unix://{}", p.display()))
-            .into();
+        conf["AdminListen"] = admin.unwrap_or("none").into();
         conf["MulticastInterfaces"] = serde_json::json!([]);
         conf["IfName"] = "ygg0".into();
         let file = self.dir.path().join(format!("{ns}.json"));

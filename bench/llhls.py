@@ -15,9 +15,21 @@ the first 5 s, a stall a sample where playback advanced less than 0.1 s
 while it should have played 0.5 s.  Goal (issue 8): median <= 1.5 s with
 no stall on the origin.
 
+The anchor, in the same run: nginx-rtmp (libnginx-mod-rtmp, `hls_fragment
+2s`, the same clip from its own `ffmpeg -re`) played by the same hls.js in
+the same Chromium, configured as meshcast's player configures it for a
+playlist without parts (low-latency mode, live sync 6 s, catch-up at 1.5x
+past 14 s), from a page nginx serves next to its playlists.  nginx's
+playlists carry no PROGRAM-DATE-TIME, so for it, and beside the
+glass-to-glass figure for meshcast, the table gives hls.js's `latency`:
+the distance of the frame on screen to the live edge of the playlist.
+--no-nginx leaves the anchor out (it needs nginx and libnginx-mod-rtmp,
+installed with apt-get when missing, as bench/live.py does).
+
 Not here yet (issue 8's full table): mirrors on loopback and over the bad
-link, nginx-rtmp with 2 s fragments, peak RSS with 200 polling clients and
-origin bytes per media byte sent to a mirror.
+link and origin bytes per media byte sent to a mirror.  Segment-ready lag
+against nginx-rtmp and peak RSS with 200 polling clients are bench/live.py's
+phases 1 and 2 (the default part target applies there).
 
 Usage:
 
@@ -43,8 +55,30 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "bench-key-0123456789"
+# Each sample: glass-to-glass (now - PROGRAM-DATE-TIME of the frame on
+# screen, when the playlist has it) and hls.js's latency to its live edge.
 LATENCY = ("(() => { const h = window.meshcastPlayer && window.meshcastPlayer.hls; "
-           "return h && h.playingDate ? (Date.now() - h.playingDate.getTime()) / 1000 : null; })()")
+           "if (!h) return null; "
+           "return {pdt: h.playingDate ? (Date.now() - h.playingDate.getTime()) / 1000 : null, "
+           "edge: isFinite(h.latency) && h.latency > 0 ? h.latency : null}; })()")
+
+# The anchor's page: the embedded hls.js, configured as src/assets/player.js
+# configures it for a live playlist without parts, and the same
+# window.meshcastPlayer shape tests/interop/page-state.mjs reads.
+NGINX_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>nginx-rtmp anchor</title>
+<script src="hls.min.js"></script></head>
+<body><video id="v" muted autoplay playsinline></video>
+<script>
+const video = document.getElementById("v");
+const hls = new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5,
+                     liveSyncDuration: 6, liveMaxLatencyDuration: 14});
+window.meshcastPlayer = {video, hls, live: true, offline: false, errors: []};
+hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) window.meshcastPlayer.errors.push(d.details); });
+hls.loadSource("/hls/STREAM.m3u8");
+hls.attachMedia(video);
+</script></body></html>
+"""
 
 
 def log(msg):
@@ -70,17 +104,55 @@ def make_clip(path, secs):
         check=True, stdin=subprocess.DEVNULL)
 
 
-def wait_live(http, timeout=30):
+def wait_live(url, timeout=30):
     start = time.time()
     while time.time() - start < timeout:
         try:
-            with urllib.request.urlopen(f"http://{http}/live/cam.m3u8", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if b"#EXTINF" in r.read():
                     return
         except OSError:
             pass
         time.sleep(0.2)
     raise RuntimeError("the stream never went live")
+
+
+def watch(url, seconds):
+    """Chromium on `url` for `seconds`: (glass-to-glass samples, edge-latency
+    samples, stalls, player errors), all after the first 5 s."""
+    out = subprocess.run(
+        ["node", os.path.join(ROOT, "tests/interop/page-state.mjs"), url,
+         "--seconds", str(seconds), "--eval", LATENCY],
+        capture_output=True, text=True, timeout=seconds + 60)
+    if not out.stdout.strip():
+        raise RuntimeError(f"page-state.mjs printed nothing: {out.stderr.strip()}")
+    states = json.loads(out.stdout)
+    samples = [s for s in states["samples"] if s["t"] >= 5]
+    values = [s.get("value") or {} for s in samples]
+    pdt = [v["pdt"] for v in values if isinstance(v.get("pdt"), (int, float))]
+    edge = [v["edge"] for v in values if isinstance(v.get("edge"), (int, float))]
+    stalls = 0
+    for a, b in zip(samples, samples[1:]):
+        if a.get("time") is not None and b.get("time") is not None and b["time"] - a["time"] < 0.1:
+            stalls += 1
+    return pdt, edge, stalls, states["errors"] + states.get("page_errors", [])
+
+
+def stop(procs):
+    for p in procs:
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def publish(clip, url):
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", clip, "-c", "copy", "-f", "flv", url],
+        stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def run_target(binary, clip, target, seconds, work):
@@ -97,28 +169,52 @@ def run_target(binary, clip, target, seconds, work):
     pub = None
     try:
         time.sleep(1)
-        pub = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", clip, "-c", "copy",
-             "-f", "flv", f"rtmp://{rtmp}/live/{KEY}"],
-            stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_live(http)
-        out = subprocess.run(
-            ["node", os.path.join(ROOT, "tests/interop/page-state.mjs"),
-             f"http://{http}/watch/cam", "--seconds", str(seconds), "--eval", LATENCY],
-            capture_output=True, text=True, timeout=seconds + 60)
-        states = json.loads(out.stdout)
+        pub = publish(clip, f"rtmp://{rtmp}/live/{KEY}")
+        wait_live(f"http://{http}/live/cam.m3u8")
+        return watch(f"http://{http}/watch/cam", seconds)
     finally:
-        for p in (pub, serve):
-            if p and p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=10)
-    samples = [s for s in states["samples"] if s["t"] >= 5]
-    lat = [s["value"] for s in samples if isinstance(s.get("value"), (int, float))]
-    stalls = 0
-    for a, b in zip(samples, samples[1:]):
-        if a.get("time") is not None and b.get("time") is not None and b["time"] - a["time"] < 0.1:
-            stalls += 1
-    return lat, stalls, states["errors"]
+        stop([pub, serve])
+
+
+def run_nginx(clip, seconds, work):
+    """The anchor: nginx-rtmp with 2 s fragments (bench/live.py's config),
+    its playlist played by the embedded hls.js from a page nginx serves."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import live as livebench  # the nginx set-up shared with bench/live.py
+
+    livebench.ensure_packages()
+    tmp = tempfile.mkdtemp(dir=work)
+    for d in ("hls", "seg", "page", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(tmp, d), exist_ok=True)
+    http, rtmp = free_port(), free_port()
+    conf = livebench.NGINX_CONF.format(module=livebench.rtmp_module_path(), tmp=tmp,
+                                       rtmp=rtmp, http=http)
+    conf = conf.replace("        location /hls/ {",
+                        f"        location /page/ {{ alias {tmp}/page/; }}\n"
+                        "        location /hls/ {", 1)
+    with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+        f.write(conf)
+    shutil.copy(os.path.join(ROOT, "vendor/hls.js/hls.min.js"), os.path.join(tmp, "page"))
+    with open(os.path.join(tmp, "page", "index.html"), "w") as f:
+        f.write(NGINX_PAGE.replace("STREAM", KEY))
+    nginx = subprocess.Popen(["nginx", "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")],
+                             stdout=subprocess.DEVNULL,
+                             stderr=open(os.path.join(tmp, "nginx.stderr"), "w"),
+                             start_new_session=True)
+    pub = None
+    try:
+        time.sleep(1)
+        pub = publish(clip, f"rtmp://127.0.0.1:{rtmp}/live/{KEY}")
+        wait_live(f"http://127.0.0.1:{http}/hls/{KEY}.m3u8")
+        return watch(f"http://127.0.0.1:{http}/page/index.html", seconds)
+    finally:
+        stop([pub, nginx])
+
+
+def fmt(vals):
+    if not vals:
+        return f"{'-':>9} {'-':>6} {'-':>6}"
+    return f"{statistics.median(vals):9.2f} {min(vals):6.2f} {max(vals):6.2f}"
 
 
 def main():
@@ -126,6 +222,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/debug/meshcast"))
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--targets", default="200ms,300ms,500ms,0s")
+    ap.add_argument("--no-nginx", action="store_true", help="leave out the nginx-rtmp anchor")
     args = ap.parse_args()
     for tool in ("ffmpeg", "node"):
         if not shutil.which(tool):
@@ -139,15 +236,16 @@ def main():
         rows = []
         for target in args.targets.split(","):
             log(f"part target {target} ...")
-            lat, stalls, errors = run_target(args.bin, clip, target, args.seconds, work)
-            rows.append((target, lat, stalls, errors))
-        print(f"{'part target':>12} {'median s':>9} {'min s':>6} {'max s':>6} {'stalls':>6}  errors")
-        for target, lat, stalls, errors in rows:
-            if lat:
-                print(f"{target:>12} {statistics.median(lat):9.2f} {min(lat):6.2f} "
-                      f"{max(lat):6.2f} {stalls:6d}  {len(errors)}")
-            else:
-                print(f"{target:>12} {'-':>9} {'-':>6} {'-':>6} {stalls:6d}  {errors}")
+            rows.append((f"meshcast {target}",) + run_target(args.bin, clip, target, args.seconds, work))
+        if not args.no_nginx:
+            log("nginx-rtmp, 2 s fragments ...")
+            rows.append(("nginx-rtmp 2s",) + run_nginx(clip, args.seconds, work))
+        print(f"{'':>16} {'glass-to-glass (s)':>23} {'hls.js latency to edge (s)':>28}")
+        print(f"{'row':>16} {'median':>9} {'min':>6} {'max':>6}   {'median':>9} {'min':>6} {'max':>6}"
+              f" {'stalls':>6}  errors")
+        for name, pdt, edge, stalls, errors in rows:
+            print(f"{name:>16} {fmt(pdt)}   {fmt(edge)} {stalls:6d}  {len(errors)}"
+                  + (f" {errors[:3]}" if errors else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

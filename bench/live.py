@@ -740,7 +740,10 @@ def main():
         meshcast = procs.start([binary, "serve", "--data", os.path.join(tmp, "meshcast-data"),
                                 "--config", m_conf,
                                 "--http", f"{HOST}:{m_http}", "--rtmp", f"{HOST}:{m_rtmp}",
-                                "--stream", f"{NAME}={KEY}"],
+                                "--stream", f"{NAME}={KEY}",
+                                # The p2p node runs, on a port of its own
+                                # (4001 may be another node's), without mDNS.
+                                "--p2p", f"/ip4/{HOST}/tcp/0", "--no-mdns"],
                                stdout=m_log, stderr=subprocess.STDOUT)
         for d in ("hls", "seg", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             os.makedirs(os.path.join(tmp, d), exist_ok=True)

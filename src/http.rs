@@ -77,6 +77,9 @@ pub struct AppState {
     dashboard: Option<dashboard::Dashboard>,
     /// Bytes written to HTTP connections, counted by `conn::Conn`.
     http_sent: Arc<AtomicU64>,
+    /// Files of raw leaves served lately (closed LL-HLS segments), which
+    /// the hot path answers like one-block segments.
+    flat_files: Arc<gateway::FlatFiles>,
 }
 
 /// Blocks one [`AppState::read`] may fetch before it gives up and answers
@@ -158,6 +161,7 @@ impl AppState {
             mesh: None,
             metrics: None,
             dashboard: None,
+            flat_files: Arc::default(),
             http_sent: Arc::default(),
         }
     }

@@ -54,6 +54,7 @@ mod trustless;
 
 pub(super) use body::CHUNK_MAX;
 pub(super) use hot::hot_block;
+pub(super) use hot::FlatFiles;
 
 use deserialized::deserialized;
 

@@ -4,10 +4,11 @@
 //! trailing slash is redirected to it.
 
 use super::body::stream;
+use super::hot::{FlatBody, FlatFile};
 use super::{disposition, AppState, GatewayError};
 use super::{not_modified, not_modified_response, value, ContentPath, Params};
 use crate::http::{html, sniff};
-use crate::store::{IDENTITY, RAW};
+use crate::store::{DAG_PB, IDENTITY, RAW};
 use crate::unixfs::export::{self, ExportError, FileRange, NodeKind, Resolved, Stat};
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -15,6 +16,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cid::Cid;
+use std::sync::Arc;
 
 /// UnixFS content: a file's bytes, a directory's `index.html` or listing.
 pub(super) async fn deserialized(
@@ -246,6 +248,13 @@ async fn file(
         };
         let (from, to) = (start as usize, (end as usize).min(data.len()));
         Body::from(data.slice(from.min(to)..to))
+    } else if cid.codec() == DAG_PB && (start, end) == (0, size) {
+        match flat_file(state, cid, size).await? {
+            // Leaf by leaf, each sent from its file, and remembered for the
+            // hot path.
+            Some(flat) => stream(state.clone(), FlatBody::new(flat)),
+            None => stream(state.clone(), FileRange::new(cid, start, end - start)),
+        }
     } else {
         stream(state.clone(), FileRange::new(cid, start, end - start))
     };
@@ -266,6 +275,32 @@ async fn file(
         );
     }
     Ok(resp)
+}
+
+/// The flat layout of the file `cid` of `size` bytes (a root over raw
+/// leaves only, as a closed LL-HLS segment is), remembered or read from its
+/// root; `None` for any other file.
+async fn flat_file(
+    state: &AppState,
+    cid: Cid,
+    size: u64,
+) -> Result<Option<Arc<FlatFile>>, GatewayError> {
+    if let Some(flat) = state.flat_files.get(&cid) {
+        return Ok(Some(flat));
+    }
+    let root = state
+        .read(move |s| s.get(&cid))
+        .await?
+        .map_err(|e| GatewayError::internal("block store", e))?;
+    let Some(flat) = root.as_deref().and_then(FlatFile::of) else {
+        return Ok(None);
+    };
+    if flat.size != size {
+        return Ok(None);
+    }
+    let flat = Arc::new(flat);
+    state.flat_files.remember(cid, flat.clone());
+    Ok(Some(flat))
 }
 
 /// The headers of a file's bytes (`len` of them): type, length, ranges,

@@ -19,16 +19,141 @@
 //! layer's, precomputed, and a test compares the two; they are not counted
 //! against `max_concurrent_requests`, since they wait for nothing, and
 //! they are not traced.
+//!
+//! A closed low-latency segment is not one block but a UnixFS file whose
+//! leaves are its parts' raw blocks (see `hls::streams::lowlatency`). Such
+//! a "flat" file (a root with no bytes of its own over raw leaves only) is
+//! remembered by its root once the router has served it ([`FlatFiles`]),
+//! and answered here too when every leaf is at hand: the body is the
+//! leaves' mappings in order, so it goes out with sendfile like a one-block
+//! segment, without a read task, a channel or heap buffers.
 
+use super::body::Step;
 use super::deserialized::file_headers;
 use super::{ipfs_headers, value, AppState, EXPOSED};
 use crate::http::sniff;
-use crate::store::{IDENTITY, RAW};
+use crate::store::{BlockRead, DAG_PB, IDENTITY, RAW};
+use crate::unixfs::export::ExportError;
+use crate::unixfs::pb::{DataType, PbNode, UnixfsData};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
+use bytes::Bytes;
 use cid::Cid;
-use std::sync::LazyLock;
+use std::collections::VecDeque;
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// Flat files remembered: the newest segments of a few live streams.
+pub(in crate::http) const FLAT_KEPT: usize = 64;
+/// Most leaves of a flat file taken: a 12 s segment of 200 ms parts has
+/// 60; one root node holds at most 1024 links as we and kubo build them.
+const FLAT_MAX_LEAVES: usize = 1024;
+
+/// A UnixFS file whose root holds no bytes of its own and links only raw
+/// leaves: its bytes are the leaves' bytes, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::http) struct FlatFile {
+    /// The leaves with their sizes, in order.
+    pub leaves: Vec<(Cid, u64)>,
+    /// The file's size: the sum of the leaves'.
+    pub size: u64,
+}
+
+impl FlatFile {
+    /// The flat layout of the dag-pb block `root`, if it has one.
+    pub fn of(root: &[u8]) -> Option<Self> {
+        let node = PbNode::decode(root).ok()?;
+        let data = UnixfsData::decode(node.data.as_deref()?).ok()?;
+        if data.kind != DataType::File
+            || data.data.as_ref().is_some_and(|d| !d.is_empty())
+            || node.links.is_empty()
+            || node.links.len() > FLAT_MAX_LEAVES
+            || node.links.len() != data.blocksizes.len()
+        {
+            return None;
+        }
+        let mut leaves = Vec::with_capacity(node.links.len());
+        for (link, &len) in node.links.iter().zip(&data.blocksizes) {
+            let cid = Cid::try_from(link.hash.as_slice()).ok()?;
+            if cid.codec() != RAW || cid.hash().code() == IDENTITY {
+                return None;
+            }
+            leaves.push((cid, len));
+        }
+        let size = data
+            .blocksizes
+            .iter()
+            .try_fold(0u64, |a, &b| a.checked_add(b))?;
+        (data.filesize.unwrap_or(size) == size).then_some(Self { leaves, size })
+    }
+}
+
+/// The flat files served lately, by root, most recent first; bounded by
+/// [`FLAT_KEPT`].
+#[derive(Default)]
+pub(in crate::http) struct FlatFiles(Mutex<VecDeque<(Cid, Arc<FlatFile>)>>);
+
+impl FlatFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Cid, Arc<FlatFile>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The layout of `root`, when remembered.
+    pub fn get(&self, root: &Cid) -> Option<Arc<FlatFile>> {
+        self.lock()
+            .iter()
+            .find(|(c, _)| c == root)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// Remembers the layout of `root` as the most recent.
+    pub fn remember(&self, root: Cid, file: Arc<FlatFile>) {
+        let mut kept = self.lock();
+        kept.retain(|(c, _)| *c != root);
+        kept.push_front((root, file));
+        kept.truncate(FLAT_KEPT);
+    }
+}
+
+/// A flat file's body, a leaf per step, each as it goes out (mapped, sent
+/// from its file): `http::gateway::body`'s stream with no copy.
+pub(super) struct FlatBody {
+    file: Arc<FlatFile>,
+    next: usize,
+}
+
+impl FlatBody {
+    pub fn new(file: Arc<FlatFile>) -> Self {
+        Self { file, next: 0 }
+    }
+}
+
+impl Step for FlatBody {
+    fn step(&mut self, store: &dyn BlockRead) -> Result<Option<Bytes>, ExportError> {
+        let Some(&(cid, len)) = self.file.leaves.get(self.next) else {
+            return Ok(None);
+        };
+        let bytes = store
+            .get_for_send(&cid)
+            .map_err(ExportError::Store)?
+            .ok_or(ExportError::BlockNotFound { cid })?;
+        if bytes.len() as u64 != len {
+            return Err(ExportError::Malformed {
+                cid,
+                reason: format!("{} bytes where its parent says {len}", bytes.len()),
+            });
+        }
+        self.next += 1;
+        Ok(Some(bytes))
+    }
+
+    fn upcoming(&self) -> Vec<Cid> {
+        let rest = self.file.leaves.iter().skip(self.next);
+        rest.take(super::body::READ_AHEAD)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+}
 
 /// What the CORS layer of the `/ipfs` routes adds to a `GET` or `HEAD`.
 static CORS: LazyLock<[(HeaderName, HeaderValue); 3]> = LazyLock::new(|| {
@@ -90,8 +215,9 @@ pub(super) fn plain_filename(query: Option<&str>) -> Option<Option<&str>> {
     plain.then_some(Some(name))
 }
 
-/// The answer to `req` if it asks for a raw block at hand and nothing more;
-/// `None` sends it through the router.
+/// The answer to `req` if it asks for a raw block at hand, or a flat file
+/// remembered whose leaves are all at hand, and nothing more; `None` sends
+/// it through the router.
 pub fn hot_block<B>(state: &AppState, req: &Request<B>) -> Option<Response> {
     let head = match *req.method() {
         Method::GET => false,
@@ -108,34 +234,50 @@ pub fn hot_block<B>(state: &AppState, req: &Request<B>) -> Option<Response> {
         return None;
     }
     let cid = Cid::try_from(cid_str).ok()?;
-    if cid.codec() != RAW || cid.hash().code() == IDENTITY {
+    if cid.hash().code() == IDENTITY {
         return None;
     }
-    let data = state.at_hand(&cid)?;
+    // The body's buffers (a raw block's one, or a flat file's leaves).
+    let mut chunks = match cid.codec() {
+        RAW => vec![state.at_hand(&cid)?],
+        DAG_PB => {
+            let flat = state.flat_files.get(&cid)?;
+            let mut chunks = Vec::with_capacity(flat.leaves.len());
+            for (leaf, len) in &flat.leaves {
+                let data = state.at_hand(leaf)?;
+                if data.len() as u64 != *len {
+                    return None;
+                }
+                chunks.push(data);
+            }
+            chunks
+        }
+        _ => return None,
+    };
+    let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let content_type = match filename.and_then(sniff::by_name) {
         Some(t) => value(&t),
-        None => HeaderValue::from_static(sniff::sniff(&data)),
+        // The sniffer reads the first 512 bytes; a leaf is larger than
+        // that unless the file is (then it is one leaf).
+        None => HeaderValue::from_static(sniff::sniff(&chunks[0])),
     };
     let cid_string = cid.to_string();
     let mut h = HeaderMap::with_capacity(16);
     let etag = format!("\"{cid_string}\"");
-    file_headers(
-        &mut h,
-        content_type,
-        data.len() as u64,
-        &etag,
-        filename,
-        false,
-    );
-    // A raw block is never a stream's site.
+    file_headers(&mut h, content_type, size, &etag, filename, false);
+    // A stream's site is a directory, never a file by its CID.
     ipfs_headers(&mut h, uri.path(), &cid_string, false);
     for (n, v) in CORS.iter() {
         h.insert(n.clone(), v.clone());
     }
-    let body = if head || data.is_empty() {
+    let body = if head || size == 0 {
         Body::empty()
+    } else if chunks.len() == 1 {
+        Body::from(chunks.swap_remove(0))
     } else {
-        Body::from(data)
+        Body::from_stream(futures::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ))
     };
     let mut resp = Response::new(body);
     *resp.headers_mut() = h;

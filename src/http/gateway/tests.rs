@@ -1047,3 +1047,131 @@ async fn the_hot_path_answers_as_the_router_does() {
         );
     }
 }
+
+/// A root over raw leaves only, as a closed LL-HLS segment is: its
+/// `(leaves, root)` blocks, each leaf of `sizes[i]` bytes.
+fn flat_file(sizes: &[usize]) -> (Vec<Block>, Block) {
+    use crate::unixfs::pb::{DataType, PbLink, PbNode, UnixfsData};
+    let leaves: Vec<Block> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let data: Vec<u8> = bytes(n).into_iter().map(|b| b ^ i as u8).collect();
+            Block::new(cid::Version::V1, RAW, data)
+        })
+        .collect();
+    let mut data = UnixfsData::new(DataType::File);
+    data.blocksizes = sizes.iter().map(|&n| n as u64).collect();
+    data.filesize = Some(sizes.iter().sum::<usize>() as u64);
+    let node = PbNode {
+        links: leaves
+            .iter()
+            .map(|b| PbLink {
+                hash: b.cid.to_bytes(),
+                name: Some(String::new()),
+                tsize: Some(b.data.len() as u64),
+            })
+            .collect(),
+        data: Some(data.encode()),
+    };
+    let root = Block::new(cid::Version::V1, DAG_PB, node.encode());
+    (leaves, root)
+}
+
+#[test]
+fn only_roots_over_raw_leaves_are_flat() {
+    use super::hot::FlatFile;
+    use crate::unixfs::pb::{DataType, PbNode, UnixfsData};
+    let (leaves, root) = flat_file(&[100_000, 150_000, 90_000]);
+    let flat = FlatFile::of(&root.data).expect("flat");
+    assert_eq!(flat.size, 340_000);
+    let want: Vec<_> = leaves
+        .iter()
+        .map(|b| (b.cid, b.data.len() as u64))
+        .collect();
+    assert_eq!(flat.leaves, want);
+    // Not flat: bytes of its own, a dag-pb child, sizes that disagree, no
+    // links, not a file, not dag-pb at all.
+    let mut node = PbNode::decode(&root.data).unwrap();
+    let data = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+    let with = |f: &dyn Fn(&mut PbNode, &mut UnixfsData)| {
+        let (mut n, mut d) = (node.clone(), data.clone());
+        f(&mut n, &mut d);
+        n.data = Some(d.encode());
+        FlatFile::of(&n.encode())
+    };
+    assert!(with(&|_, d| d.data = Some(vec![1, 2, 3])).is_none());
+    assert!(with(&|n, _| n.links[1].hash = root.cid.to_bytes()).is_none());
+    assert!(with(&|_, d| d.filesize = Some(1)).is_none());
+    assert!(with(&|_, d| d.blocksizes.pop().map(drop).unwrap_or(())).is_none());
+    assert!(with(&|n, d| {
+        n.links.clear();
+        d.blocksizes.clear();
+    })
+    .is_none());
+    assert!(with(&|_, d| d.kind = DataType::Directory).is_none());
+    assert!(FlatFile::of(&leaves[0].data).is_none());
+    node.data = None;
+    assert!(FlatFile::of(&node.encode()).is_none());
+}
+
+#[tokio::test]
+async fn a_flat_file_goes_out_from_its_leaves_files_and_then_by_the_hot_path() {
+    use crate::store::FsStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+    let (leaves, root) = flat_file(&[100_000, 150_000, 90_000]);
+    let mut all = leaves.clone();
+    all.push(root.clone());
+    store.put_many(&all).unwrap();
+    let whole: Vec<u8> = leaves.iter().flat_map(|b| b.data.to_vec()).collect();
+    let state = AppState::new(store.clone(), HttpConfig::default());
+    let app = router(state.clone());
+    let named = format!("/ipfs/{}?filename=000007.m4s", root.cid);
+    let req = |method: Method, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Not known before the router served it once.
+    assert!(hot_block(&state, &req(Method::GET, &named)).is_none());
+    let slow = get(&app, &named).await;
+    assert_eq!(slow.status, StatusCode::OK);
+    assert!(slow.body == whole, "the router's body differs");
+    // Its leaves went out as mappings (sendfile), kept for the next viewer.
+    assert_eq!(store.mapped_files().unwrap().len(), 3);
+    for method in [Method::GET, Method::HEAD] {
+        let hot = hot_block(&state, &req(method.clone(), &named))
+            .unwrap_or_else(|| panic!("{method} not taken"));
+        let (status, hot_headers) = (hot.status(), hot.headers().clone());
+        let hot_body = hot.into_body().collect().await.unwrap().to_bytes();
+        let slow = send(&app, method.clone(), &named, &[]).await;
+        assert_eq!(status, slow.status, "{method}");
+        let strip = |h: &HeaderMap| {
+            let mut h = h.clone();
+            h.remove("date");
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&hot_headers), strip(&slow.headers), "{method}");
+        assert!(hot_body == slow.body, "{method}: bodies differ");
+    }
+    // A range is the router's, and right across leaves.
+    let r = send(
+        &app,
+        Method::GET,
+        &named,
+        &[("range", "bytes=99990-100009")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.body, whole[99_990..100_010]);
+    // A leaf gone: not taken, and the router's body is cut, never short.
+    store.delete(leaves[1].cid.hash()).unwrap();
+    assert!(hot_block(&state, &req(Method::GET, &named)).is_none());
+    let resp = app.clone().oneshot(req(Method::GET, &named)).await.unwrap();
+    assert!(resp.into_body().collect().await.is_err());
+}

@@ -8,9 +8,12 @@
 //! peer address -> Source (an IPv4 address, or an IPv6 /64: one host's share)
 //!   -> Slots::admit: over `per_source` unproven connections from it -> refused
 //!                    all slots taken -> evicted for the newcomer: the
-//!                    oldest connection that has not made progress (RTMP:
-//!                    not finished the handshake), else the oldest unproven
-//!                    one that has had its grace (else refused)
+//!                    connection waiting longest without progress (RTMP:
+//!                    not finished the handshake; HTTP: no request in
+//!                    flight), else (RTMP) the oldest unproven one that has
+//!                    had its grace (else refused)
+//!   -> progress (RTMP: the handshake; HTTP: a request head, undone when its
+//!      response is sent: waiting for the next request is no progress)
 //!   -> the connection proves itself (RTMP: a publish with a valid key;
 //!      HTTP: nothing, every connection stays counted by source)
 //!   -> closed: its slot is free
@@ -21,7 +24,9 @@
 //!
 //! An attacker holding many connections from one address gets `per_source`
 //! of them. One with many addresses whose connections never make progress
-//! only evicts its own kind: a newcomer always gets in, and an encoder
+//! (slowloris, idle keep-alives) only evicts its own kind: a newcomer
+//! always gets in, an HTTP client that sends its request at once is busy
+//! before its turn to go could come, and an encoder
 //! finishes the handshake in one round trip, after which only connections
 //! that made progress too and have had their grace can take its slot
 //! (an encoder publishes well within it). Pure: no clock beyond the `now`
@@ -67,6 +72,20 @@ pub enum Refusal {
     Full,
 }
 
+/// Which connections a newcomer may take the slot of when all are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// None: the newcomer is refused.
+    Never,
+    /// The one waiting longest without progress (an HTTP connection with
+    /// no request in flight); never one that is busy.
+    Waiting,
+    /// The one waiting longest without progress, else the oldest unproven
+    /// one that came at least this long ago (an RTMP connection that
+    /// finished its handshake but never published).
+    WaitingThenUnprovenAfter(Duration),
+}
+
 /// A connection that holds a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(u64);
@@ -86,43 +105,69 @@ struct Entry<T> {
     source: Source,
     /// Set while unproven: what closes it when it is evicted.
     handle: Option<T>,
-    /// Whether it has made progress (e.g. finished a handshake).
-    progressed: bool,
+    /// While it is waiting without progress: its place in
+    /// [`Slots::waiting`].
+    waiting: Option<u64>,
 }
 
-/// Connection slots with a share per source and eviction of the oldest
-/// unproven connection when full. `T` closes an evicted connection (a
-/// cancellation token). Every map is bounded by `max`: entries live only
-/// while their connection holds a slot.
+/// Connection slots with a share per source and eviction of a waiting
+/// connection when full. `T` closes an evicted connection (a cancellation
+/// token). Every map is bounded by `max`: entries live only while their
+/// connection holds a slot.
 pub struct Slots<T> {
     max: usize,
     per_source: usize,
-    evict_after: Option<Duration>,
+    eviction: Eviction,
     next: u64,
+    /// Orders [`Slots::waiting`]: taken each time a connection starts
+    /// waiting.
+    next_wait: u64,
     live: HashMap<Ticket, Entry<T>>,
     /// Unproven connections and when they came, oldest (lowest ticket)
     /// first.
     unproven: BTreeMap<Ticket, Instant>,
-    /// Those of them that have made no progress.
-    stalled: BTreeMap<Ticket, ()>,
+    /// Those of them waiting without progress, the one waiting longest
+    /// first.
+    waiting: BTreeMap<u64, Ticket>,
     unproven_by_source: HashMap<Source, usize>,
 }
 
 impl<T> Slots<T> {
     /// `max` slots, at most `per_source` unproven connections per source;
-    /// with `evict_after`, a newcomer takes the slot of the oldest unproven
-    /// connection when all are taken, if that one came at least this long
-    /// ago.
-    pub fn new(max: usize, per_source: usize, evict_after: Option<Duration>) -> Self {
+    /// when all are taken, a newcomer takes a slot as `eviction` allows.
+    pub fn new(max: usize, per_source: usize, eviction: Eviction) -> Self {
         Self {
             max: max.max(1),
             per_source: per_source.max(1),
-            evict_after,
+            eviction,
             next: 0,
+            next_wait: 0,
             live: HashMap::new(),
             unproven: BTreeMap::new(),
-            stalled: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             unproven_by_source: HashMap::new(),
+        }
+    }
+
+    /// Whether a newcomer (from a source under its share) would get a slot
+    /// now: one is free, or one may be evicted for it.
+    pub fn has_room(&self, now: Instant) -> bool {
+        self.live.len() < self.max || self.victim(now).is_some()
+    }
+
+    /// The connection a newcomer would evict at `now`.
+    fn victim(&self, now: Instant) -> Option<Ticket> {
+        let waiting = || self.waiting.values().next().copied();
+        match self.eviction {
+            Eviction::Never => None,
+            Eviction::Waiting => waiting(),
+            Eviction::WaitingThenUnprovenAfter(grace) => waiting().or_else(|| {
+                self.unproven
+                    .iter()
+                    .next()
+                    .filter(|(_, at)| now.saturating_duration_since(**at) >= grace)
+                    .map(|(t, _)| *t)
+            }),
         }
     }
 
@@ -149,43 +194,51 @@ impl<T> Slots<T> {
         }
         let mut evicted = None;
         if self.live.len() >= self.max {
-            let stalled = self.stalled.keys().next().copied();
-            let oldest = self.unproven.iter().next().map(|(t, at)| (*t, *at));
-            let due = |(_, at): &(Ticket, Instant)| {
-                self.evict_after
-                    .is_some_and(|grace| now.saturating_duration_since(*at) >= grace)
-            };
-            let victim = match self.evict_after {
-                Some(_) => stalled.or(oldest.filter(due).map(|(t, _)| t)),
-                None => None,
-            };
-            match victim {
+            match self.victim(now) {
                 Some(victim) => evicted = self.remove(victim).and_then(|e| e.handle),
                 None => return Err(Refusal::Full),
             }
         }
         let ticket = Ticket(self.next);
         self.next += 1;
+        let wait = self.next_wait;
+        self.next_wait += 1;
         self.live.insert(
             ticket,
             Entry {
                 source,
                 handle: Some(handle),
-                progressed: false,
+                waiting: Some(wait),
             },
         );
         self.unproven.insert(ticket, now);
-        self.stalled.insert(ticket, ());
+        self.waiting.insert(wait, ticket);
         *self.unproven_by_source.entry(source).or_default() += 1;
         Ok(Admitted { ticket, evicted })
     }
 
     /// The connection made progress (it is not just holding a slot): it is
-    /// evicted only after its grace, and after every one that made none.
+    /// evicted only as its [`Eviction`] allows for busy ones, and after
+    /// every one waiting.
     pub fn progressed(&mut self, ticket: Ticket) {
         if let Some(entry) = self.live.get_mut(&ticket) {
-            entry.progressed = true;
-            self.stalled.remove(&ticket);
+            if let Some(wait) = entry.waiting.take() {
+                self.waiting.remove(&wait);
+            }
+        }
+    }
+
+    /// The unproven connection is waiting again without progress (an HTTP
+    /// connection sent its response and waits for the next request): it
+    /// goes behind every one waiting longer.
+    pub fn waiting(&mut self, ticket: Ticket) {
+        if let Some(entry) = self.live.get_mut(&ticket) {
+            if entry.handle.is_some() && entry.waiting.is_none() {
+                let wait = self.next_wait;
+                self.next_wait += 1;
+                entry.waiting = Some(wait);
+                self.waiting.insert(wait, ticket);
+            }
         }
     }
 
@@ -195,7 +248,9 @@ impl<T> Slots<T> {
         if let Some(entry) = self.live.get_mut(&ticket) {
             if entry.handle.take().is_some() {
                 self.unproven.remove(&ticket);
-                self.stalled.remove(&ticket);
+                if let Some(wait) = entry.waiting.take() {
+                    self.waiting.remove(&wait);
+                }
                 Self::uncount(&mut self.unproven_by_source, entry.source);
             }
         }
@@ -208,7 +263,9 @@ impl<T> Slots<T> {
 
     fn remove(&mut self, ticket: Ticket) -> Option<Entry<T>> {
         let entry = self.live.remove(&ticket)?;
-        self.stalled.remove(&ticket);
+        if let Some(wait) = entry.waiting {
+            self.waiting.remove(&wait);
+        }
         if entry.handle.is_some() {
             self.unproven.remove(&ticket);
             Self::uncount(&mut self.unproven_by_source, entry.source);
@@ -345,7 +402,7 @@ mod tests {
         assert_eq!(Source::of(mapped.into()), v4(7));
     }
 
-    const GRACE: Option<Duration> = Some(Duration::from_secs(1));
+    const GRACE: Eviction = Eviction::WaitingThenUnprovenAfter(Duration::from_secs(1));
 
     #[test]
     fn a_source_gets_its_share_and_proven_ones_do_not_count() {
@@ -392,7 +449,7 @@ mod tests {
         let t = all.admit(v4(1), (), start).unwrap().ticket;
         all.proven(t);
         assert_eq!(all.admit(v4(2), (), later).unwrap_err(), Refusal::Full);
-        let mut no_evict = Slots::new(1, 1, None);
+        let mut no_evict = Slots::new(1, 1, Eviction::Never);
         no_evict.admit(v4(1), (), start).unwrap();
         assert_eq!(no_evict.admit(v4(2), (), later).unwrap_err(), Refusal::Full);
     }
@@ -410,7 +467,7 @@ mod tests {
         }
         assert!(slots.is_empty());
         assert!(slots.unproven.is_empty() && slots.unproven_by_source.is_empty());
-        assert!(slots.stalled.is_empty());
+        assert!(slots.waiting.is_empty());
     }
 
     #[test]
@@ -428,6 +485,43 @@ mod tests {
         slots.progressed(b.ticket);
         // Both made progress, both in their grace: refused.
         assert_eq!(slots.admit(v4(5), "c", start).unwrap_err(), Refusal::Full);
+    }
+
+    #[test]
+    fn http_evicts_the_connection_waiting_longest_and_never_a_busy_one() {
+        let now = Instant::now();
+        let mut slots = Slots::new(3, 3, Eviction::Waiting);
+        let a = slots.admit(v4(1), "a", now).unwrap().ticket;
+        let b = slots.admit(v4(2), "b", now).unwrap().ticket;
+        let c = slots.admit(v4(3), "c", now).unwrap().ticket;
+        // b is busy with a request; a served one and waits again, now
+        // behind c, which has sent nothing since it came.
+        slots.progressed(b);
+        slots.progressed(a);
+        slots.waiting(a);
+        assert!(slots.has_room(now));
+        let d = slots.admit(v4(4), "d", now).unwrap();
+        assert_eq!(d.evicted, Some("c"));
+        slots.closed(c);
+        let e = slots.admit(v4(5), "e", now).unwrap();
+        assert_eq!(e.evicted, Some("a"));
+        // The newest waiting one goes next, never the busy b.
+        slots.progressed(e.ticket);
+        let f = slots.admit(v4(6), "f", now).unwrap();
+        assert_eq!(f.evicted, Some("d"));
+        slots.progressed(f.ticket);
+        // All busy: no room, however long they have been at it.
+        let later = now + Duration::from_secs(3600);
+        assert!(!slots.has_room(later));
+        assert_eq!(slots.admit(v4(7), "g", later).unwrap_err(), Refusal::Full);
+        // Waiting twice does not take two places.
+        slots.waiting(f.ticket);
+        slots.waiting(f.ticket);
+        assert_eq!(slots.waiting.len(), 1);
+        slots.closed(f.ticket);
+        slots.closed(b);
+        slots.closed(e.ticket);
+        assert!(slots.is_empty() && slots.waiting.is_empty());
     }
 
     #[test]

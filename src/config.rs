@@ -421,9 +421,12 @@ pub struct HttpConfig {
     /// `request_timeout`.
     #[serde(with = "humantime_serde")]
     pub fetch_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog. Lowered
-    /// at start to what the open-file limit leaves after a reserve for the
-    /// store, RTMP and libp2p.
+    /// Connections served at once. When all are taken, a newcomer takes
+    /// the slot of the connection that has waited longest with no request
+    /// in flight (a slowloris head, an idle keep-alive); while every one is
+    /// busy, more wait in the listen backlog. Lowered at start to what the
+    /// open-file limit leaves after a reserve for the store, RTMP and
+    /// libp2p.
     pub max_connections: usize,
     /// Connections from one address (an IPv6 /64) served at once; more
     /// from it are closed at once, so one client cannot take every slot.

@@ -1,7 +1,9 @@
 //! The HTTP gateway: `router(state) -> Router` and the server around it.
 //!
 //! Flow of a request: [`serve`] accepts a connection (at most
-//! `max_connections` at once; more wait in the listen backlog; beyond
+//! `max_connections` at once; when all are taken, the one that has waited
+//! longest with no request in flight is closed for the newcomer, and when
+//! every one is busy, more wait in the listen backlog; beyond
 //! `max_connections_per_address` from one address it is closed at once)
 //! and hands it to hyper, which closes it when a request head takes longer
 //! than `header_timeout` (slowloris) and when a response makes no progress
@@ -32,7 +34,7 @@ pub mod viewers;
 
 pub use error::GatewayError;
 
-use crate::admission::{Admitted, Refusals, Slots, Source};
+use crate::admission::{Admitted, Eviction, Refusal, Refusals, Slots, Source, Ticket};
 use crate::config::HttpConfig;
 use crate::store::fetch::{FetchError, Fetcher};
 use crate::store::{BlockRead, StoreError};
@@ -48,12 +50,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
@@ -75,8 +77,9 @@ pub struct AppState {
     mesh: Option<crate::mesh::Mesh>,
     metrics: Option<metrics::Metrics>,
     dashboard: Option<dashboard::Dashboard>,
-    /// Bytes written to HTTP connections, counted by `conn::Conn`.
-    http_sent: Arc<AtomicU64>,
+    /// Bytes written to HTTP connections, counted once by `conn::Conn`
+    /// (the metrics' `http_sent_bytes` when they are on).
+    http_sent: prometheus_client::metrics::counter::Counter,
     /// Files of raw leaves served lately (closed LL-HLS segments), which
     /// the hot path answers like one-block segments.
     flat_files: Arc<gateway::FlatFiles>,
@@ -162,7 +165,7 @@ impl AppState {
             metrics: None,
             dashboard: None,
             flat_files: Arc::default(),
-            http_sent: Arc::default(),
+            http_sent: Default::default(),
         }
     }
 
@@ -175,12 +178,13 @@ impl AppState {
     /// Bytes written to HTTP connections so far (heads and bodies, the
     /// sendfile path included).
     pub fn http_bytes_sent(&self) -> u64 {
-        self.http_sent.load(std::sync::atomic::Ordering::Relaxed)
+        self.http_sent.get()
     }
 
     /// Counts requests and bytes served in `metrics`, and serves
     /// `GET /metrics`.
     pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Self {
+        self.http_sent = metrics.sent.clone();
         self.metrics = Some(metrics);
         self
     }
@@ -385,13 +389,10 @@ pub fn router(state: AppState) -> Router {
     let app = routes
         .fallback(|| async { GatewayError::NoRoute })
         .with_state(state)
-        // Layers run outside-in: trace everything, count, then refuse or
-        // time out (so 503 and 408 are counted too).
+        // Layers run outside-in: trace everything, then refuse or time out.
+        // Requests are counted in `Front`, outside them all (so 503 and 408
+        // are counted too, and the hot path alike).
         .layer(middleware::from_fn_with_state(limits, limit));
-    let app = match metrics {
-        Some(m) => app.layer(middleware::from_fn_with_state(m, metrics::record)),
-        None => app,
-    };
     app.layer(TraceLayer::new_for_http().on_failure(log_failure))
 }
 
@@ -469,39 +470,145 @@ impl http_body::Body for Permitted {
     }
 }
 
+/// One connection's slot in [`serve`]'s [`Slots`]: busy while a request
+/// is in flight, waiting (the first to be evicted for a newcomer when all
+/// slots are taken) otherwise.
+#[derive(Clone)]
+struct Slot {
+    slots: Arc<std::sync::Mutex<Slots<CancellationToken>>>,
+    ticket: Ticket,
+    /// Told when a slot may have become free or evictable.
+    room: Arc<Notify>,
+}
+
+impl Slot {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<CancellationToken>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request head arrived: busy until the returned guard (held by the
+    /// response body) is dropped.
+    fn busy(&self) -> Busy {
+        self.slots().progressed(self.ticket);
+        Busy(self.clone())
+    }
+}
+
+/// Held by a response body: its connection is busy until it is dropped
+/// (sent, or given up), then waits for its next request.
+struct Busy(Slot);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.slots().waiting(self.0.ticket);
+        self.0.room.notify_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way: counts it by route class and status when its
+    /// head is ready, and hands the connection's [`Busy`] guard to its body.
+    struct Served<F> {
+        #[pin]
+        inner: F,
+        route: Option<(Arc<metrics::Metrics>, metrics::RouteClass)>,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F> Future for Served<F>
+where
+    F: Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(resp) = std::task::ready!(this.inner.poll(cx));
+        if let Some((m, route)) = this.route.take() {
+            m.request(route, resp.status());
+        }
+        let resp = match this.busy.take() {
+            Some(busy) => resp.map(|body| Body::new(Guarded { body, _busy: busy })),
+            None => resp,
+        };
+        Poll::Ready(Ok(resp))
+    }
+}
+
+/// A response body that keeps its connection busy until it is dropped.
+struct Guarded {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// What hyper calls for each request: the gateway's hot path
-/// ([`gateway::hot_block`]), else the router.
+/// ([`gateway::hot_block`]), else the router; counts every request (the
+/// router's 503 and 408 too) and marks its connection busy.
 #[derive(Clone)]
 struct Front {
     state: AppState,
     app: TowerToHyperService<Router>,
     peer: std::net::SocketAddr,
+    slot: Option<Slot>,
+    /// The state's metrics, one reference to clone per request.
+    metrics: Option<Arc<metrics::Metrics>>,
 }
+
+type RouterFuture = <TowerToHyperService<Router> as hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+>>::Future;
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures::future::Either<
-        std::future::Ready<Result<Response, Self::Error>>,
-        <TowerToHyperService<Router> as hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-        >>::Future,
+    type Future = Served<
+        futures::future::Either<std::future::Ready<Result<Response, Self::Error>>, RouterFuture>,
     >;
 
     fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let busy = self.slot.as_ref().map(Slot::busy);
+        let route = self
+            .metrics
+            .as_ref()
+            .map(|m| (m.clone(), metrics::RouteClass::of(req.uri().path())));
         req.extensions_mut()
             .insert(dashboard::ClientAddr(self.peer));
-        match gateway::hot_block(&self.state, &req) {
-            Some(resp) => {
-                if let Some(m) = &self.state.metrics {
-                    m.request(metrics::RouteClass::Ipfs, resp.status());
-                }
-                futures::future::Either::Left(std::future::ready(Ok(resp)))
-            }
+        let inner = match gateway::hot_block(&self.state, &req) {
+            Some(resp) => futures::future::Either::Left(std::future::ready(Ok(resp))),
             None => futures::future::Either::Right(self.app.call(req)),
-        }
+        };
+        Served { inner, route, busy }
     }
 }
+
+/// Why [`serve`] closed a connection at once, or closed a waiting one.
+const REFUSAL_REASONS: &[&str] = &[
+    "over max_connections_per_address",
+    "waiting connections evicted for newcomers",
+];
+const REFUSED_PER_ADDRESS: usize = 0;
+const REFUSED_EVICTED: usize = 1;
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish (for at most `request_timeout`)
@@ -515,34 +622,50 @@ pub async fn serve(
     let write_timeout = state.config.write_timeout;
     let grace = state.config.request_timeout;
     let mapped = state.store.mapped_files().cloned();
-    let counters = state.metrics.as_ref().map(|m| conn::Counters {
-        sent: m.sent.clone(),
-        sendfile: m.sendfile.clone(),
-    });
-    let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
-    // Only the share per address: the semaphore above bounds the total,
-    // and every HTTP connection keeps counting against its address.
-    let per_address = Arc::new(std::sync::Mutex::new(Slots::<()>::new(
-        state.config.max_connections,
+    let sendfile = state.metrics.as_ref().map(|m| m.sendfile.clone());
+    let request_metrics = state.metrics.clone().map(Arc::new);
+    let max = state.config.max_connections.max(1);
+    // Every connection counts against its address's share; when all slots
+    // are taken, a newcomer evicts the one waiting longest without a
+    // request in flight (slowloris, idle keep-alives), see `Slots`.
+    let slots = Arc::new(std::sync::Mutex::new(Slots::<CancellationToken>::new(
+        max,
         state.config.max_connections_per_address,
-        None,
+        Eviction::Waiting,
     )));
-    let refusals = Refusals::new(
-        "HTTP connections",
-        &["over max_connections_per_address"],
-        Duration::from_secs(10),
-    );
+    let room = Arc::new(Notify::new());
+    // Bounds the tasks: an evicted connection's lives on for the moment it
+    // takes to see its token.
+    let tasks = Arc::new(Semaphore::new(max.saturating_mul(2)));
+    let refusals = Refusals::new("HTTP connections", REFUSAL_REASONS, Duration::from_secs(10));
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     tracing::info!(addr = ?listener.local_addr()?, "HTTP gateway listening");
-    loop {
-        // Take a connection slot before accepting, so connections beyond the
-        // limit wait in the kernel's backlog instead of in our memory.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+    'accept: loop {
+        let task = tokio::select! {
+            p = tasks.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
+        // Accept only when a newcomer would get a slot, so connections
+        // beyond the limit, while every one is busy, wait in the kernel's
+        // backlog instead of in our memory.
+        loop {
+            let notified = room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let has_room = slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .has_room(std::time::Instant::now());
+            if has_room {
+                break;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = &mut shutdown => break 'accept,
+            }
+        }
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
@@ -556,16 +679,44 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let admitted = per_address.lock().unwrap_or_else(|e| e.into_inner()).admit(
-            Source::of(peer.ip()),
-            (),
-            std::time::Instant::now(),
-        );
-        let Ok(Admitted { ticket, .. }) = admitted else {
-            // Closed at once: the client learns at once, and its slot
-            // goes back to others.
-            refusals.note(0, std::time::Instant::now());
-            continue;
+        let cancel = CancellationToken::new();
+        let ticket = loop {
+            let notified = room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = std::time::Instant::now();
+            let admitted = slots.lock().unwrap_or_else(|e| e.into_inner()).admit(
+                Source::of(peer.ip()),
+                cancel.clone(),
+                now,
+            );
+            match admitted {
+                Ok(Admitted { ticket, evicted }) => {
+                    if let Some(evicted) = evicted {
+                        evicted.cancel();
+                        refusals.note(REFUSED_EVICTED, now);
+                    }
+                    break ticket;
+                }
+                // Closed at once: the client learns at once, and its slot
+                // goes back to others.
+                Err(Refusal::PerSource) => {
+                    refusals.note(REFUSED_PER_ADDRESS, now);
+                    continue 'accept;
+                }
+                // The one that was waiting got a request since the check
+                // above: this one waits for the next slot, as it would
+                // have in the backlog (the only one held so).
+                Err(Refusal::Full) => tokio::select! {
+                    () = notified => {}
+                    () = &mut shutdown => break 'accept,
+                },
+            }
+        };
+        let slot = Slot {
+            slots: slots.clone(),
+            ticket,
+            room: room.clone(),
         };
         // The header timeout also runs while a kept-alive connection waits
         // for its next request, so idle clients give their slot back.
@@ -579,28 +730,32 @@ pub async fn serve(
                 TokioIo::new(conn::Conn::new(
                     stream,
                     mapped.clone(),
-                    counters.clone(),
                     state.http_sent.clone(),
+                    sendfile.clone(),
                     write_timeout,
                 )),
                 Front {
                     state: state.clone(),
                     app: TowerToHyperService::new(app.clone()),
                     peer,
+                    slot: Some(slot.clone()),
+                    metrics: request_metrics.clone(),
                 },
             );
         let conn = graceful.watch(conn);
-        let per_address = per_address.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                tokio::select! {
+                    r = conn => if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    },
+                    // Evicted: it had no request in flight, so dropping it
+                    // only closes the socket.
+                    () = cancel.cancelled() => tracing::debug!("evicted for a newcomer"),
                 }
-                per_address
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .closed(ticket);
-                drop(permit);
+                slot.slots().closed(slot.ticket);
+                slot.room.notify_one();
+                drop(task);
             }
             .instrument(tracing::debug_span!("http", %peer)),
         );

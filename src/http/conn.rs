@@ -27,7 +27,6 @@ use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -40,41 +39,34 @@ use tokio::time::{Instant, Sleep};
 pub(super) struct Conn {
     stream: TcpStream,
     mapped: Option<Arc<MappedFiles>>,
-    counters: Option<Counters>,
     /// Bytes written to any connection (heads, bodies, sendfile alike):
-    /// one relaxed add per write, the dashboard's "bytes out over HTTP".
-    sent: Arc<AtomicU64>,
+    /// one relaxed add per write, read by `/metrics` and the dashboard.
+    sent: Counter,
+    /// Of those, bytes sent from block files, when metrics are on.
+    sendfile: Option<Counter>,
     write_timeout: Duration,
     /// Runs while writes wait on a full socket; made at the first wait.
     stall: Option<Pin<Box<Sleep>>>,
     stalled: bool,
 }
 
-/// What a connection counts of the bytes it writes.
-#[derive(Debug, Clone)]
-pub(super) struct Counters {
-    /// Every byte written.
-    pub(super) sent: Counter,
-    /// Bytes sent from block files.
-    pub(super) sendfile: Counter,
-}
-
 impl Conn {
     /// `stream`, sending the bytes of blocks mapped in `mapped` from their
-    /// files, counting what it writes in `counters` and `sent`, and
-    /// failing a write that makes no progress in `write_timeout`.
+    /// files, counting what it writes in `sent` (and what sendfile sent in
+    /// `sendfile`), and failing a write that makes no progress in
+    /// `write_timeout`.
     pub(super) fn new(
         stream: TcpStream,
         mapped: Option<Arc<MappedFiles>>,
-        counters: Option<Counters>,
-        sent: Arc<AtomicU64>,
+        sent: Counter,
+        sendfile: Option<Counter>,
         write_timeout: Duration,
     ) -> Self {
         Self {
             stream,
             mapped,
-            counters,
             sent,
+            sendfile,
             write_timeout,
             stall: None,
             stalled: false,
@@ -114,11 +106,10 @@ impl Conn {
         let Poll::Ready(Ok(n)) = written else {
             return;
         };
-        self.sent.fetch_add(*n as u64, Ordering::Relaxed);
-        if let Some(c) = &self.counters {
-            c.sent.inc_by(*n as u64);
-            if from_file {
-                c.sendfile.inc_by(*n as u64);
+        self.sent.inc_by(*n as u64);
+        if from_file {
+            if let Some(c) = &self.sendfile {
+                c.inc_by(*n as u64);
             }
         }
     }

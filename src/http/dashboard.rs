@@ -33,7 +33,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Semaphore};
@@ -381,7 +380,7 @@ impl Sampler {
             .collect();
 
         let bitswap = state.bitswap().map(|b| b.stats());
-        let http_sent = state.http_sent.load(Ordering::Relaxed);
+        let http_sent = state.http_sent.get();
         let bitswap_sent = bitswap.map_or(0, |b| b.bytes_sent);
         let viewers = d.inner.viewers.summary(now);
         let rate = |now_v: u64, then_v: u64, secs: f64| {

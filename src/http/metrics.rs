@@ -2,7 +2,7 @@
 //! encodes the node's registry.
 //!
 //! ```text
-//! request --> [router layer `record` | Front, for the hot path] --> requests{route, status}
+//! request --> Front (the hot path and the router alike) --> requests{route, status}
 //! bytes written on a connection (conn::Conn; sendfile included) --> sent_bytes, sendfile_bytes
 //! GET /metrics --> the Registry node.rs built, as Prometheus text (OpenMetrics)
 //! ```
@@ -13,7 +13,6 @@
 use super::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -52,6 +51,22 @@ impl EncodeLabelValue for RouteClass {
 }
 
 impl RouteClass {
+    /// Every class, in the order of [`RouteClass::index`].
+    const ALL: [Self; 8] = [
+        Self::Ipfs,
+        Self::Ipns,
+        Self::Routing,
+        Self::Live,
+        Self::Api,
+        Self::Metrics,
+        Self::Ui,
+        Self::Other,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,10 +108,20 @@ struct RequestLabels {
     status: u16,
 }
 
+/// The status codes a request counter is kept at hand for, per route
+/// class: what the gateway answers nearly always. Others are looked up in
+/// the family (a lock and a hash) each time.
+const COMMON_STATUSES: [u16; 12] = [200, 206, 301, 304, 400, 404, 408, 416, 429, 500, 503, 504];
+
+/// Request counters resolved once, at their first use, so that counting a
+/// request is one relaxed add (no series appears before its first request).
+type Resolved = [[std::sync::OnceLock<Counter>; COMMON_STATUSES.len()]; RouteClass::ALL.len()];
+
 /// The HTTP stage's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    resolved: Arc<Resolved>,
     /// Bytes written to clients: heads and bodies.
     pub(super) sent: Counter,
     /// Of those, bytes the kernel sent from block files (sendfile).
@@ -130,6 +155,7 @@ impl Metrics {
         );
         Self {
             requests,
+            resolved: Arc::default(),
             sent,
             sendfile,
             registry: Arc::default(),
@@ -143,21 +169,19 @@ impl Metrics {
 
     /// Counts one answered request.
     pub(super) fn request(&self, route: RouteClass, status: StatusCode) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                status: status.as_u16(),
-            })
-            .inc();
+        let status = status.as_u16();
+        let labels = || RequestLabels { route, status };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.resolved[route.index()][i]
+                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.requests.get_or_create(&labels()).inc();
+            }
+        }
     }
-}
-
-/// The layer of [`super::router`] that counts each request.
-pub(super) async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let route = RouteClass::of(req.uri().path());
-    let resp = next.run(req).await;
-    metrics.request(route, resp.status());
-    resp
 }
 
 /// `GET /metrics`: the registry as OpenMetrics 1.0.0 text to a client that
@@ -246,6 +270,34 @@ mod tests {
             to_text_format(om),
             "# HELP x_sent_bytes_total Bytes.\n# TYPE x_sent_bytes_total counter\nx_sent_bytes_total 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
         );
+    }
+
+    #[test]
+    fn common_and_rare_statuses_count_in_one_family_across_clones() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let other = m.clone();
+        for _ in 0..3 {
+            m.request(RouteClass::Live, StatusCode::OK);
+            other.request(RouteClass::Live, StatusCode::OK);
+        }
+        m.request(RouteClass::Api, StatusCode::IM_A_TEAPOT);
+        other.request(RouteClass::Api, StatusCode::IM_A_TEAPOT);
+        let count = |route, status| {
+            m.requests
+                .get_or_create(&RequestLabels { route, status })
+                .get()
+        };
+        assert_eq!(count(RouteClass::Live, 200), 6);
+        assert_eq!(count(RouteClass::Api, 418), 2);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        // Only series that were counted appear.
+        assert_eq!(text.matches("http_requests_total{").count(), 2, "{text}");
+        assert!(RouteClass::ALL
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.index() == i));
     }
 
     #[test]

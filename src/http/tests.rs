@@ -130,33 +130,62 @@ async fn read_page(conn: &mut tokio::net::TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn serve_limits_connections_and_shuts_down() {
+async fn serve_limits_connections_evicts_a_waiting_one_and_shuts_down() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = HttpConfig {
         max_connections: 1,
         ..HttpConfig::default()
     };
-    let state = AppState::new(Arc::new(MemStore::new()), config);
+    let store = Slow {
+        inner: MemStore::new(),
+        delay: Duration::from_millis(1000),
+    };
+    let block = Block::new(cid::Version::V1, RAW, b"slow".to_vec());
+    store.inner.put(&block).unwrap();
+    let state = AppState::new(Arc::new(store), config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state, async {
         let _ = stopped.await;
     }));
 
+    // `a` holds the only slot with a request in flight (a read that takes
+    // 1 s): busy, so `b` waits in the backlog.
     let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert!(fetch_home(&mut a).await.starts_with("HTTP/1.1 200"));
-    // The only slot is held by `a` (kept alive), so `b` waits in the backlog.
+    let get = format!(
+        "GET /ipfs/{}?format=raw HTTP/1.1\r\nhost: test\r\n\r\n",
+        block.cid
+    );
+    a.write_all(get.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
     let waiting = tokio::time::timeout(Duration::from_millis(300), fetch_home(&mut b)).await;
     assert!(
         waiting.is_err(),
-        "second connection served beyond the limit"
+        "second connection served beside a busy one"
     );
-    drop(a);
+    // Once `a` has its response it waits for its next request, kept
+    // alive: then it gives its slot to `b`, which is served, and is closed.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"slow") {
+        let n = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf))
+            .await
+            .expect("the busy request is answered")
+            .unwrap();
+        assert!(n > 0, "the busy connection was closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
     let page = tokio::time::timeout(Duration::from_secs(5), read_page(&mut b))
         .await
-        .expect("served once the first connection closed");
+        .expect("served once the first connection waited");
     assert!(page.starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the waiting connection was not closed for the newcomer"
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)

@@ -63,7 +63,7 @@ use tracing::Instrument;
 use super::amf::Amf0Value;
 use super::chunk::ChunkLimits;
 use super::session::{Event, MediaKind, Session, SessionConfig};
-use crate::admission::{Refusal, Refusals, Slots, Source, Ticket};
+use crate::admission::{Eviction, Refusal, Refusals, Slots, Source, Ticket};
 use crate::config::{RtmpConfig, StreamConfig};
 use crate::media::flv::{
     self, AudioPacket, AudioSpecificConfig, FlvError, FrameType, VideoConfig, VideoPacket, VideoTag,
@@ -336,7 +336,7 @@ pub async fn serve(
         slots: std::sync::Mutex::new(Slots::new(
             slots,
             config.max_connections_per_address,
-            Some(EVICT_AFTER),
+            Eviction::WaitingThenUnprovenAfter(EVICT_AFTER),
         )),
         refusals: Refusals::new("RTMP connections", REFUSAL_REASONS, REFUSAL_LOG_INTERVAL),
         config,

@@ -155,3 +155,72 @@ fn stalled_readers_of_a_large_file_hold_bounded_memory() -> Result<()> {
     small?;
     Ok(())
 }
+
+#[test]
+fn slowloris_from_many_addresses_gives_way_to_a_plain_client() -> Result<()> {
+    let (repo, cid) = repo_with_file()?;
+    // A header timeout longer than the test: only eviction can make room.
+    let toml = format!(
+        "{LOOPBACK_RTMP}{LOOPBACK_P2P}[http]\nmax_connections = 100\n\
+         max_connections_per_address = 10\nheader_timeout = \"1m\"\nwrite_timeout = \"1m\"\n"
+    );
+    let gw = Gateway::start_config(&repo, &toml)?;
+    let addr = gateway_addr(&gw)?;
+    // A download in flight before the attack, read slowly: busy, so it
+    // must never be the one evicted.
+    let mut download = stalled_reader([127, 0, 0, 2].into(), addr, &format!("/ipfs/{cid}"))?;
+    download.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut got = vec![0u8; 1 << 16];
+    let mut downloaded = download.read(&mut got)? as u64;
+    // 300 slowloris connections from 30 addresses, each within its
+    // address's share: together three times max_connections.
+    let mut loris = Vec::new();
+    for i in 0..300u32 {
+        let from = IpAddr::from([127, 0, 2, 1 + (i % 30) as u8]);
+        let mut s = connect_from(from, addr, None)?;
+        s.write_all(b"GET /api/v1/streams HTTP/1.1\r\nHo")?;
+        loris.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        gw.expect("/api/v1/streams", &[], 200)?;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    ensure!(
+        took[2] < Duration::from_millis(500),
+        "a plain request beside 300 slowloris connections from 30 addresses took {took:?}"
+    );
+    // Most of the slowloris connections were closed for newcomers.
+    let mut closed = 0;
+    for s in &mut loris {
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            _ => closed += 1,
+        }
+    }
+    ensure!(
+        closed >= 150,
+        "only {closed} of 300 slowloris connections were closed"
+    );
+    // The download was never evicted: it runs to its end.
+    loop {
+        match download.read(&mut got) {
+            Ok(0) => break,
+            Ok(n) => downloaded += n as u64,
+            Err(e) => return Err(e).context("the download in flight was cut off"),
+        }
+        if downloaded > FILE_LEN {
+            break;
+        }
+    }
+    ensure!(
+        downloaded > FILE_LEN,
+        "the download in flight ended after {downloaded} bytes (head and body exceed {FILE_LEN})"
+    );
+    Ok(())
+}

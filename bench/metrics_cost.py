@@ -17,7 +17,9 @@ config has a `[dashboard]` section), on loopback:
   when the route exists (when it answers 404 the script says so and runs
   without them); with metrics on, a scraper reads `/metrics` every 5 s as
   a Prometheus would (more often than the usual 15 s, so the figure is an
-  upper bound).
+  upper bound); and each of the 200 players sends its viewer report
+  (`POST /api/v1/viewers`) every 10 s, as player.js does (which stops when
+  the node answers 404, as with the dashboard off).
 
 Measured over that window: the server's CPU-seconds (utime + stime from
 /proc/PID/stat) and its peak RSS (VmHWM, reset with clear_refs at the
@@ -38,6 +40,7 @@ not given. Everything it starts is stopped at the end.
 import argparse
 import asyncio
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +111,44 @@ async def sse_client(port, deadline, st):
         st.errors += 1
 
 
+async def reporter(port, deadline, nplayers, sent):
+    """Every player's viewer report every 10 s, spread over the 10 s, as
+    player.js sends them; like player.js, it stops once the node answers
+    404 (dashboard off)."""
+    i = 0
+    reader = writer = None
+    while time.monotonic() < deadline:
+        body = json.dumps({"id": f"bench{i % nplayers}", "stream": live.NAME,
+                           "latency_ms": 1200 + i % 500, "stalls": 0, "stall_ms": 0,
+                           "errors": 0, "bytes_local": i * 1000, "bytes_remote": 0}).encode()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+            writer.write(f"POST /api/v1/viewers HTTP/1.1\r\nHost: {HOST}\r\n"
+                         "Content-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            sent[status] = sent.get(status, 0) + 1
+            if status == 404:
+                break
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError,
+                IndexError):
+            sent["error"] = sent.get("error", 0) + 1
+            writer = None
+        i += 1
+        await asyncio.sleep(10 / nplayers)
+    if writer is not None:
+        writer.close()
+
+
 async def scraper(port, deadline, counts):
     """Reads /metrics every SCRAPE_EVERY_S, as Prometheus would."""
     while time.monotonic() < deadline:
@@ -126,18 +167,20 @@ def load(port, nclients, nsse, seconds, scrape):
     hls = live.ClientStats()
     sse = SseStats()
     scrapes = []
+    reports = {}
     deadline = time.monotonic() + seconds
 
     async def main():
         tasks = [live.hls_client(i, nclients, port, f"/live/{live.NAME}.m3u8", deadline, hls)
                  for i in range(nclients)]
         tasks += [sse_client(port, deadline, sse) for _ in range(nsse)]
+        tasks.append(reporter(port, deadline, nclients, reports))
         if scrape:
             tasks.append(scraper(port, deadline, scrapes))
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
-    return hls, sse, scrapes
+    return hls, sse, scrapes, reports
 
 
 def wait_first_segment(port, proc, timeout=30):
@@ -182,13 +225,14 @@ def run_once(binary, clip, tmp, on, dashboard, args, n):
         wait_first_segment(http_port, server)
         live.reset_hwm([server.pid])
         cpu0 = live.cpu_seconds([server.pid])
-        hls, sse, scrapes = load(http_port, args.clients, args.sse, args.secs, on)
+        hls, sse, scrapes, reports = load(http_port, args.clients, args.sse, args.secs, on)
         cpu = live.cpu_seconds([server.pid]) - cpu0
         hwm = live.status_kib(server.pid, "VmHWM")
         if pub.poll() is not None and pub.returncode != 0:
             log(f"warning: ffmpeg ended with {pub.returncode}")
         return {
             "on": on, "cpu": cpu, "hwm": hwm, "hls": hls, "sse": sse, "scrapes": scrapes,
+            "reports": reports,
         }
     finally:
         procs.stop_all()
@@ -229,7 +273,7 @@ def main():
             log(f"  cpu {r['cpu']:.2f} s, peak RSS {r['hwm'] / 1024:.1f} MiB; "
                 f"HLS {hls.playlists} playlists, {hls.segments} segments, "
                 f"{hls.seg_bytes / 1e6:.1f} MB, {hls.errors} errors, {hls.non200} non-200; "
-                f"SSE {sse_note}"
+                f"SSE {sse_note}; viewer reports {r['reports']}"
                 + (f"; {len(ok_scrapes)} scrapes of ~{max(ok_scrapes) // 1024} KiB"
                    if ok_scrapes else ""))
             runs.append(r)

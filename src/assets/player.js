@@ -383,11 +383,17 @@
       }
       return player.live && playing && !video.paused ? Date.now() - playing.getTime() : null;
     }
-    setInterval(() => {
+    // A node without the endpoint (dashboard off: 404, or gone: 410) is
+    // not asked again; a busy one (429, 503) is, at the next report.
+    const timer = setInterval(() => {
       if (document.hidden || video.paused) return;
       const body = Object.assign({ id: id, stream: name || null, latency_ms: latency(), errors: player.errors.length }, r);
       if (stalledAt !== null) body.stall_ms += Math.round(performance.now() - stalledAt);
-      fetch("/api/v1/viewers", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), keepalive: true }).catch(() => {});
+      fetch("/api/v1/viewers", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), keepalive: true })
+        .then((resp) => {
+          if (resp.status === 404 || resp.status === 405 || resp.status === 410) clearInterval(timer);
+        })
+        .catch(() => {});
     }, REPORT_MS);
   }
 

@@ -452,7 +452,13 @@ impl Streams {
     pub fn ingest_stats(&self) -> Vec<(String, IngestStats)> {
         self.lock()
             .iter()
-            .map(|(name, s)| (name.clone(), s.ingest.clone()))
+            .map(|(name, s)| {
+                // One measurement of the keyframe interval: the segmenter's,
+                // which the API and its warning show too.
+                let mut ingest = s.ingest.clone();
+                ingest.keyframe_interval_s = s.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0);
+                (name.clone(), ingest)
+            })
             .collect()
     }
 

@@ -36,7 +36,10 @@
 //! Storing can fail (a full disk): a segment that could not be stored stays
 //! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API, and
 //! what the API names (archive, site) is only replaced once the new version
-//! is stored, pinned and persisted. `retention` lets old media go by the
+//! is stored, pinned and persisted. A run of failures is logged once as it
+//! starts and once as it ends, and the publisher hears of both through the
+//! watch in its [`PublishHandle`](crate::rtmp::server::PublishHandle) (the
+//! RTMP server sends an `onStatus`). `retention` lets old media go by the
 //! stream's `retain` / `retain_bytes` and the data directory's free space.
 
 use crate::config::{LiveConfig, StreamConfig};
@@ -222,6 +225,12 @@ struct StreamState {
     /// warning, and forgotten when the next one starts.
     keyframe_interval_ms: Option<u64>,
     storage: StorageState,
+    /// While storing fails: since when, and the figures before the run of
+    /// failures (for the line that ends it).
+    failing_since: Option<(std::time::Instant, StorageState)>,
+    /// The storage error while storing fails, for the publisher (see
+    /// [`crate::rtmp::server::PublishHandle::storage`]).
+    storage_tx: tokio::sync::watch::Sender<Option<String>>,
     /// Retention limits (`[[streams]]` `retain`, `retain_bytes`).
     retain: Option<Duration>,
     retain_bytes: Option<u64>,

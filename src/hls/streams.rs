@@ -34,13 +34,15 @@
 //! and the API does not list it.
 //!
 //! Storing can fail (a full disk): a segment that could not be stored stays
-//! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API, and
-//! what the API names (archive, site) is only replaced once the new version
-//! is stored, pinned and persisted. A run of failures is logged once as it
-//! starts and once as it ends, and the publisher hears of both through the
-//! watch in its [`PublishHandle`](crate::rtmp::server::PublishHandle) (the
-//! RTMP server sends an `onStatus`). `retention` lets old media go by the
-//! stream's `retain` / `retain_bytes` and the data directory's free space.
+//! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API (and
+//! the metrics), and what the API names (archive, site) is only replaced
+//! once the new version is stored, pinned and persisted. A run of failures
+//! is logged once as it starts and once as it ends, and the publisher
+//! hears of both through the watch in its
+//! [`PublishHandle`](crate::rtmp::server::PublishHandle) (the RTMP server
+//! sends an `onStatus`). `retention` lets old media of the node's own
+//! streams go by each stream's `retain` / `retain_bytes` and the data
+//! directory's free space, the oldest first across streams.
 
 use crate::config::{LiveConfig, StreamConfig};
 use crate::media::SegmentFormat;
@@ -265,6 +267,8 @@ struct Inner {
     /// Requests held for low-latency playlists and parts, at most
     /// [`lowlatency::MAX_HELD`].
     held: std::sync::atomic::AtomicUsize,
+    /// Taken while retention plans and lets go (see `retention`).
+    retention: tokio::sync::Mutex<()>,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -309,6 +313,7 @@ impl Streams {
             site_files: crate::hls::site::static_files(),
             metrics: std::sync::OnceLock::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
+            retention: tokio::sync::Mutex::new(()),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();

@@ -188,8 +188,9 @@ pub fn keyframe_warning(interval: Duration, target: Duration) -> Option<String> 
 /// API) and metrics: plain counters since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StorageState {
-    /// Whether the last attempt to store failed (the stream's media or
-    /// playlists are not being kept right now).
+    /// Whether storing fails now (the stream's media or playlists are not
+    /// being kept): from a failure until a segment, or with the publisher
+    /// gone a final archive, is stored again.
     pub failing: bool,
     /// The last storage error, while `failing`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -209,7 +209,8 @@ fn a_full_disk_marks_gaps_and_keeps_what_the_api_names() -> Result<()> {
     let tmp: Vec<_> = std::fs::read_dir(repo.path().join("tmp"))?.collect();
     ensure!(tmp.is_empty(), "{} files left in tmp/", tmp.len());
     // Once when storing starts failing, once when it works again, as the
-    // publisher was told; not a line per segment.
+    // publisher was told; not a line per segment, and the small playlists
+    // of a gap, which fit where no segment does, do not make it flap.
     let log = std::fs::read_to_string(&gw.log)?;
     let failed = log.matches("storing the stream failed").count();
     let works = log.matches("storing the stream works again").count();
@@ -218,8 +219,8 @@ fn a_full_disk_marks_gaps_and_keeps_what_the_api_names() -> Result<()> {
         .filter(|c| *c == "NetStream.Publish.StorageFailing")
         .count();
     ensure!(
-        failed >= 1 && failed == works && failed == warned,
-        "{failed} {works} {told:?}\n{log}"
+        (failed, works, warned) == (1, 1, 1),
+        "{failed} WARN and {works} INFO lines; the publisher heard {told:?}\n{log}"
     );
     ensure!(
         !log.contains("marked as a gap in the playlists: "),

@@ -338,7 +338,11 @@ impl Streams {
             tracing::info!(stream = %name, session = %p.record.id, "no media recorded; session dropped");
         } else {
             p.record.playlist.end();
-            if let Err(e) = self.store_playlists(name, &mut p).await {
+            let stored = self.store_playlists(name, &mut p).await;
+            if stored.is_ok() {
+                self.storage_works(name);
+            }
+            if let Err(e) = stored {
                 // The session is over all the same: the API and the
                 // playlists served say so at once, the archive CID named
                 // stays the last one stored (and pinned), and the final one
@@ -405,6 +409,7 @@ impl Streams {
                 return;
             }
             if self.store_playlists(&name, &mut p).await.is_ok() {
+                self.storage_works(&name);
                 tracing::info!(stream = %name, session = %id, "final archive stored");
                 return;
             }
@@ -420,6 +425,7 @@ impl Streams {
         let gap = SegmentEntry::gap(&seg, String::new(), None);
         let seq = seg.seq;
         let Err(e) = self.publish_segment(name, p, seg).await else {
+            self.storage_works(name);
             return true;
         };
         let stored = p.record.playlist.segments().len() > before;
@@ -597,9 +603,6 @@ impl Streams {
                 _ => s.sessions.push(info),
             }
         }
-        if site.is_some() {
-            self.storage_works(name);
-        }
         stored.map(drop)
     }
 
@@ -637,9 +640,12 @@ impl Streams {
         }
     }
 
-    /// Notes that a version of `name`'s playlists was stored: a run of
-    /// failures ends, with one log line that counts what it cost, and the
-    /// publisher is told.
+    /// Notes that storing works for `name`: a segment and the playlists
+    /// naming it were stored, or (the publisher gone) a final archive. A
+    /// run of failures ends, with one log line that counts what it cost,
+    /// and the publisher is told. A playlist version alone does not end
+    /// it: on a full disk the small playlists of a gap often fit where the
+    /// next segment does not, and the run would flap.
     pub(super) fn storage_works(&self, name: &str) {
         let ended = {
             let mut map = self.lock();

@@ -15,8 +15,10 @@ ultrafast CBR, GOP 2 s, AAC) in real time:
    session ended, and after a `meshcast repo gc`: how many of the archive's
    segments (and its init segments, site and archive) come back hashing to
    their CIDs, how many of the seconds the API lists are fetchable, and the
-   files left in tmp/.  Goal: every second the API lists fetchable and
-   pinned, the gap marked, tmp/ empty.
+   files left in tmp/; what `/metrics` said while the disk was full and
+   after (`hls_storage_failing`, `hls_segments_dropped_total`) and how many
+   log lines said storing failed and works again.  Goal: every second the
+   API lists fetchable and pinned, the gap marked, tmp/ empty, one line each.
 2. Retention.  No ballast, `min_free_bytes` 16 MB, 180 s of 3 Mbit/s
    (~68 MB, more than the disk).  The free space is sampled every 0.2 s.
    Reported: least free space, segments dropped (0 if the disk never
@@ -61,30 +63,78 @@ def api(base):
     return next(s for s in streams if s["name"] == "cam")
 
 
+def metric(base, series):
+    for line in get(base, "/metrics").decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return None
+
+
+def storage_metrics(base):
+    return {name: metric(base, f'meshcast_{name}{{stream="cam"}}')
+            for name in ("hls_storage_failing", "hls_segments_dropped_total")}
+
+
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
 
-def cid_digest(cid):
-    """The sha2-256 digest of a base32 CIDv1."""
-    assert cid.startswith("b"), cid
-    text = cid[1:].upper()
-    raw = base64.b32decode(text + "=" * (-len(text) % 8))
-    pos = 0
+def varint(raw, pos):
+    value = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def cid_fields(raw, pos=0):
+    """Codec, digest and end of a binary CIDv1 (sha2-256) at `pos`."""
     fields = []
     for _ in range(4):  # version, codec, hash function, digest length
-        value = shift = 0
-        while True:
-            byte = raw[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        value, pos = varint(raw, pos)
         fields.append(value)
-    assert fields[2] == 0x12, cid
-    return raw[pos:pos + fields[3]]
+    assert fields[0] == 1 and fields[2] == 0x12, fields
+    return fields[1], raw[pos:pos + fields[3]], pos + fields[3]
+
+
+def cid_bytes(cid):
+    """The binary form of a base32 CIDv1."""
+    assert cid.startswith("b"), cid
+    text = cid[1:].upper()
+    return base64.b32decode(text + "=" * (-len(text) % 8))
+
+
+def verified(base, uri, body):
+    """Whether `body` (got for `uri`) is what its CID names: a raw block
+    hashes to it; a UnixFS file (dag-pb, e.g. a segment over LL-HLS parts)
+    comes as a CAR whose blocks all hash to their CIDs, the root first, and
+    whose raw leaves are the body."""
+    cid = uri[len("/ipfs/"):].split("?")[0]
+    codec, digest, _ = cid_fields(cid_bytes(cid))
+    if codec == 0x55:
+        return hashlib.sha256(body).digest() == digest
+    car = get(base, f"/ipfs/{cid}?format=car")
+    length, pos = varint(car, 0)
+    pos += length  # the header
+    first = None
+    leaves = b""
+    while pos < len(car):
+        length, pos = varint(car, pos)
+        end = pos + length
+        codec, digest, data_at = cid_fields(car, pos)
+        data = car[data_at:end]
+        if hashlib.sha256(data).digest() != digest:
+            return False
+        if first is None:
+            first = car[pos:data_at]
+        if codec == 0x55:
+            leaves += data
+        pos = end
+    return first == cid_bytes(cid) and leaves == body
 
 
 def make_clip(path, secs):
@@ -167,9 +217,8 @@ def check_kept(node):
         if uri is None or "?filename=gap-" in uri:
             dur = None if uri else dur
             continue
-        cid = uri[len("/ipfs/"):].split("?")[0]
         try:
-            good = hashlib.sha256(get(node.base, uri)).digest() == cid_digest(cid)
+            good = verified(node.base, uri, get(node.base, uri))
         except OSError:
             good = False
         if good:
@@ -218,15 +267,24 @@ def main():
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", clip, "-c", "copy", "-t", "40",
                         short], check=True)
         pub = node.publish(short)
-        time.sleep(20)
+        time.sleep(19)
+        while_full = storage_metrics(node.base)
+        time.sleep(1)
         os.remove(ballast)
         pub.wait(timeout=60)
         wait_ended(node)
+        after = storage_metrics(node.base)
         kept = check_kept(node)
         tmp_left = len(os.listdir(os.path.join(data, "tmp")))
         node.stop()
+        with open(node.log.name) as f:
+            log = f.read()
         print("phase 1 (full disk, then space returns):")
-        print(json.dumps({**kept, "tmp_files_left": tmp_left}, indent=1))
+        print(json.dumps({**kept, "tmp_files_left": tmp_left,
+                          "metrics_while_full": while_full, "metrics_after": after,
+                          "log_lines_storing_failed": log.count("storing the stream failed"),
+                          "log_lines_storing_works_again":
+                              log.count("storing the stream works again")}, indent=1))
         shutil.rmtree(data)
 
         # Phase 2: retention on a disk smaller than the run.

@@ -330,10 +330,10 @@ pub struct LiveConfig {
     #[serde(with = "humantime_serde")]
     pub part_target: Duration,
     /// The low-space watermark of the data directory's filesystem, in
-    /// bytes: while less than this is free, a publishing stream lets its
-    /// oldest media go (past sessions first, then the head of the live
-    /// one, never its live window) so that the disk never fills. 0 turns
-    /// it off.
+    /// bytes: while less than this is free, the node lets the oldest media
+    /// of its own streams go, oldest first across them (past sessions,
+    /// never a stream's latest, and the head of a live one, never its live
+    /// window), so that the disk never fills. 0 turns it off.
     pub min_free_bytes: u64,
 }
 

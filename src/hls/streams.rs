@@ -34,10 +34,15 @@
 //! and the API does not list it.
 //!
 //! Storing can fail (a full disk): a segment that could not be stored stays
-//! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API, and
-//! what the API names (archive, site) is only replaced once the new version
-//! is stored, pinned and persisted. `retention` lets old media go by the
-//! stream's `retain` / `retain_bytes` and the data directory's free space.
+//! in the playlists as an `EXT-X-GAP`, [`StorageState`] tells the API (and
+//! the metrics), and what the API names (archive, site) is only replaced
+//! once the new version is stored, pinned and persisted. A run of failures
+//! is logged once as it starts and once as it ends, and the publisher
+//! hears of both through the watch in its
+//! [`PublishHandle`](crate::rtmp::server::PublishHandle) (the RTMP server
+//! sends an `onStatus`). `retention` lets old media of the node's own
+//! streams go by each stream's `retain` / `retain_bytes` and the data
+//! directory's free space, the oldest first across streams.
 
 use crate::config::{LiveConfig, StreamConfig};
 use crate::media::SegmentFormat;
@@ -183,8 +188,9 @@ pub fn keyframe_warning(interval: Duration, target: Duration) -> Option<String> 
 /// API) and metrics: plain counters since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StorageState {
-    /// Whether the last attempt to store failed (the stream's media or
-    /// playlists are not being kept right now).
+    /// Whether storing fails now (the stream's media or playlists are not
+    /// being kept): from a failure until a segment, or with the publisher
+    /// gone a final archive, is stored again.
     pub failing: bool,
     /// The last storage error, while `failing`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +228,12 @@ struct StreamState {
     /// warning, and forgotten when the next one starts.
     keyframe_interval_ms: Option<u64>,
     storage: StorageState,
+    /// While storing fails: since when, and the figures before the run of
+    /// failures (for the line that ends it).
+    failing_since: Option<(std::time::Instant, StorageState)>,
+    /// The storage error while storing fails, for the publisher (see
+    /// [`crate::rtmp::server::PublishHandle::storage`]).
+    storage_tx: tokio::sync::watch::Sender<Option<String>>,
     /// Retention limits (`[[streams]]` `retain`, `retain_bytes`).
     retain: Option<Duration>,
     retain_bytes: Option<u64>,
@@ -256,6 +268,8 @@ struct Inner {
     /// Requests held for low-latency playlists and parts, at most
     /// [`lowlatency::MAX_HELD`].
     held: std::sync::atomic::AtomicUsize,
+    /// Taken while retention plans and lets go (see `retention`).
+    retention: tokio::sync::Mutex<()>,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -300,6 +314,7 @@ impl Streams {
             site_files: crate::hls::site::static_files(),
             metrics: std::sync::OnceLock::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
+            retention: tokio::sync::Mutex::new(()),
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();

@@ -20,7 +20,11 @@
 //!     PublishRequest(key) -> StreamKeys: key -> public name (unknown: BadName)
 //!                         -> Publishers::begin(name) (refused: BadName/Denied)
 //!                         -> accept_publish; from here on the task owns a
-//!                            bounded Sender<IngestEvent>
+//!                            PublishHandle: a bounded Sender<IngestEvent> and
+//!                            a watch of the stream's storage
+//!     storage starts failing / works again (the watch) -> onStatus warning
+//!                            NetStream.Publish.StorageFailing naming the
+//!                            error / status NetStream.Publish.StorageResumed
 //!     Metadata, Media     -> Demux (media::flv) -> Tracks, Frame -> Sender
 //!                            (new Tracks: Publishers::check_tracks)
 //!       codec we cannot carry -> fail_publish: onStatus(error, NetStream.Failed,
@@ -55,7 +59,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -146,17 +150,24 @@ pub enum PublishRefused {
     Other(String),
 }
 
+/// What the stream manager hands the connection of an accepted publish.
+#[derive(Debug)]
+pub struct PublishHandle {
+    /// Where the publish's events go (bounded; the server awaits `send`,
+    /// which slows a publisher the manager cannot keep up with).
+    pub events: mpsc::Sender<IngestEvent>,
+    /// How storing the stream's media goes: the error while it fails,
+    /// `None` while it works. The publisher is told when it starts failing
+    /// (also when it already fails as the publish starts) and when it
+    /// works again.
+    pub storage: watch::Receiver<Option<String>>,
+}
+
 /// Implemented by the stream manager.
 pub trait Publishers: Send + Sync + 'static {
     /// A publisher with a valid key wants to publish `stream` (its public
-    /// name). Ok: events for this publish go to the returned sender
-    /// (bounded; the server awaits `send`, which slows a publisher the
-    /// manager cannot keep up with).
-    fn begin(
-        &self,
-        stream: &str,
-        peer: SocketAddr,
-    ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused>;
+    /// name). Ok: the publish's events go to the returned handle.
+    fn begin(&self, stream: &str, peer: SocketAddr) -> Result<PublishHandle, PublishRefused>;
 
     /// Whether `stream` can carry `tracks`: the codecs we parse are not all
     /// carried by every segment format. Asked before each
@@ -429,6 +440,19 @@ struct Live {
     name: String,
     tx: mpsc::Sender<IngestEvent>,
     demux: Demux,
+    /// The stream's storage, and whether the publisher was last told that
+    /// it fails.
+    storage: watch::Receiver<Option<String>>,
+    told_failing: bool,
+}
+
+/// What the stream manager did to a live publish.
+enum ManagerSignal {
+    /// It stopped taking the publish's events (another publisher took
+    /// over).
+    Done,
+    /// Storing the stream's media started failing or works again.
+    Storage,
 }
 
 /// Whether the event loop goes on.
@@ -511,11 +535,27 @@ async fn connection(
 }
 
 /// Resolves when the stream manager stops taking this publish's events
-/// (another publisher took over); never without a publish.
-async fn manager_done(live: &Option<Live>) {
-    match live {
-        Some(live) => live.tx.closed().await,
-        None => std::future::pending().await,
+/// (another publisher took over) or the stream's storage changes between
+/// failing and working; never without a publish.
+async fn manager_signal(live: &mut Option<Live>) -> ManagerSignal {
+    let Some(live) = live else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            () = live.tx.closed() => return ManagerSignal::Done,
+            changed = live.storage.changed() => {
+                if changed.is_err() {
+                    // The manager dropped the watch: nothing more to tell.
+                    live.tx.closed().await;
+                    return ManagerSignal::Done;
+                }
+                let failing = live.storage.borrow_and_update().is_some();
+                if failing != live.told_failing {
+                    return ManagerSignal::Storage;
+                }
+            }
+        }
     }
 }
 
@@ -527,7 +567,15 @@ impl Connection<'_> {
             let read = tokio::select! {
                 () = cancel.cancelled() => return shutting_down(),
                 () = tokio::time::sleep_until(self.deadline) => return self.timed_out(),
-                () = manager_done(&self.live) => return EndReason::Replaced,
+                signal = manager_signal(&mut self.live) => match signal {
+                    ManagerSignal::Done => return EndReason::Replaced,
+                    ManagerSignal::Storage => {
+                        if let Err(reason) = self.tell_storage(cancel).await {
+                            return reason;
+                        }
+                        continue;
+                    }
+                },
                 r = self.socket.read(&mut buf) => r,
             };
             let n = match read {
@@ -579,6 +627,33 @@ impl Connection<'_> {
                 (_, Err(e)) => return EndReason::Error(format!("writing to the publisher: {e}")),
                 (Flow::Continue, Ok(_)) => {}
             }
+        }
+    }
+
+    /// Tells the publisher that storing its stream fails, or works again,
+    /// as the manager's watch says now.
+    async fn tell_storage(&mut self, cancel: &CancellationToken) -> Result<(), EndReason> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        let error = live.storage.borrow().clone();
+        live.told_failing = error.is_some();
+        match &error {
+            Some(e) => tracing::debug!(error = %e, "telling the publisher that storing fails"),
+            None => tracing::debug!("telling the publisher that storing works again"),
+        }
+        if let Err(e) = self.session.storage_status(error.as_deref()) {
+            return Err(EndReason::Error(e.to_string()));
+        }
+        let flushed = tokio::select! {
+            () = cancel.cancelled() => return Err(shutting_down()),
+            () = tokio::time::sleep_until(self.deadline) => return Err(self.timed_out()),
+            r = self.flush() => r,
+        };
+        match flushed {
+            Ok(_) => Ok(()),
+            Err(e) if is_disconnect(&e) => Err(EndReason::Disconnected),
+            Err(e) => Err(EndReason::Error(format!("writing to the publisher: {e}"))),
         }
     }
 
@@ -712,8 +787,8 @@ impl Connection<'_> {
             return self.reject("NetStream.Publish.BadName", "unknown stream key");
         };
         tracing::Span::current().record("stream", name);
-        let tx = match self.shared.publishers.begin(name, self.peer) {
-            Ok(tx) => tx,
+        let handle = match self.shared.publishers.begin(name, self.peer) {
+            Ok(handle) => handle,
             Err(e) => {
                 tracing::warn!(error = %e, "refusing publish");
                 let code = match e {
@@ -725,10 +800,17 @@ impl Connection<'_> {
         };
         // From here the manager expects an End, which `connection` sends
         // whatever happens next.
+        let mut storage = handle.storage;
+        if storage.borrow().is_some() {
+            // Already failing: the publisher hears of it right away.
+            storage.mark_changed();
+        }
         self.live = Some(Live {
             name: name.to_owned(),
-            tx,
+            tx: handle.events,
             demux: Demux::default(),
+            storage,
+            told_failing: false,
         });
         if let Err(e) = self.session.accept_publish() {
             return Flow::Close(EndReason::Error(e.to_string()));

@@ -7,7 +7,9 @@
 //! [`Session::accept_publish`] or [`Session::reject_publish`]. An accepted
 //! publish whose media turns out unusable (a codec the caller cannot
 //! carry, which only the media shows) is ended with an error status by
-//! [`Session::fail_publish`]. The session never reads a clock or a socket;
+//! [`Session::fail_publish`]. While it publishes, [`Session::storage_status`]
+//! tells the publisher that storing its media fails (a warning; the publish
+//! goes on) and when it works again. The session never reads a clock or a socket;
 //! the only outside input besides bytes is the randomness for the
 //! handshake, given to [`Session::new`].
 //!
@@ -154,8 +156,8 @@ pub enum SessionError {
     /// `accept_publish` or `reject_publish` without a pending request.
     #[error("no publish request is waiting for an answer")]
     NoPendingPublish,
-    /// `fail_publish` without an accepted publish.
-    #[error("no accepted publish to fail")]
+    /// `fail_publish` or `storage_status` without an accepted publish.
+    #[error("no accepted publish")]
     NotPublishing,
 }
 
@@ -376,6 +378,37 @@ impl Session {
         };
         self.publish = Publish::Idle;
         self.on_status(stream_id, "error", code, description, None)
+    }
+
+    /// Tells the publisher of the accepted publish how storing its media
+    /// goes, with an `onStatus` on its stream. `Some(error)`: storing fails
+    /// (`level: "warning"`, `NetStream.Publish.StorageFailing`, the
+    /// description naming the error); the publish goes on, its segments
+    /// kept as gaps meanwhile. `None`: storing works again (`level:
+    /// "status"`, `NetStream.Publish.StorageResumed`). Encoders log such
+    /// statuses (OBS, librtmp) or ignore them (ffmpeg): neither closes the
+    /// connection on a warning.
+    pub fn storage_status(&mut self, failing: Option<&str>) -> Result<(), SessionError> {
+        let Publish::Live { stream_id, .. } = self.publish else {
+            return Err(SessionError::NotPublishing);
+        };
+        match failing {
+            Some(error) => {
+                let description = format!(
+                    "storing the stream failed: {error}; what cannot be stored is \
+                     marked as a gap until storing works again"
+                );
+                let code = "NetStream.Publish.StorageFailing";
+                self.on_status(stream_id, "warning", code, &description, None)
+            }
+            None => self.on_status(
+                stream_id,
+                "status",
+                "NetStream.Publish.StorageResumed",
+                "storing the stream works again",
+                None,
+            ),
+        }
     }
 
     /// Queues a Ping Request; the client answers with the same timestamp.

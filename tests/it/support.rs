@@ -10,6 +10,7 @@
 //! - [`publish`]: clips, the ffmpeg and ffmpeg 9 publishers, and the
 //!   checks of what a publish stored;
 //! - [`peers`]: the reference peers (kubo, Helia, Chromium);
+//! - [`rtmp`]: a publisher of our own that reads what the server tells it;
 //! - [`data`]: deterministic test data, hashing and CAR parsing.
 //!
 //! A reference tool that is missing or fails is an error, never a skip:
@@ -19,11 +20,13 @@ pub mod data;
 pub mod node;
 pub mod peers;
 pub mod publish;
+pub mod rtmp;
 
 pub use data::*;
 pub use node::*;
 pub use peers::*;
 pub use publish::*;
+pub use rtmp::RtmpPublisher;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cid::Cid;

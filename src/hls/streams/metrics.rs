@@ -4,6 +4,8 @@
 //! publish task: each frame --> ingest frames{stream, track}, ingest bytes{stream}
 //!               each segment stored and in the playlists --> segments, duration, ready lag
 //! scrape: the streams map --> publishing{stream} (1 while a publisher sends)
+//!                              hls_storage_failing{stream} (1 while storing fails)
+//!                              hls_segments_dropped{stream} (segments kept as gaps)
 //! ```
 //!
 //! The only label is the stream's name (and a frame's track): streams are
@@ -17,7 +19,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -187,27 +189,57 @@ impl Metrics {
     }
 }
 
-/// Encodes whether each stream has a publisher now.
+/// Encodes whether each stream has a publisher now, and how storing its
+/// media goes (read from the state the API shows, so the two agree).
 #[derive(Debug)]
 struct Publishing(Streams);
 
 impl Collector for Publishing {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let states: Vec<(String, bool)> = self
+        use prometheus_client::metrics::MetricType;
+        let states: Vec<(StreamLabel, bool, bool, u64)> = self
             .0
             .lock()
             .iter()
-            .map(|(name, s)| (name.clone(), s.publishing))
+            .map(|(name, s)| {
+                let label = StreamLabel {
+                    stream: name.clone(),
+                };
+                let own = s.mirror_of.is_none();
+                (
+                    label,
+                    s.publishing,
+                    own && s.storage.failing,
+                    s.storage.segments_dropped,
+                )
+            })
             .collect();
         let mut family = encoder.encode_descriptor(
             "stream_publishing",
             "Whether the stream has a publisher now (1) or not (0); a mirrored stream while its origin is live",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
-        for (stream, publishing) in states {
-            let label = StreamLabel { stream };
-            ConstGauge::new(i64::from(publishing)).encode(family.encode_family(&label)?)?;
+        for (label, publishing, _, _) in &states {
+            ConstGauge::new(i64::from(*publishing)).encode(family.encode_family(label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "hls_storage_failing",
+            "Whether storing the stream's segments or playlists fails now (1: a full disk, say) or works (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (label, _, failing, _) in &states {
+            ConstGauge::new(i64::from(*failing)).encode(family.encode_family(label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "hls_segments_dropped",
+            "Segments cut but not stored (listed as EXT-X-GAP), by stream, since the node started",
+            None,
+            MetricType::Counter,
+        )?;
+        for (label, _, _, dropped) in &states {
+            ConstCounter::new(*dropped).encode(family.encode_family(label)?)?;
         }
         Ok(())
     }
@@ -257,8 +289,61 @@ mod tests {
             "meshcast_hls_segment_duration_seconds_bucket{le=\"2.0\",stream=\"cam\"} 1",
             "meshcast_hls_segment_ready_lag_seconds_count{stream=\"cam\"} 1",
             "meshcast_stream_publishing{stream=\"cam\"} 0",
+            "meshcast_hls_storage_failing{stream=\"cam\"} 0",
+            "meshcast_hls_segments_dropped_total{stream=\"cam\"} 0",
+            "# TYPE meshcast_hls_segments_dropped counter",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn storage_failing_and_dropped_segments_follow_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::open(dir.path()).unwrap();
+        let streams = Streams::open(repo, LiveConfig::default(), &[]).unwrap();
+        let mut registry = Registry::with_prefix("meshcast");
+        Metrics::new(&mut registry, &streams);
+        streams.lock().entry("cam".into()).or_default();
+        let publisher = streams.lock()["cam"].storage_tx.subscribe();
+        let scrape = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let full = crate::hls::streams::StreamsError::Task("No space left on device".into());
+        for _ in 0..3 {
+            streams.storage_failed("cam", &full, true);
+        }
+        streams.storage_failed("cam", &full, false);
+        let text = scrape();
+        assert!(
+            text.contains("meshcast_hls_storage_failing{stream=\"cam\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshcast_hls_segments_dropped_total{stream=\"cam\"} 3\n"),
+            "{text}"
+        );
+        assert_eq!(
+            publisher.borrow().as_deref(),
+            Some("background task failed: No space left on device")
+        );
+        streams.storage_works("cam");
+        let text = scrape();
+        assert!(
+            text.contains("meshcast_hls_storage_failing{stream=\"cam\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshcast_hls_segments_dropped_total{stream=\"cam\"} 3\n"),
+            "{text}"
+        );
+        assert_eq!(*publisher.borrow(), None);
+        let api = &streams.list()[0].storage;
+        assert_eq!(
+            (api.failing, api.segments_dropped, api.playlists_failed),
+            (false, 3, 1)
+        );
     }
 }

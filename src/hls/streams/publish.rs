@@ -17,7 +17,7 @@ use super::{now_ms, SiteUpdate, StreamState, Streams, StreamsError, RECONNECT_GR
 use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
 use crate::media::segmenter::{SegmentReady, Segmenter, SegmenterConfig};
 use crate::media::{fmp4, ts, SegmentFormat};
-use crate::rtmp::server::{EndReason, IngestEvent, PublishRefused, Publishers};
+use crate::rtmp::server::{EndReason, IngestEvent, PublishHandle, PublishRefused, Publishers};
 use cid::Cid;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -338,7 +338,11 @@ impl Streams {
             tracing::info!(stream = %name, session = %p.record.id, "no media recorded; session dropped");
         } else {
             p.record.playlist.end();
-            if let Err(e) = self.store_playlists(name, &mut p).await {
+            let stored = self.store_playlists(name, &mut p).await;
+            if stored.is_ok() {
+                self.storage_works(name);
+            }
+            if let Err(e) = stored {
                 // The session is over all the same: the API and the
                 // playlists served say so at once, the archive CID named
                 // stays the last one stored (and pinned), and the final one
@@ -405,6 +409,7 @@ impl Streams {
                 return;
             }
             if self.store_playlists(&name, &mut p).await.is_ok() {
+                self.storage_works(&name);
                 tracing::info!(stream = %name, session = %id, "final archive stored");
                 return;
             }
@@ -420,10 +425,13 @@ impl Streams {
         let gap = SegmentEntry::gap(&seg, String::new(), None);
         let seq = seg.seq;
         let Err(e) = self.publish_segment(name, p, seg).await else {
+            self.storage_works(name);
             return true;
         };
         let stored = p.record.playlist.segments().len() > before;
-        tracing::warn!(
+        // One line per segment only at debug: a full disk fails them all,
+        // and `storage_failed` says so once.
+        tracing::debug!(
             stream = %name,
             seq,
             "{}: {e}",
@@ -433,15 +441,7 @@ impl Streams {
                 "segment not stored; marked as a gap in the playlists"
             }
         );
-        if let Some(s) = self.lock().get_mut(name) {
-            s.storage.failing = true;
-            s.storage.error = Some(e.to_string());
-            if stored {
-                s.storage.playlists_failed += 1;
-            } else {
-                s.storage.segments_dropped += 1;
-            }
-        }
+        self.storage_failed(name, &e, !stored);
         if stored {
             return true;
         }
@@ -597,8 +597,6 @@ impl Streams {
             s.archive_text = Some(archive);
             if let Some(site) = site {
                 s.site = Some(site);
-                s.storage.failing = false;
-                s.storage.error = None;
             }
             match s.sessions.last_mut() {
                 Some(last) if last.id == info.id => *last = info,
@@ -606,6 +604,75 @@ impl Streams {
             }
         }
         stored.map(drop)
+    }
+
+    /// Notes that storing `name`'s media failed (a segment, `dropped` when
+    /// it became a gap, or a playlist version): counted and shown in the
+    /// API; the first failure of a run is logged, once, and the publisher
+    /// told (RTMP `onStatus`).
+    pub(super) fn storage_failed(&self, name: &str, e: &StreamsError, dropped: bool) {
+        let started = {
+            let mut map = self.lock();
+            let Some(s) = map.get_mut(name) else { return };
+            let started = !s.storage.failing;
+            if started {
+                s.failing_since = Some((std::time::Instant::now(), s.storage.clone()));
+            }
+            s.storage.failing = true;
+            s.storage.error = Some(e.to_string());
+            if dropped {
+                s.storage.segments_dropped += 1;
+            } else {
+                s.storage.playlists_failed += 1;
+            }
+            if started {
+                s.storage_tx.send_replace(Some(e.to_string()));
+            }
+            started
+        };
+        if started {
+            tracing::warn!(
+                stream = %name,
+                "storing the stream failed: {e}; segments that cannot be stored are \
+                 marked as gaps in the playlists, and the API keeps naming what was \
+                 stored, until storing works again"
+            );
+        }
+    }
+
+    /// Notes that storing works for `name`: a segment and the playlists
+    /// naming it were stored, or (the publisher gone) a final archive. A
+    /// run of failures ends, with one log line that counts what it cost,
+    /// and the publisher is told. A playlist version alone does not end
+    /// it: on a full disk the small playlists of a gap often fit where the
+    /// next segment does not, and the run would flap.
+    pub(super) fn storage_works(&self, name: &str) {
+        let ended = {
+            let mut map = self.lock();
+            let Some(s) = map.get_mut(name) else { return };
+            if !s.storage.failing {
+                return;
+            }
+            s.storage.failing = false;
+            s.storage.error = None;
+            s.storage_tx.send_replace(None);
+            s.failing_since.take().map(|(since, before)| {
+                (
+                    since.elapsed(),
+                    s.storage.segments_dropped - before.segments_dropped,
+                    s.storage.playlists_failed - before.playlists_failed,
+                )
+            })
+        };
+        let (failed_for, dropped, playlists) = ended.unwrap_or_default();
+        tracing::info!(
+            stream = %name,
+            segments_dropped = dropped,
+            playlists_failed = playlists,
+            failed_for_s = failed_for.as_secs(),
+            "storing the stream works again; {dropped} segments could not be stored and \
+             are marked as gaps"
+        );
     }
 
     /// Stores one version of the session's playlists and site (see
@@ -732,7 +799,7 @@ impl Publishers for Streams {
         &self,
         stream: &str,
         peer: std::net::SocketAddr,
-    ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused> {
+    ) -> Result<PublishHandle, PublishRefused> {
         let mut map = self.lock();
         let format = self.inner.live.format;
         let part_target = self.inner.live.part_target;
@@ -805,10 +872,14 @@ impl Publishers for Streams {
             done: done_rx,
             events: tx.downgrade(),
         });
+        let storage = state.storage_tx.subscribe();
         tokio::spawn(
             self.clone()
                 .run_publish(stream.to_owned(), pipeline, rx, task),
         );
-        Ok(tx)
+        Ok(PublishHandle {
+            events: tx,
+            storage,
+        })
     }
 }

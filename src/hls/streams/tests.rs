@@ -39,7 +39,7 @@ fn cam(streams: &Streams) -> StreamInfo {
 /// Sends `events` as one publish and waits until the stream is idle again
 /// and the pipeline has had time to end the session.
 async fn publish(streams: &Streams, events: Vec<IngestEvent>) {
-    let tx = streams.begin("cam", PEER.into()).unwrap();
+    let tx = streams.begin("cam", PEER.into()).unwrap().events;
     assert!(cam(streams).live);
     for e in events {
         tx.send(e).await.unwrap();
@@ -159,7 +159,7 @@ async fn a_new_publisher_takes_over_from_a_silent_one() {
     let clip = testclip::clip();
     // The first publisher sends the first three seconds, then nothing: its
     // link died without closing.
-    let old = streams.begin("cam", PEER.into()).unwrap();
+    let old = streams.begin("cam", PEER.into()).unwrap().events;
     send_media(&old, clip.frames.iter().filter(|f| f.dts_ms < 3000)).await;
     // While it was heard from lately, a second is refused.
     assert_busy(&streams);
@@ -168,7 +168,7 @@ async fn a_new_publisher_takes_over_from_a_silent_one() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let new = streams.begin("cam", PEER.into()).unwrap();
+    let new = streams.begin("cam", PEER.into()).unwrap().events;
     assert!(cam(&streams).live);
     // The old publish is ended: its connection sees the channel closed.
     tokio::time::timeout(Duration::from_secs(5), old.closed())
@@ -207,7 +207,7 @@ async fn a_publisher_whose_events_wait_for_a_busy_pipeline_is_not_silent() {
     let dir = tempfile::tempdir().unwrap();
     let streams = takeover_streams(dir.path(), Duration::from_millis(300));
     let clip = testclip::clip();
-    let old = streams.begin("cam", PEER.into()).unwrap();
+    let old = streams.begin("cam", PEER.into()).unwrap().events;
     // The pipeline is held up (a slow disk, say) while frames keep coming.
     let pipeline = streams.lock()["cam"].current.clone().unwrap();
     let held = pipeline.lock().await;
@@ -223,7 +223,7 @@ async fn takeover_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     let streams = takeover_streams(dir.path(), Duration::ZERO);
     // Silent longer than the other test's takeover_after.
-    let _old = streams.begin("cam", PEER.into()).unwrap();
+    let _old = streams.begin("cam", PEER.into()).unwrap().events;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_busy(&streams);
 }

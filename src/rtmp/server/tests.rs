@@ -26,14 +26,12 @@ struct Fake {
     refuse_tracks: Option<String>,
     begins: Mutex<Vec<String>>,
     publishes: mpsc::Sender<mpsc::Receiver<IngestEvent>>,
+    /// The storage state every publish watches.
+    storage: watch::Sender<Option<String>>,
 }
 
 impl Publishers for Fake {
-    fn begin(
-        &self,
-        stream: &str,
-        _peer: SocketAddr,
-    ) -> Result<mpsc::Sender<IngestEvent>, PublishRefused> {
+    fn begin(&self, stream: &str, _peer: SocketAddr) -> Result<PublishHandle, PublishRefused> {
         self.begins.lock().unwrap().push(stream.to_owned());
         if self.busy {
             return Err(PublishRefused::Busy(stream.to_owned()));
@@ -42,7 +40,10 @@ impl Publishers for Fake {
         self.publishes
             .try_send(rx)
             .map_err(|e| PublishRefused::Other(e.to_string()))?;
-        Ok(tx)
+        Ok(PublishHandle {
+            events: tx,
+            storage: self.storage.subscribe(),
+        })
     }
 
     fn check_tracks(&self, stream: &str, _tracks: &Tracks) -> Result<(), String> {
@@ -73,6 +74,7 @@ impl Server {
             refuse_tracks,
             begins: Mutex::default(),
             publishes: tx,
+            storage: watch::Sender::default(),
         });
         let keys = Arc::new(StreamKeys::new(&[StreamConfig {
             name: NAME.parse().unwrap(),
@@ -402,6 +404,7 @@ async fn invalid_allow_entry_fails_serve() {
         refuse_tracks: None,
         begins: Mutex::default(),
         publishes: mpsc::channel(1).0,
+        storage: watch::Sender::default(),
     });
     let err = serve(
         listener,
@@ -451,6 +454,86 @@ async fn a_publish_the_manager_ends_is_closed() {
     drop(rx);
     assert!(config().idle_timeout >= Duration::from_secs(5));
     expect_closed(&mut sock, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
+/// Reads a server's messages as a client does, across reads.
+struct StatusReader {
+    decoder: crate::rtmp::chunk::ChunkDecoder,
+    inbox: BytesMut,
+}
+
+impl StatusReader {
+    fn new() -> Self {
+        Self {
+            decoder: crate::rtmp::chunk::ChunkDecoder::new(
+                crate::rtmp::chunk::ChunkLimits::default(),
+            ),
+            inbox: BytesMut::new(),
+        }
+    }
+
+    /// The levels and codes of the next `want` `onStatus` messages.
+    async fn next(&mut self, sock: &mut TcpStream, want: usize) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(raw) = self.decoder.decode(&mut self.inbox).unwrap() {
+                if let Ok(Message::Command(c)) = Message::decode(raw.type_id, raw.payload) {
+                    if c.name == "onStatus" {
+                        let field = |k| {
+                            let v = c.args[0].get(k).and_then(Amf0Value::as_str);
+                            v.unwrap().to_owned()
+                        };
+                        found.push((field("level"), field("code")));
+                    }
+                }
+                if found.len() == want {
+                    return found;
+                }
+            }
+            let n = tokio::time::timeout(WAIT, sock.read(&mut buf))
+                .await
+                .expect("statuses in time")
+                .unwrap();
+            assert!(n > 0, "closed after {found:?}");
+            self.inbox.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// The publisher hears when storing its stream starts failing (also when
+/// it fails as the publish starts) and when it works again; a new error
+/// text while it still fails is not news.
+#[tokio::test]
+async fn the_publisher_is_told_when_storing_fails_and_resumes() {
+    let mut server = Server::start(config(), false).await;
+    server.fake.storage.send_replace(Some("disk full".into()));
+    let mut sock = raw_publish(server.addr, KEY).await;
+    let _rx = tokio::time::timeout(WAIT, server.publishes.recv())
+        .await
+        .expect("a publish in time")
+        .expect("server running");
+    let status = |level: &str, code: &str| (level.to_owned(), code.to_owned());
+    let mut reader = StatusReader::new();
+    assert_eq!(
+        reader.next(&mut sock, 2).await,
+        [
+            status("status", "NetStream.Publish.Start"),
+            status("warning", "NetStream.Publish.StorageFailing"),
+        ]
+    );
+    server.fake.storage.send_replace(Some("still full".into()));
+    server.fake.storage.send_replace(None);
+    assert_eq!(
+        reader.next(&mut sock, 1).await,
+        [status("status", "NetStream.Publish.StorageResumed")]
+    );
+    server.fake.storage.send_replace(Some("full again".into()));
+    assert_eq!(
+        reader.next(&mut sock, 1).await,
+        [status("warning", "NetStream.Publish.StorageFailing")]
+    );
     server.stop().await;
 }
 

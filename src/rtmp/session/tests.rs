@@ -314,6 +314,12 @@ fn reject_publish_sends_error_status() {
 /// The AMF0 body of `onStatus(0, null, {level: "error", code, description})`,
 /// written out by hand.
 fn error_status_body(code: &str, description: &str) -> Vec<u8> {
+    status_body("error", code, description)
+}
+
+/// The AMF0 body of `onStatus(0, null, {level, code, description})`,
+/// written out by hand.
+fn status_body(level: &str, code: &str, description: &str) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as u16).to_be_bytes());
         out.extend_from_slice(s.as_bytes());
@@ -325,7 +331,7 @@ fn error_status_body(code: &str, description: &str) -> Vec<u8> {
     b.push(0x05); // null command object
     b.push(0x03); // info object
     for (key, value) in [
-        ("level", "error"),
+        ("level", level),
         ("code", code),
         ("description", description),
     ] {
@@ -390,6 +396,76 @@ fn fail_publish_sends_error_status_and_drops_what_follows() {
     assert_eq!(c.session.published_key(), None);
     assert!(matches!(
         c.session.fail_publish("NetStream.Failed", why),
+        Err(SessionError::NotPublishing)
+    ));
+}
+
+/// The bytes of one status message on chunk stream 5 of message stream 1
+/// after another one there: a type 1 header (timestamp delta 0, the new
+/// length, type 20) and the body in one chunk.
+fn status_after_status(body: &[u8]) -> Vec<u8> {
+    assert!(body.len() < 4096, "fits one chunk");
+    let len = (body.len() as u32).to_be_bytes();
+    let mut want = vec![0x45, 0, 0, 0, len[1], len[2], len[3], 20];
+    want.extend_from_slice(body);
+    want
+}
+
+fn wire(session: &mut Session) -> BytesMut {
+    let mut wire = BytesMut::new();
+    while let Some(b) = session.poll_transmit() {
+        wire.extend_from_slice(&b);
+    }
+    wire
+}
+
+#[test]
+fn storage_status_warns_the_publisher_and_says_when_storing_resumes() {
+    let mut c = Client::new(SessionConfig::default(), None);
+    c.publish("key");
+    assert!(matches!(
+        c.session.storage_status(Some("disk full")),
+        Err(SessionError::NotPublishing)
+    ));
+    c.session.accept_publish().unwrap();
+    c.received();
+    c.events();
+
+    let error = "writing block bafkrei...: No space left on device (os error 28)";
+    c.session.storage_status(Some(error)).unwrap();
+    let failing = wire(&mut c.session);
+    let description = format!(
+        "storing the stream failed: {error}; what cannot be stored is marked as a gap \
+         until storing works again"
+    );
+    let body = status_body("warning", "NetStream.Publish.StorageFailing", &description);
+    assert_eq!(&failing[..], &status_after_status(&body)[..]);
+
+    // A warning: the publish goes on.
+    c.send(6, 1, 0, &Message::Video(Bytes::from_static(&[0x12, 0, 0])));
+    assert_eq!(c.events().len(), 1, "media after the warning");
+    assert_eq!(c.session.published_key(), Some("key"));
+
+    c.session.storage_status(None).unwrap();
+    let resumed = wire(&mut c.session);
+    let body = status_body(
+        "status",
+        "NetStream.Publish.StorageResumed",
+        "storing the stream works again",
+    );
+    assert_eq!(&resumed[..], &status_after_status(&body)[..]);
+
+    c.inbox.extend_from_slice(&failing);
+    c.inbox.extend_from_slice(&resumed);
+    let out = c.received();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(stream, _)| *stream == 1));
+    assert_eq!(status_code(&out[0].1), "NetStream.Publish.StorageFailing");
+    assert_eq!(status_code(&out[1].1), "NetStream.Publish.StorageResumed");
+
+    c.session.fail_publish("NetStream.Failed", "no").unwrap();
+    assert!(matches!(
+        c.session.storage_status(None),
         Err(SessionError::NotPublishing)
     ));
 }

@@ -571,10 +571,17 @@ pub struct Played {
 
 /// `node play.mjs URL --min-advance 5`, requiring success.
 pub fn play(url: &str) -> Result<Played> {
+    play_for(url, 5.0, 40)
+}
+
+/// `node play.mjs URL --min-advance SECONDS --timeout TIMEOUT`, requiring
+/// success.
+pub fn play_for(url: &str, seconds: f64, timeout: u32) -> Result<Played> {
     let out = nodejs()
         .arg(interop_dir().join("play.mjs"))
         .arg(url)
-        .args(["--min-advance", "5", "--timeout", "40"])
+        .args(["--min-advance", &seconds.to_string()])
+        .args(["--timeout", &timeout.to_string()])
         .output()
         .context("run node tests/interop/play.mjs (install with scripts/test)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -591,7 +598,7 @@ pub fn play(url: &str) -> Result<Played> {
         "{}",
         report()
     );
-    ensure!(played.advanced >= 5.0, "{}", report());
+    ensure!(played.advanced >= seconds, "{}", report());
     Ok(played)
 }
 

@@ -94,10 +94,16 @@ fn x264_2s_gops(preset: &str) -> Vec<&str> {
 /// for `seconds`, the video with `video` options and the audio as AAC,
 /// into the FLV file `path`.
 fn encode_clip(ffmpeg: &Path, video: &[&str], seconds: u32, path: &Path) -> Command {
+    encode_clip_tone(ffmpeg, video, seconds, 440, path)
+}
+
+/// [`encode_clip`] with a tone of `hz`.
+fn encode_clip_tone(ffmpeg: &Path, video: &[&str], seconds: u32, hz: u32, path: &Path) -> Command {
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
         .arg("testsrc2=size=640x360:rate=25")
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency={hz}:sample_rate=44100"))
         .args(video)
         .args(["-c:a", "aac", "-t", &seconds.to_string(), "-f", "flv"])
         .arg(path);
@@ -137,7 +143,18 @@ pub fn clip_obs_gop(seconds: u32) -> Result<PathBuf> {
 
 /// A 3 Mbit/s constant-bitrate H.264 + AAC clip with 2 s GOPs.
 pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
-    made_once(&format!("3mbit-{seconds}.flv"), |path| {
+    clip_3mbit_tone(seconds, 440)
+}
+
+/// [`clip_3mbit`] with a tone of `hz`: clips of different tones have the
+/// same init segment (the encoders' settings) and different segments.
+pub fn clip_3mbit_tone(seconds: u32, hz: u32) -> Result<PathBuf> {
+    let name = if hz == 440 {
+        format!("3mbit-{seconds}.flv")
+    } else {
+        format!("3mbit-{seconds}-{hz}hz.flv")
+    };
+    made_once(&name, |path| {
         let mut video = x264_2s_gops("ultrafast");
         video.extend([
             "-b:v",
@@ -151,7 +168,7 @@ pub fn clip_3mbit(seconds: u32) -> Result<PathBuf> {
             "-x264-params",
             "nal-hrd=cbr:force-cfr=1",
         ]);
-        let out = encode_clip("ffmpeg".as_ref(), &video, seconds, path).output()?;
+        let out = encode_clip_tone("ffmpeg".as_ref(), &video, seconds, hz, path).output()?;
         check(&out, "ffmpeg making the 3 Mbit/s clip")
     })
 }

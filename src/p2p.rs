@@ -31,6 +31,7 @@ pub mod bitswap;
 mod identity;
 pub mod metrics;
 pub mod naming;
+pub mod parts;
 pub mod provide;
 mod swarm;
 

@@ -4,7 +4,7 @@
 //! ```text
 //! TCP + Noise + Yamux ┐                 ┌ identify, ping
 //! QUIC-v1             ┴─> Swarm task ───┼ mDNS (dial what it finds), Kademlia (WAN + LAN DHT)
-//!   ^   commands (bounded)    │         ├ gossipsub (IPNS records)   -> PubsubEvent broadcast
+//!   ^   commands (bounded)    │         ├ gossipsub (IPNS records, part announcements) -> PubsubEvent broadcast
 //!   │                         │         └ libp2p-stream (Bitswap, fetch) -> stream_control()
 //!  P2p handle <── PeerEvent broadcast ──┘
 //! ```

@@ -8,8 +8,9 @@
 //!   -> Streams::set_mirrored (/live/{stream}.m3u8, /watch/{stream}, /api/v1/streams)
 //!   -> retention: segments past the age or byte limit unpinned, then GC
 //! Announcements::follow(name) --each part, signed by the name's key-->
-//!   parts::PartsFollower: fetch the part, pin -> Streams::mirror_part (LL-HLS copy)
-//!   segment closed: fetch its root, pin, held -> Streams::mirror_segment
+//!   parts::PartsFollower (its own task): fetch the part -> Streams::mirror_part
+//!   (LL-HLS copy), pinned; segment closed: fetch its root -> Streams::mirror_segment,
+//!   pinned -> held here, as a segment the record brought
 //! ```
 //!
 //! The record drives the site, the archive and retention, once per

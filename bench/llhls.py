@@ -26,18 +26,31 @@ the distance of the frame on screen to the live edge of the playlist.
 --no-nginx leaves the anchor out (it needs nginx and libnginx-mod-rtmp,
 installed with apt-get when missing, as bench/live.py does).
 
-Not here yet (issue 8's full table): mirrors on loopback and over the bad
-link and origin bytes per media byte sent to a mirror.  Segment-ready lag
+Mirrors, in the same run (--no-mirrors leaves them out): an origin with
+the default part target and p2p on, and a second `meshcast serve --follow
+NAME --peer ORIGIN` that learns of each part from the origin's signed
+announcements and fetches it by Bitswap; the same Chromium watches
+/watch/cam on the mirror.  Once on loopback, once with the mirror in a
+network namespace behind tests/interop/badlink.py (5% loss, 40 ms each
+way, 5 Mbit/s; Chromium runs in the namespace too; needs root,
+--no-badlink leaves it out).  After the whole clip has played out, the
+table gives the origin's bytes sent on its libp2p TCP sockets (kernel
+tcp_info `bytes_sent`: retransmissions, Noise and Yamux framing, pubsub and
+DHT traffic included) per byte of media in its archive (init segments
+included), and the same less the site's files that never change (the
+player page and hls.js, about 0.66 MB, which a mirror fetches once however
+long the stream).  Goal: at most 1.05, parts are not sent twice.  Segment-ready lag
 against nginx-rtmp and peak RSS with 200 polling clients are bench/live.py's
 phases 1 and 2 (the default part target applies there).
 
 Usage:
 
     bench/llhls.py [--bin target/debug/meshcast] [--seconds 30]
-                   [--targets 200ms,300ms,500ms,0s]
+                   [--targets 200ms,300ms,500ms,0s] [--no-nginx]
+                   [--no-mirrors] [--no-badlink]
 
 Needs ffmpeg, node and Chromium as `scripts/test` installs them.  Takes
-about (seconds + 15) s per target.
+about (seconds + 15) s per target, and (seconds + 35) s per mirror row.
 """
 
 import argparse
@@ -117,11 +130,12 @@ def wait_live(url, timeout=30):
     raise RuntimeError("the stream never went live")
 
 
-def watch(url, seconds):
-    """Chromium on `url` for `seconds`: (glass-to-glass samples, edge-latency
-    samples, stalls, player errors), all after the first 5 s."""
+def watch(url, seconds, prefix=()):
+    """Chromium on `url` for `seconds` (in the namespace `prefix` enters):
+    (glass-to-glass samples, edge-latency samples, stalls, player errors),
+    all after the first 5 s."""
     out = subprocess.run(
-        ["node", os.path.join(ROOT, "tests/interop/page-state.mjs"), url,
+        list(prefix) + ["node", os.path.join(ROOT, "tests/interop/page-state.mjs"), url,
          "--seconds", str(seconds), "--eval", LATENCY],
         capture_output=True, text=True, timeout=seconds + 60)
     if not out.stdout.strip():
@@ -211,6 +225,106 @@ def run_nginx(clip, seconds, work):
         stop([pub, nginx])
 
 
+def run_mirror(binary, clip, seconds, work, badlink):
+    """An origin and a mirror following it (in a namespace behind the bad
+    link with `badlink`); Chromium on the mirror's /watch page. Returns the
+    watch figures and the origin's libp2p bytes sent per media byte."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import p2p as P2P  # the namespace, socket and archive helpers of bench/p2p.py
+
+    link = None
+    procs = []
+    try:
+        prefix = []
+        p2p_host = "127.0.0.1"
+        if badlink:
+            ns = f"mcll{os.getpid()}"
+            link = subprocess.Popen([sys.executable, P2P.BADLINK, "--ns", ns, "--subnet", "10.96"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            info = json.loads(link.stdout.readline())
+            prefix = ["ip", "netns", "exec", ns]
+            p2p_host = info["root_addr"]
+        data = tempfile.mkdtemp(dir=work)
+        p2p_port, o_http = free_port(), free_port()
+        origin = subprocess.Popen(
+            [binary, "--data", data, "serve", "--http", f"127.0.0.1:{o_http}",
+             "--rtmp", "127.0.0.1:0", "--no-mdns", "--p2p", f"/ip4/{p2p_host}/tcp/{p2p_port}",
+             "--stream", f"cam={KEY}"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "log"), "w"),
+            start_new_session=True)
+        procs.append(origin)
+        oinfo = P2P.wait_api([], "127.0.0.1", o_http, origin, "origin")
+        rtmp = P2P.rtmp_port_of(data)
+        _, body = P2P.http_get("127.0.0.1", o_http, "/api/v1/streams")
+        name = next(s["ipns"] for s in json.loads(body)["streams"] if s["name"] == "cam")
+        mdata = tempfile.mkdtemp(dir=work)
+        m_http = free_port()
+        mirror = subprocess.Popen(
+            prefix + [binary, "--data", mdata, "serve", "--http", f"127.0.0.1:{m_http}",
+                      "--rtmp", "127.0.0.1:0", "--no-mdns", "--p2p", "/ip4/0.0.0.0/tcp/0",
+                      "--peer", f"/ip4/{p2p_host}/tcp/{p2p_port}/p2p/{oinfo['peer_id']}",
+                      "--follow", name],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(mdata, "log"), "w"),
+            start_new_session=True)
+        procs.append(mirror)
+        P2P.wait_api(prefix, "127.0.0.1", m_http, mirror, "mirror")
+        pub = publish(clip, f"rtmp://127.0.0.1:{rtmp}/live/{KEY}")
+        procs.append(pub)
+        deadline = time.time() + 40
+        while True:
+            r = subprocess.run(prefix + ["curl", "-sf", f"http://127.0.0.1:{m_http}/live/cam.m3u8"],
+                               capture_output=True, text=True)
+            if "#EXT-X-PART:" in r.stdout:
+                break
+            if time.time() > deadline:
+                raise RuntimeError("the mirror never listed a part")
+            time.sleep(0.2)
+        watched = watch(f"http://127.0.0.1:{m_http}/watch/cam", seconds, prefix)
+        # The whole clip, then the session's end, then what was sent.
+        pub.wait()
+        time.sleep(8)
+        sent = P2P.sent_bytes(p2p_port)
+        media = media_bytes(o_http)
+        site = site_static_bytes(o_http, name)
+        return watched + ((sent / media, (sent - site) / media) if media else None,)
+    finally:
+        stop(procs)
+        if link is not None:
+            link.stdin.close()
+            try:
+                link.wait(10)
+            except subprocess.TimeoutExpired:
+                link.kill()
+
+
+def media_bytes(port):
+    """Bytes of every init segment and segment the origin's archive names."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/live/cam/archive.m3u8", timeout=5) as r:
+        text = r.read().decode()
+    uris = []
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MAP:URI=\""):
+            uris.append(line.split('"')[1])
+        elif line and not line.startswith("#"):
+            uris.append(line)
+    total = 0
+    for uri in dict.fromkeys(uris):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{uri}", timeout=10) as r:
+            total += len(r.read())
+    return total
+
+
+def site_static_bytes(port, name):
+    """Bytes of the site's files that never change (the player page, its
+    scripts and styles): a mirror fetches them once, whatever the length of
+    the stream."""
+    total = 0
+    for f in ("index.html", "player.js", "hls.min.js", "style.css"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ipns/{name}/{f}", timeout=10) as r:
+            total += len(r.read())
+    return total
+
+
 def fmt(vals):
     if not vals:
         return f"{'-':>9} {'-':>6} {'-':>6}"
@@ -223,6 +337,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--targets", default="200ms,300ms,500ms,0s")
     ap.add_argument("--no-nginx", action="store_true", help="leave out the nginx-rtmp anchor")
+    ap.add_argument("--no-mirrors", action="store_true", help="leave out the mirror rows")
+    ap.add_argument("--no-badlink", action="store_true",
+                    help="leave out the mirror over the bad link (which needs root)")
     args = ap.parse_args()
     for tool in ("ffmpeg", "node"):
         if not shutil.which(tool):
@@ -236,15 +353,24 @@ def main():
         rows = []
         for target in args.targets.split(","):
             log(f"part target {target} ...")
-            rows.append((f"meshcast {target}",) + run_target(args.bin, clip, target, args.seconds, work))
+            rows.append((f"meshcast {target}",) + run_target(args.bin, clip, target, args.seconds, work)
+                        + (None,))
+        if not args.no_mirrors:
+            log("mirror on loopback ...")
+            rows.append(("mirror loopback",) + run_mirror(args.bin, clip, args.seconds, work, False))
+            if not args.no_badlink:
+                log("mirror over the bad link ...")
+                rows.append(("mirror badlink",) + run_mirror(args.bin, clip, args.seconds, work, True))
         if not args.no_nginx:
             log("nginx-rtmp, 2 s fragments ...")
-            rows.append(("nginx-rtmp 2s",) + run_nginx(clip, args.seconds, work))
+            rows.append(("nginx-rtmp 2s",) + run_nginx(clip, args.seconds, work) + (None,))
         print(f"{'':>16} {'glass-to-glass (s)':>23} {'hls.js latency to edge (s)':>28}")
         print(f"{'row':>16} {'median':>9} {'min':>6} {'max':>6}   {'median':>9} {'min':>6} {'max':>6}"
-              f" {'stalls':>6}  errors")
-        for name, pdt, edge, stalls, errors in rows:
-            print(f"{name:>16} {fmt(pdt)}   {fmt(edge)} {stalls:6d}  {len(errors)}"
+              f" {'stalls':>6} {'origin B/media B':>16} {'less site files':>15}  errors")
+        for name, pdt, edge, stalls, errors, ratio in rows:
+            r = (f"{ratio[0]:16.3f} {ratio[1]:15.3f}" if ratio is not None
+                 else f"{'-':>16} {'-':>15}")
+            print(f"{name:>16} {fmt(pdt)}   {fmt(edge)} {stalls:6d} {r}  {len(errors)}"
                   + (f" {errors[:3]}" if errors else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,7 @@
 //! Names and records are pure (bytes and times in, values out); only
 //! [`keys`] touches the disk.
 
+pub mod announce;
 pub mod keys;
 pub mod record;
 pub(crate) mod rfc3339;

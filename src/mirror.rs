@@ -7,7 +7,16 @@
 //!   -> fetch every segment the playlists name that we lack, in order, pinned
 //!   -> Streams::set_mirrored (/live/{stream}.m3u8, /watch/{stream}, /api/v1/streams)
 //!   -> retention: segments past the age or byte limit unpinned, then GC
+//! Announcements::follow(name) --each part, signed by the name's key-->
+//!   parts::PartsFollower (its own task): fetch the part -> Streams::mirror_part
+//!   (LL-HLS copy), pinned; segment closed: fetch its root -> Streams::mirror_segment,
+//!   pinned -> held here, as a segment the record brought
 //! ```
+//!
+//! The record drives the site, the archive and retention, once per
+//! segment; the announcements keep the mirror's low-latency playlist a
+//! part behind its origin rather than a segment. What retention lets go
+//! leaves the low-latency copy too ([`Streams::mirror_forget`]).
 //!
 //! What the mirror pins it also provides on the DHTs (each segment, the
 //! site and its archive playlist, through [`P2p::provide`]), and what it
@@ -26,6 +35,7 @@ use crate::ipns::record::Record;
 use crate::ipns::Name;
 use crate::p2p::bitswap::Bitswap;
 use crate::p2p::naming::Naming;
+use crate::p2p::parts::Announcements;
 use crate::p2p::P2p;
 use crate::store::pins::PinKind;
 use crate::store::{BlockRead, Repo, StoreError};
@@ -45,10 +55,14 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+mod parts;
+
 /// Segments fetched at once per followed stream.
 const PARALLEL_FETCHES: usize = 4;
 /// The most blocks one segment may have (a 1 GiB segment in 1 MiB blocks).
 const MAX_SEGMENT_BLOCKS: usize = 1024;
+/// Media the parts follower pinned, waiting to be held.
+const PARTS_HELD: usize = 64;
 /// GC runs at most this often, after retention unpinned something.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -223,6 +237,7 @@ pub fn live_edge_ms(playlist: &str) -> Option<u64> {
 pub async fn spawn(
     follows: &[FollowConfig],
     naming: Naming,
+    announcements: Announcements,
     bitswap: Bitswap,
     streams: Streams,
     repo: Repo,
@@ -260,13 +275,18 @@ pub async fn spawn(
             stats: std::sync::Arc::clone(&stats),
             metrics: metrics.as_ref().map(|m| m.follow(&name)),
         };
-        tokio::spawn(follower.run(naming.clone(), shutdown.clone()));
+        tokio::spawn(follower.run(naming.clone(), announcements.clone(), shutdown.clone()));
     }
     Ok(stats)
 }
 
 impl Follower {
-    async fn run(mut self, naming: Naming, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        naming: Naming,
+        announcements: Announcements,
+        shutdown: CancellationToken,
+    ) {
         tracing::info!(name = %self.name, "following");
         let mut rx = match naming.watch(&self.name).await {
             Ok(rx) => rx,
@@ -275,10 +295,34 @@ impl Follower {
                 return;
             }
         };
+        let (stream_tx, stream_rx) = tokio::sync::watch::channel(self.stream.clone());
+        let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(PARTS_HELD);
+        match announcements.follow(&self.name).await {
+            Ok(rx) => {
+                let parts = parts::PartsFollower {
+                    name: self.name,
+                    rx,
+                    repo: self.repo.clone(),
+                    bitswap: self.bitswap.clone(),
+                    streams: self.streams.clone(),
+                    p2p: self.p2p.clone(),
+                    stream: stream_rx,
+                    held: held_tx,
+                    stats: std::sync::Arc::clone(&self.stats),
+                    metrics: self.metrics.clone(),
+                };
+                tokio::spawn(parts.run(shutdown.clone()));
+            }
+            // The record alone still drives the mirror, a segment behind.
+            Err(e) => tracing::warn!(name = %self.name, "no part announcements: {e}"),
+        }
         loop {
             let record = rx.borrow_and_update().clone();
             if let Some(record) = record {
                 self.sync(&record, &shutdown).await;
+                if *stream_tx.borrow() != self.stream {
+                    stream_tx.send_replace(self.stream.clone());
+                }
             }
             loop {
                 let gc_at = self.last_gc.map_or_else(Instant::now, |t| t + GC_INTERVAL);
@@ -287,6 +331,13 @@ impl Follower {
                     changed = rx.changed() => {
                         if changed.is_err() { return }
                         break;
+                    }
+                    Some(h) = held_rx.recv() => {
+                        // Pinned by the parts follower: held for retention
+                        // from now on, and not fetched again.
+                        if self.have.insert(h.cid) {
+                            self.held.push_back(h);
+                        }
                     }
                     _ = tokio::time::sleep_until(gc_at.into()), if self.gc_pending => self.collect().await,
                 }
@@ -547,6 +598,10 @@ impl Follower {
             return;
         }
         tracing::debug!(name = %self.name, "retention lets go of {} segments", drop.len());
+        if let Some(stream) = &self.stream {
+            self.streams
+                .mirror_forget(stream, &drop.iter().copied().collect());
+        }
         self.withdraw(drop.clone()).await;
         let repo = self.repo.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {

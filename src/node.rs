@@ -254,6 +254,13 @@ impl Node {
             .collect();
         if let Some(p2p) = &p2p {
             let keys = crate::ipns::KeyStore::open(&config.data_dir).map_err(NodeError::Keys)?;
+            let announcements = crate::p2p::parts::Announcements::spawn(
+                p2p.clone(),
+                keys.clone(),
+                Some(streams.announcements()),
+                registry.as_mut(),
+                cancel.child_token(),
+            );
             let naming = crate::p2p::naming::Naming::spawn(
                 p2p.clone(),
                 keys,
@@ -287,6 +294,7 @@ impl Node {
                 crate::mirror::spawn(
                     &config.follow,
                     naming.clone(),
+                    announcements,
                     swap.clone(),
                     streams.clone(),
                     repo.clone(),

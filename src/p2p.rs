@@ -4,7 +4,7 @@
 //! ```text
 //! TCP + Noise + Yamux ┐                 ┌ identify, ping
 //! QUIC-v1             ┴─> Swarm task ───┼ mDNS (dial what it finds), Kademlia (WAN + LAN DHT)
-//!   ^   commands (bounded)    │         ├ gossipsub (IPNS records)   -> PubsubEvent broadcast
+//!   ^   commands (bounded)    │         ├ gossipsub (IPNS records, part announcements) -> PubsubEvent broadcast
 //!   │                         │         └ libp2p-stream (Bitswap, fetch) -> stream_control()
 //!  P2p handle <── PeerEvent broadcast ──┘
 //! ```
@@ -31,6 +31,7 @@ pub mod bitswap;
 mod identity;
 pub mod metrics;
 pub mod naming;
+pub mod parts;
 pub mod provide;
 mod swarm;
 

@@ -406,6 +406,32 @@ impl Session {
         gone
     }
 
+    /// The media sequence number the next segment gets.
+    pub fn next_msn(&self) -> u64 {
+        self.trimmed + self.segments.len() as u64
+    }
+
+    /// An empty session whose first segment will have media sequence
+    /// number `msn`: a mirror's copy of a session it joined late.
+    pub fn starting_at(config: PlaylistConfig, msn: u64) -> Result<Self, PlaylistError> {
+        let mut s = Self::new(config)?;
+        s.trimmed = msn;
+        Ok(s)
+    }
+
+    /// Removes the `n` oldest segments, of the live window too, and
+    /// returns them: a mirror's copy lets go of what the mirror's
+    /// retention let go (an origin's archive uses
+    /// [`Session::trim_front`], which keeps the window).
+    pub fn forget_front(&mut self, n: usize) -> Vec<SegmentEntry> {
+        let n = n.min(self.segments.len());
+        let gone: Vec<SegmentEntry> = self.segments.drain(..n).collect();
+        self.live_start = self.live_start.saturating_sub(n);
+        self.trimmed += n as u64;
+        self.trimmed_discontinuities += gone.iter().filter(|s| s.discontinuity).count() as u64;
+        gone
+    }
+
     /// The live playlist: the window of newest segments.
     pub fn live(&self) -> String {
         let mut out = self.header();

@@ -105,6 +105,10 @@ pub struct SiteUpdate {
 /// latest; only the latest matters).
 const SITE_UPDATES: usize = 64;
 
+/// Part announcements buffered for a slow announcer (which then skips the
+/// oldest; a mirror that misses one waits for the next segment).
+const ANNOUNCEMENTS: usize = 256;
+
 /// A session as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionInfo {
@@ -221,6 +225,9 @@ struct StreamState {
     site: Option<Cid>,
     /// The IPNS name this stream is mirrored from (not ours to publish).
     mirror_of: Option<String>,
+    /// A mirrored stream's low-latency copy, from its origin's part
+    /// announcements.
+    mirror_ll: Option<mirrored::MirrorLl>,
     /// Ingest and segmenter figures, for the dashboard.
     ingest: IngestStats,
     /// The keyframe interval of the current (or last) publisher, once
@@ -270,6 +277,8 @@ struct Inner {
     held: std::sync::atomic::AtomicUsize,
     /// Taken while retention plans and lets go (see `retention`).
     retention: tokio::sync::Mutex<()>,
+    /// Own streams' parts and closed segments, for part announcements.
+    announcements: tokio::sync::broadcast::Sender<(String, crate::ipns::announce::Media)>,
 }
 
 /// The streams of a node: publishing pipelines, sessions and playlists.
@@ -315,6 +324,7 @@ impl Streams {
             metrics: std::sync::OnceLock::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
             retention: tokio::sync::Mutex::new(()),
+            announcements: tokio::sync::broadcast::channel(ANNOUNCEMENTS).0,
         });
         let this = Self { inner };
         let mut map = BTreeMap::new();
@@ -412,9 +422,16 @@ impl Streams {
             return false;
         }
         s.publishing = m.live;
+        if let Some(ll) = &s.mirror_ll {
+            // Else the plain playlist, until the copy lists its newest.
+            s.ll = ll.serves(Some(&m.live_text)).then(|| ll.view.clone());
+        }
         s.live_text = Some(m.live_text);
         s.archive_text = Some(m.archive_text);
         s.site = Some(m.site);
+        if m.session.ended {
+            self.mirror_ll_end(s, name, &m.session.id);
+        }
         match s.sessions.iter_mut().find(|x| x.id == m.session.id) {
             Some(x) => *x = m.session,
             None => {
@@ -495,6 +512,7 @@ impl Streams {
 mod ingest;
 mod lowlatency;
 pub mod metrics;
+mod mirrored;
 mod publish;
 mod retention;
 mod session;

@@ -463,11 +463,12 @@ impl Naming {
                     propagation_source,
                     id,
                 }) => {
-                    let verdict = match topic_name(&topic) {
-                        Some(name) => self.on_record(&name, &data),
-                        // Not an IPNS topic: not ours to judge.
-                        None => Verdict::Ignore,
+                    // Not an IPNS topic (part announcements): its own
+                    // service judges it.
+                    let Some(name) = topic_name(&topic) else {
+                        continue;
                     };
+                    let verdict = self.on_record(&name, &data);
                     let _ = self
                         .inner
                         .p2p

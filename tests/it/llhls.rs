@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The default part target.
-const PART_MS: u64 = 300;
+pub(crate) const PART_MS: u64 = 300;
 
 /// The preload hint's (msn, index) and URI.
-fn hint(text: &str) -> Result<(u64, u32, String)> {
+pub(crate) fn hint(text: &str) -> Result<(u64, u32, String)> {
     let uri = text
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
@@ -33,7 +33,7 @@ fn hint(text: &str) -> Result<(u64, u32, String)> {
 }
 
 /// Closed segments with their listed parts: (segment URI, part URIs).
-fn segments_with_parts(text: &str) -> Vec<(String, Vec<String>)> {
+pub(crate) fn segments_with_parts(text: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     let mut parts = Vec::new();
     let mut lines = text.lines();
@@ -60,7 +60,7 @@ fn cid_of(uri: &str) -> Result<Cid> {
     Ok(s.parse()?)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

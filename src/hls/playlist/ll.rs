@@ -150,7 +150,7 @@ impl Parts {
 
     /// Where `session`'s live playlist stands.
     pub fn position(&self, session: &Session) -> Position {
-        let next_msn = session.segments().len() as u64;
+        let next_msn = session.next_msn();
         let parts = self
             .groups
             .back()

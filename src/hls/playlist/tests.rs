@@ -585,6 +585,36 @@ fn a_gap_keeps_its_time_and_is_marked() {
 }
 
 #[test]
+fn a_copy_joined_late_numbers_on_and_forgets_into_its_window() {
+    let config = PlaylistConfig {
+        format: SegmentFormat::Fmp4,
+        target_duration_secs: 2,
+        live_window: 3,
+        max_segments: 1000,
+    };
+    let mut s = Session::starting_at(config, 40).unwrap();
+    assert_eq!(s.next_msn(), 40);
+    for i in 0..5 {
+        s.push(entry(i, 2000)).unwrap();
+    }
+    assert_eq!(s.next_msn(), 45);
+    assert!(
+        s.live().contains("#EXT-X-MEDIA-SEQUENCE:42\n"),
+        "{}",
+        s.live()
+    );
+    // Into the window: the first listed goes, numbering stays.
+    let gone = s.forget_front(3);
+    assert_eq!(gone.len(), 3);
+    assert_eq!(gone[2].uri, "/ipfs/s2");
+    assert_eq!(s.next_msn(), 45);
+    assert_eq!(s.media_sequence(), 43);
+    assert_eq!(parse(&s.live()).segments.len(), 2);
+    assert_eq!(s.forget_front(9).len(), 2);
+    assert_eq!((s.next_msn(), s.segments().len()), (45, 0));
+}
+
+#[test]
 fn trimming_the_head_keeps_the_live_window_and_counts_what_went() {
     let mut s = fmp4(2, 3);
     for i in 0..10 {

@@ -17,6 +17,8 @@
 use super::publish::{media_uri, Pipeline};
 use super::{Inner, Streams, StreamsError};
 use crate::hls::playlist::ll::{PartEntry, Parts, Position};
+use crate::hls::playlist::Session;
+use crate::ipns::announce::Media;
 use crate::media::fmp4;
 use crate::media::segmenter::{PartReady, SegmentReady};
 use crate::store::pins::PinKind;
@@ -30,7 +32,7 @@ use tokio::sync::watch;
 
 /// Parts whose bytes the view keeps for preload hints: a hint asks for the
 /// next part, so a few cover a client a little behind.
-const RECENT_PARTS: usize = 8;
+pub(super) const RECENT_PARTS: usize = 8;
 
 /// What HTTP serves of a low-latency stream, replaced at every change.
 #[derive(Debug, Clone)]
@@ -49,6 +51,24 @@ pub struct LlView {
     pub delta: Arc<str>,
     /// The newest parts' bytes: (media sequence number, index, bytes).
     pub recent: VecDeque<(u64, u32, Bytes)>,
+}
+
+impl LlView {
+    /// Nothing listed yet.
+    pub(super) fn empty() -> Self {
+        Self {
+            position: Position {
+                next_msn: 0,
+                parts: 0,
+            },
+            ended: false,
+            target_duration_secs: 1,
+            part_target_ms: 1,
+            text: Arc::from(""),
+            delta: Arc::from(""),
+            recent: VecDeque::new(),
+        }
+    }
 }
 
 /// A pipeline's low-latency state.
@@ -124,6 +144,32 @@ impl Inner {
     }
 }
 
+/// The view of `session` with `parts`: what an origin's pipeline and a
+/// mirror's copy both serve.
+pub(super) fn render_view(
+    name: &str,
+    session: &Session,
+    parts: &Parts,
+    recent: &VecDeque<(u64, u32, Bytes)>,
+) -> LlView {
+    let hint = |msn, index| hint_uri(name, msn, index);
+    LlView {
+        position: parts.position(session),
+        ended: session.is_ended(),
+        target_duration_secs: session.target_duration_secs(),
+        part_target_ms: parts.part_target_ms(),
+        text: parts.render(session, &hint, false).into(),
+        delta: parts.render(session, &hint, true).into(),
+        recent: recent.clone(),
+    }
+}
+
+/// The CID of a `/ipfs/<cid>?...` URI.
+pub(super) fn uri_cid(uri: &str) -> Option<Cid> {
+    let rest = uri.strip_prefix("/ipfs/")?;
+    Cid::try_from(rest.split(['?', '/']).next()?).ok()
+}
+
 /// Where a preload hint points: a node-local URL that answers once the part
 /// exists (see `http::live`).
 pub fn hint_uri(stream: &str, msn: u64, index: u32) -> String {
@@ -197,7 +243,7 @@ impl Streams {
         let cid = tokio::task::spawn_blocking(move || inner.put_part(stored))
             .await
             .map_err(|e| StreamsError::Task(e.to_string()))??;
-        let msn = p.record.playlist.segments().len() as u64;
+        let msn = p.record.playlist.next_msn();
         let init = p.init_uri.clone();
         let ll = p.ll.as_mut().expect("checked above");
         if part.index == 0 && !ll.open.is_empty() {
@@ -214,20 +260,57 @@ impl Streams {
             duration_ms: part.duration_ms,
             independent: part.independent,
         };
-        ll.parts.push(
+        let listed = ll.parts.push(
             msn,
             part.index,
             part.discontinuity,
-            init,
+            init.clone(),
             part.program_date_time_ms,
             entry,
         );
+        if listed {
+            self.announce(
+                name,
+                p,
+                Media {
+                    session: p.record.id.clone(),
+                    msn,
+                    part: Some(part.index),
+                    cid,
+                    duration_ms: part.duration_ms,
+                    independent: part.independent,
+                    discontinuity: part.discontinuity,
+                    program_date_time_ms: part.program_date_time_ms,
+                    init: init.as_deref().and_then(uri_cid),
+                    target_duration_secs: 0,
+                    part_target_ms: 0,
+                },
+            );
+        }
+        let ll = p.ll.as_mut().expect("checked above");
         if ll.recent.len() == RECENT_PARTS {
             ll.recent.pop_front();
         }
         ll.recent.push_back((msn, part.index, bytes));
         self.publish_ll(name, p);
         Ok(true)
+    }
+
+    /// Tells the followers of a stream's name of `media` (part and target
+    /// durations filled in from the pipeline). A full queue drops the
+    /// oldest; a mirror that misses one takes the segment from the IPNS
+    /// record as before.
+    pub(super) fn announce(&self, name: &str, p: &Pipeline, mut media: Media) {
+        let Some(ll) = p.ll.as_ref() else { return };
+        media.target_duration_secs = p.record.playlist.target_duration_secs();
+        media.part_target_ms = ll.parts.part_target_ms();
+        let _ = self.inner.announcements.send((name.to_owned(), media));
+    }
+
+    /// Each own low-latency stream's parts and closed segments from now
+    /// on, as `(stream, media)`, for part announcements.
+    pub fn announcements(&self) -> tokio::sync::broadcast::Receiver<(String, Media)> {
+        self.inner.announcements.subscribe()
     }
 
     /// For a low-latency pipeline whose parts of `seg` are all stored:
@@ -237,7 +320,7 @@ impl Streams {
         p: &mut Pipeline,
         seg: &SegmentReady,
     ) -> Result<Option<(Cid, u64)>, StreamsError> {
-        let msn = p.record.playlist.segments().len() as u64;
+        let msn = p.record.playlist.next_msn();
         let Some(ll) = p.ll.as_mut() else {
             return Ok(None);
         };
@@ -270,17 +353,8 @@ impl Streams {
         let Some(ll) = p.ll.as_mut() else {
             return;
         };
-        let hint = |msn, index| hint_uri(name, msn, index);
-        let view = LlView {
-            position: ll.parts.position(session),
-            ended: session.is_ended(),
-            target_duration_secs: session.target_duration_secs(),
-            part_target_ms: ll.parts.part_target_ms(),
-            text: ll.parts.render(session, &hint, false).into(),
-            delta: ll.parts.render(session, &hint, true).into(),
-            recent: ll.recent.clone(),
-        };
-        ll.view.send_replace(Arc::new(view));
+        ll.view
+            .send_replace(Arc::new(render_view(name, session, &ll.parts, &ll.recent)));
     }
 
     /// The low-latency view of a stream's current session, when it has

@@ -11,10 +11,11 @@
 //! The task owns the stream's [`Pipeline`] while it publishes; a publisher
 //! that takes over waits for the old task to let go of it first.
 
-use super::lowlatency::LowLatency;
+use super::lowlatency::{uri_cid, LowLatency};
 use super::session::{info_of, live_for_site, session_id, SessionRecord};
 use super::{now_ms, SiteUpdate, StreamState, Streams, StreamsError, RECONNECT_GRACE};
 use crate::hls::playlist::{PlaylistConfig, SegmentEntry, Session};
+use crate::ipns::announce::Media;
 use crate::media::segmenter::{SegmentReady, Segmenter, SegmenterConfig};
 use crate::media::{fmp4, ts, SegmentFormat};
 use crate::rtmp::server::{EndReason, IngestEvent, PublishHandle, PublishRefused, Publishers};
@@ -492,7 +493,22 @@ impl Streams {
         if let Some((cid, len)) = self.segment_from_parts(p, &seg).await? {
             let uri = media_uri(&cid, &format!("{:06}.m4s", seg.seq));
             let entry = SegmentEntry::new(&seg, uri, p.init_uri.clone(), len);
+            let msn = p.record.playlist.next_msn();
+            let media = Media {
+                session: p.record.id.clone(),
+                msn,
+                part: None,
+                cid,
+                duration_ms: entry.duration_ms,
+                independent: entry.independent,
+                discontinuity: entry.discontinuity,
+                program_date_time_ms: entry.program_date_time_ms,
+                init: p.init_uri.as_deref().and_then(uri_cid),
+                target_duration_secs: 0,
+                part_target_ms: 0,
+            };
             p.record.playlist.push(entry)?;
+            self.announce(name, p, media);
             self.note_ingest(name, &seg, &cid);
             let stored = self.store_playlists(name, p).await;
             self.publish_ll(name, p);

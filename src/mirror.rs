@@ -248,6 +248,9 @@ pub async fn spawn(
     let metrics = registry.map(Metrics::new);
     let stats = std::sync::Arc::default();
     let dir = repo.dir().join("follow");
+    if !follows.is_empty() {
+        store_site_statics(&repo).await;
+    }
     for f in follows {
         let name: Name = f.name.parse()?;
         let state_file = dir.join(format!("{name}.record"));
@@ -278,6 +281,30 @@ pub async fn spawn(
         tokio::spawn(follower.run(naming.clone(), announcements.clone(), shutdown.clone()));
     }
     Ok(stats)
+}
+
+/// Stores the blocks of the page and scripts every site holds (as this
+/// version builds them), so that fetching a site from an origin of the same
+/// version transfers only what is particular to it. Failing costs only
+/// those bytes: they are fetched with the site.
+async fn store_site_statics(repo: &Repo) {
+    let repo = repo.clone();
+    let stored = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let files = crate::hls::site::static_files();
+        let blocks = crate::hls::site::static_blocks(&files).map_err(|e| e.to_string())?;
+        let _guard = repo.writer().map_err(|e| e.to_string())?;
+        crate::store::Blockstore::put_many(&*repo.blocks, &blocks).map_err(|e| e.to_string())?;
+        Ok(blocks.len())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match stored {
+        Ok(n) => tracing::debug!(blocks = n, "the sites' static files are held ahead"),
+        Err(e) => tracing::warn!(
+            "the sites' static files were not stored ahead (they are fetched with each site): {e}"
+        ),
+    }
 }
 
 impl Follower {

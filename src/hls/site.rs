@@ -44,6 +44,18 @@ pub fn static_files() -> Vec<(&'static str, Bytes)> {
         .collect()
 }
 
+/// The blocks of the static files of every site (the page and scripts),
+/// as a site built by this version holds them. A mirror stores them before
+/// it fetches a site, so that an origin of the same version sends it only
+/// the directory, playlists and `stream.json`: same bytes, same CIDs.
+pub fn static_blocks(files: &[(&str, Bytes)]) -> Result<Vec<Block>, ImportError> {
+    let mut blocks = Blocks::default();
+    for (_, bytes) in files {
+        add_file(bytes, &mut blocks)?;
+    }
+    Ok(blocks.0)
+}
+
 fn options() -> ImportOptions {
     let mut opts = ImportOptions::from_profile(Profile::UnixfsV1_2025);
     opts.hash_threads = 0;
@@ -101,6 +113,29 @@ mod tests {
     use super::*;
     use crate::store::{Blockstore, MemStore};
     use crate::unixfs::export;
+
+    #[test]
+    fn a_site_holds_the_static_blocks() {
+        let files = static_files();
+        let doc = StreamDoc {
+            name: "cam".into(),
+            live: true,
+            session: "s".into(),
+            started: "2026-01-01T00:00:00Z".into(),
+            archive_cid: String::new(),
+        };
+        let mut site = Blocks::default();
+        build(&files, "#EXTM3U\n", "#EXTM3U\n", &doc, &mut site).unwrap();
+        let statics = static_blocks(&files).unwrap();
+        assert!(!statics.is_empty());
+        for b in &statics {
+            assert!(
+                site.0.iter().any(|s| s.cid == b.cid),
+                "{} not in the site",
+                b.cid
+            );
+        }
+    }
 
     fn doc() -> StreamDoc {
         StreamDoc {

@@ -49,6 +49,7 @@ fn a_mirror_follows_plays_and_outlives_its_origin() -> Result<()> {
     );
     let pins = mirror_repo.run(["pin", "ls"])?;
     let (inits, segments) = uris(&archive);
+    let mut media_bytes = 0;
     for uri in inits.iter().chain(&segments) {
         let cid = uri
             .strip_prefix("/ipfs/")
@@ -58,7 +59,24 @@ fn a_mirror_follows_plays_and_outlives_its_origin() -> Result<()> {
             pins.contains(cid),
             "{cid} is not pinned on the mirror:\n{pins}"
         );
+        media_bytes += mirror.expect(uri, &[], 200)?.body.len() as u64;
     }
+    // What the mirror took over Bitswap is the media and the sites'
+    // directories and playlists: a segment's bytes come once (as its
+    // parts), and the page and scripts every site holds (hls.js alone is
+    // 600 kB) are the mirror's own, the same blocks as the origin's.
+    let bitswap: serde_json::Value = serde_json::from_str(&get_text(&mirror, "/api/v1/bitswap")?)?;
+    let received = bitswap["bytes_received"]
+        .as_u64()
+        .context("bytes_received")?;
+    eprintln!(
+        "mirror: {received} bytes by Bitswap for {media_bytes} bytes of media ({:.3})",
+        received as f64 / media_bytes as f64
+    );
+    ensure!(
+        received <= media_bytes + media_bytes / 20 + 100_000,
+        "the mirror received {received} bytes by Bitswap for {media_bytes} bytes of media"
+    );
 
     // The origin goes away: the mirror alone serves everything.
     drop(origin);

@@ -38,8 +38,9 @@ table gives the origin's bytes sent on its libp2p TCP sockets (kernel
 tcp_info `bytes_sent`: retransmissions, Noise and Yamux framing, pubsub and
 DHT traffic included) per byte of media in its archive (init segments
 included), and the same less the site's files that never change (the
-player page and hls.js, about 0.66 MB, which a mirror fetches once however
-long the stream).  Goal: at most 1.05, parts are not sent twice.  Segment-ready lag
+player page and hls.js, about 0.66 MB, which a mirror of another version
+fetches once however long the stream; one of the same version holds them
+already).  Goal: at most 1.05, parts are not sent twice.  Segment-ready lag
 against nginx-rtmp and peak RSS with 200 polling clients are bench/live.py's
 phases 1 and 2 (the default part target applies there).
 

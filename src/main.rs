@@ -9,6 +9,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tune_malloc();
     let args = cli::Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -36,6 +37,31 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Bounds what glibc's malloc keeps of freed memory. By default each thread
+/// that allocates gets an arena of its own (up to 8 per core), and each
+/// keeps what is freed in it; connection buffers allocated on one runtime
+/// worker and freed on another leave every arena holding its high-water
+/// mark, and the mmap threshold rises with each large block freed, so that
+/// later large buffers come from the arenas too and are never returned.
+/// Two arenas and a fixed 128 KiB threshold (larger blocks are mapped and
+/// unmapped when freed) keep a node serving 200 HLS clients about 10 MiB
+/// smaller (bench/live.py, phase 2), at no measurable cost in CPU.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters and takes no pointers;
+    // it runs first in main, before any other thread exists. A refused
+    // setting (0 returned) leaves glibc's default, which is only bigger.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Other allocators keep their own defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
 
 /// Whether writing our output failed because its reader closed the pipe.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

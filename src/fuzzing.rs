@@ -35,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     ("bitswap", bitswap),
     ("ipns", ipns),
     ("playlist", playlist),
+    ("announce", announce),
 ];
 
 /// The chunk decoder on arbitrary bytes, fed in two reads split where the
@@ -167,6 +168,36 @@ pub fn ipns(data: &[u8]) {
     let _ = (record.value(), record.sequence(), record.ttl());
     let again = Record::verify(&NAME, &record.to_bytes()).expect("a verified record verifies");
     assert_eq!(again.to_bytes(), record.to_bytes());
+}
+
+/// A part announcement on a followed name's topic, where any peer may
+/// publish: taken as it came, and, so that mutations reach the payload's
+/// parser past the signature, as a payload signed with the name's key
+/// ([`ipns_key`]). What decodes re-encodes to bytes that decode the same.
+pub fn announce(data: &[u8]) {
+    use crate::ipns::announce::{AnnounceError, Announcement, DOMAIN};
+    static KEY: std::sync::LazyLock<libp2p::identity::Keypair> = std::sync::LazyLock::new(ipns_key);
+    static NAME: std::sync::LazyLock<Name> =
+        std::sync::LazyLock::new(|| Name::from_peer_id(KEY.public().to_peer_id()));
+    let mut signed = data.to_vec();
+    let signature = KEY
+        .sign(&[DOMAIN, data].concat())
+        .expect("Ed25519 signs anything");
+    signed.extend_from_slice(&signature);
+    for bytes in [data, &signed[..]] {
+        let Ok(a) = Announcement::decode(&NAME, bytes) else {
+            continue;
+        };
+        match a.encode(&KEY) {
+            Ok(again) => assert_eq!(
+                Announcement::decode(&NAME, &again).expect("our own announcement decodes"),
+                a
+            ),
+            // Escapes the input left out can make the canonical JSON longer.
+            Err(AnnounceError::TooLong(_)) => {}
+            Err(e) => panic!("a decoded announcement does not encode: {e}"),
+        }
+    }
 }
 
 /// What a playlist hands to the gateway and to a mirror: each line is
@@ -330,6 +361,38 @@ mod tests {
              /ipfs/{c}/a/b?format=car&dag-scope=entity&entity-bytes=0-10\n#EXT-X-ENDLIST\n",
             c = block.cid
         );
+        // Part announcements as sent (signed) and as payloads (the target
+        // signs its input too).
+        let announcements: Vec<Vec<u8>> = [Some(0), Some(3), None]
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, part)| {
+                use crate::ipns::announce::{Announcement, Media};
+                let key = ipns_key();
+                let a = Announcement {
+                    name: Name::from_peer_id(key.public().to_peer_id()),
+                    sequence: 1_700_000_000_000_000 + i as u64,
+                    timestamp_ms: 1_700_000_000_000,
+                    media: Media {
+                        session: "20261203T120000Z".into(),
+                        msn: 7,
+                        part,
+                        cid: block.cid,
+                        duration_ms: 300,
+                        independent: i == 0,
+                        discontinuity: i == 2,
+                        program_date_time_ms: 1_700_000_000_000,
+                        init: Some(block.cid),
+                        target_duration_secs: 2,
+                        part_target_ms: 300,
+                    },
+                };
+                let signed = a.encode(&key).unwrap();
+                let payload = signed[..signed.len() - 64].to_vec();
+                [signed, payload]
+            })
+            .chain([b"{\"v\":1}".to_vec()])
+            .collect();
         let seeds: Vec<(&str, Vec<Vec<u8>>)> = vec![
             ("chunk", vec![[&[7u8][..], &chunked(20, &connect)].concat()]),
             ("amf0", vec![connect.clone()]),
@@ -365,6 +428,7 @@ mod tests {
             ),
             ("ipns", vec![record.to_bytes().to_vec()]),
             ("playlist", vec![playlist.into_bytes()]),
+            ("announce", announcements),
         ];
         for (name, inputs) in seeds {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -391,6 +455,17 @@ mod tests {
                 "fuzz/Cargo.toml has no target {name}"
             );
         }
+    }
+
+    #[test]
+    fn the_announce_corpus_holds_announcements_that_verify() {
+        use crate::ipns::announce::Announcement;
+        let name = Name::from_peer_id(ipns_key().public().to_peer_id());
+        let valid = corpus("announce")
+            .iter()
+            .filter(|input| Announcement::decode(&name, input).is_ok())
+            .count();
+        assert!(valid >= 3, "{valid} signed announcements in the corpus");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use thiserror::Error;
 /// Largest announcement sent or taken, signature included.
 pub const MAX_ANNOUNCEMENT: usize = 1024;
 /// What every signature covers before the payload.
-const DOMAIN: &[u8] = b"meshcast-part-announcement:";
+pub const DOMAIN: &[u8] = b"meshcast-part-announcement:";
 /// An Ed25519 signature's length.
 const SIGNATURE_LEN: usize = 64;
 /// Longest session id taken (origins use a UTC time stamp).

@@ -555,5 +555,58 @@ fn iso8601_millis(ms: u64) -> String {
 
 pub mod ll;
 
+/// Reads back a live playlist that [`Session::live`] rendered (a mirror
+/// has its origin's, from the site): its first media sequence number and
+/// its segments. `bytes` is unknown there (0), and a segment counts as
+/// independent only when the playlist says all are. `None` for text that
+/// is not such a playlist.
+pub fn read_live(text: &str) -> Option<(u64, Vec<SegmentEntry>)> {
+    let mut first = None;
+    let mut all_independent = false;
+    let mut init: Option<String> = None;
+    let (mut discontinuity, mut gap) = (false, false);
+    let mut duration_ms = None;
+    let mut next_pdt: Option<u64> = None;
+    let mut segments = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(n) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            first = Some(n.parse().ok()?);
+        } else if line == "#EXT-X-INDEPENDENT-SEGMENTS" {
+            all_independent = true;
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if line == "#EXT-X-GAP" {
+            gap = true;
+        } else if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=") {
+            init = Some(map.trim_matches('"').to_owned());
+        } else if let Some(date) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            let at = humantime::parse_rfc3339(date).ok()?;
+            let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+            next_pdt = Some(u64::try_from(ms).ok()?);
+        } else if let Some(d) = line.strip_prefix("#EXTINF:") {
+            let secs: f64 = d.split(',').next()?.parse().ok()?;
+            if !(0.0..=86_400.0).contains(&secs) {
+                return None;
+            }
+            duration_ms = Some((secs * 1000.0).round() as u64);
+        } else if !line.starts_with('#') {
+            let duration_ms = duration_ms.take()?;
+            let program_date_time_ms = next_pdt?;
+            next_pdt = Some(program_date_time_ms + duration_ms);
+            segments.push(SegmentEntry {
+                uri: line.to_owned(),
+                duration_ms,
+                discontinuity: std::mem::take(&mut discontinuity),
+                program_date_time_ms,
+                init_uri: init.clone(),
+                bytes: 0,
+                independent: all_independent,
+                gap: std::mem::take(&mut gap),
+            });
+        }
+    }
+    Some((first?, segments))
+}
+
 #[cfg(test)]
 mod tests;

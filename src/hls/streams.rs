@@ -422,7 +422,10 @@ impl Streams {
             return false;
         }
         s.publishing = m.live;
-        if let Some(ll) = &s.mirror_ll {
+        if let Some(ll) = &mut s.mirror_ll {
+            if ll.backfill(Some(&m.live_text), Some(&m.session.id)) {
+                ll.render(name);
+            }
             // Else the plain playlist, until the copy lists its newest.
             s.ll = ll.serves(Some(&m.live_text)).then(|| ll.view.clone());
         }

@@ -643,3 +643,29 @@ fn trimming_the_head_keeps_the_live_window_and_counts_what_went() {
     let back: Session = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);
 }
+
+#[test]
+fn a_live_playlist_reads_back_as_its_window() {
+    let mut s = fmp4(2, 4);
+    let mut pdt = BASE;
+    for i in 0..7 {
+        let mut e = entry(i, 2000 - (i as u64 % 2) * 40);
+        e.program_date_time_ms = pdt;
+        e.bytes = 0;
+        e.discontinuity = i == 5;
+        e.gap = i == 3;
+        if i >= 5 {
+            e.init_uri = Some("/ipfs/init1".into());
+        }
+        pdt += e.duration_ms;
+        s.push(e).unwrap();
+    }
+    let (first, read) = read_live(&s.live()).unwrap();
+    assert_eq!(first, s.media_sequence());
+    assert!(first > 0);
+    assert_eq!(read, s.segments()[first as usize..]);
+    // Not such a playlist: no media sequence, a bad number, no date.
+    assert!(read_live("#EXTM3U\n#EXTINF:2.000,\n/ipfs/a\n").is_none());
+    assert!(read_live("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n").is_none());
+    assert!(read_live("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2.000,\n/ipfs/a\n").is_none());
+}

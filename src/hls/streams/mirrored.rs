@@ -37,6 +37,8 @@ pub(super) struct MirrorLl {
     session: Session,
     parts: Parts,
     recent: VecDeque<(u64, u32, Bytes)>,
+    /// Whether the copy let go of a segment (see [`MirrorLl::backfill`]).
+    forgotten: bool,
     /// One view per mirrored stream, kept across sessions, so that held
     /// requests see the next session rather than a closed channel.
     pub(super) view: Arc<watch::Sender<Arc<LlView>>>,
@@ -55,8 +57,55 @@ impl MirrorLl {
             session: Session::starting_at(config, media.msn).ok()?,
             parts: Parts::new(media.part_target_ms),
             recent: VecDeque::with_capacity(RECENT_PARTS),
+            forgotten: false,
             view,
         })
+    }
+
+    /// Fills the copy's window from the front with the segments of the
+    /// origin's plain live playlist (`live_text`, from its site: the
+    /// mirror holds them) that come before the copy's first, when they run
+    /// on into it and are of its session (`site_session`, the site's): a
+    /// mirror that joins, or misses the first announcements while its
+    /// subscription forms, serves the same window as the origin, not one
+    /// that starts at whatever it heard of first. Never once the copy let
+    /// go of a segment (its window slid, or retention let media go): what
+    /// went stays gone.
+    pub(super) fn backfill(&mut self, live_text: Option<&str>, site_session: Option<&str>) -> bool {
+        if self.forgotten
+            || self.session.is_ended()
+            || site_session != Some(self.session_id.as_str())
+        {
+            return false;
+        }
+        let Some((first, entries)) = live_text.and_then(crate::hls::playlist::read_live) else {
+            return false;
+        };
+        let copy_first = self.session.trimmed();
+        let before: Vec<SegmentEntry> = entries
+            .into_iter()
+            .zip(first..)
+            .take_while(|(_, msn)| *msn < copy_first)
+            .map(|(e, _)| e)
+            .collect();
+        if before.is_empty() || first + before.len() as u64 != copy_first {
+            return false;
+        }
+        let Ok(mut session) = Session::starting_at(self.session.config().clone(), first) else {
+            return false;
+        };
+        for e in before
+            .into_iter()
+            .chain(self.session.segments().iter().cloned())
+        {
+            if session.push(e).is_err() {
+                return false;
+            }
+        }
+        let beyond = session.media_sequence() - session.trimmed();
+        session.forget_front(beyond as usize);
+        self.session = session;
+        true
     }
 
     /// Whether `media` can go on from where the copy is; else the copy
@@ -90,7 +139,7 @@ impl MirrorLl {
             .any(|s| uri_cid(&s.uri) == Some(newest))
     }
 
-    fn render(&self, stream: &str) {
+    pub(super) fn render(&self, stream: &str) {
         self.view.send_replace(Arc::new(render_view(
             stream,
             &self.session,
@@ -133,7 +182,10 @@ impl Streams {
                 Some(old) => old.view,
                 None => Arc::new(watch::channel(Arc::new(LlView::empty())).0),
             };
-            s.mirror_ll = Some(MirrorLl::new(media, window, view)?);
+            let mut ll = MirrorLl::new(media, window, view)?;
+            let session = s.sessions.last().map(|i| i.id.as_str());
+            ll.backfill(s.live_text.as_deref(), session);
+            s.mirror_ll = Some(ll);
         }
         let ll = s.mirror_ll.as_mut().expect("set above");
         if ll.session.segments().is_empty() {
@@ -202,7 +254,10 @@ impl Streams {
             let pushed = ll.session.push(entry).is_ok();
             // Only the live window is served: what is before it goes now.
             let before = ll.session.media_sequence() - ll.session.trimmed();
-            ll.session.forget_front(before as usize);
+            if before > 0 {
+                ll.forgotten = true;
+                ll.session.forget_front(before as usize);
+            }
             pushed
         })
         .unwrap_or(false)
@@ -225,6 +280,7 @@ impl Streams {
             .iter()
             .rposition(|s| uri_cid(&s.uri).is_some_and(|c| gone.contains(&c)));
         if let Some(i) = last {
+            ll.forgotten = true;
             ll.session.forget_front(i + 1);
             ll.render(stream);
             s.ll = ll.serves(s.live_text.as_deref()).then(|| ll.view.clone());
@@ -367,6 +423,60 @@ mod tests {
         assert!(!s.mirror_part("cam", IPNS, &media(12, Some(1)), Bytes::new()));
         assert!(!s.mirror_segment("cam", IPNS, &media(12, None), 1));
         assert_eq!(s.ll_view("cam").unwrap().borrow().position.parts, 1);
+    }
+
+    /// The origin's plain live playlist listing segments `from..to` as
+    /// [`feed`] would have them.
+    fn plain_window(from: u64, to: u64) -> String {
+        let mut text = format!(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{from}\n\
+             #EXT-X-MAP:URI=\"/ipfs/{}?filename=init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:{}\n",
+            cid(7),
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(1_764_000_000_000 + from * 2000)
+            )
+        );
+        for msn in from..to {
+            text += &format!(
+                "#EXTINF:2.000,\n/ipfs/{}?filename={msn:06}.m4s\n",
+                cid(msn * 100 + 99)
+            );
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_joined_late_is_filled_from_the_plain_window() {
+        let (_d, s) = streams();
+        // The first announcements were missed: the copy starts at 12.
+        feed(&s, 12, 2);
+        assert!(s.set_mirrored("cam", mirrored(&plain_window(9, 14))));
+        let text = s.ll_view("cam").unwrap().borrow().text.clone();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:9\n"), "{text}");
+        for msn in 9..14 {
+            assert!(
+                text.contains(&cid(msn * 100 + 99).to_string()),
+                "{msn}: {text}"
+            );
+        }
+        // What a copy let go is not filled in again.
+        let (_d, s) = streams();
+        feed(&s, 12, 2);
+        s.mirror_forget("cam", &HashSet::from([cid(1299)]));
+        assert!(s.set_mirrored("cam", mirrored(&plain_window(9, 14))));
+        let text = s.lock()["cam"].mirror_ll.as_ref().unwrap().session.live();
+        assert!(!text.contains(&cid(1199).to_string()), "{text}");
+        // Nor from a window that does not run on into the copy, or
+        // another session's.
+        let (_d, s) = streams();
+        feed(&s, 12, 2);
+        assert!(s.set_mirrored("cam", mirrored(&plain_window(9, 11))));
+        let mut other = mirrored(&plain_window(9, 14));
+        other.session.id = "s0".into();
+        assert!(s.set_mirrored("cam", other));
+        let text = s.lock()["cam"].mirror_ll.as_ref().unwrap().session.live();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:12\n"), "{text}");
     }
 
     #[tokio::test]

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
@@ -435,22 +435,23 @@ async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Respon
     };
     match tokio::time::timeout(limits.timeout, next.run(req)).await {
         Ok(resp) => resp.map(|body| {
-            Body::new(Permitted {
+            Body::new(Holding {
                 body,
-                _permit: permit,
+                _guard: permit,
             })
         }),
         Err(_) => GatewayError::Timeout.into_response(),
     }
 }
 
-/// A response body that holds a concurrency permit until it is dropped.
-struct Permitted {
+/// A response body that holds `G` (a concurrency permit, a connection's
+/// [`Busy`] guard) until it is dropped: sent, or given up.
+struct Holding<G> {
     body: Body,
-    _permit: OwnedSemaphorePermit,
+    _guard: G,
 }
 
-impl http_body::Body for Permitted {
+impl<G: Send + Unpin + 'static> http_body::Body for Holding<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -529,36 +530,10 @@ where
             m.request(route, resp.status());
         }
         let resp = match this.busy.take() {
-            Some(busy) => resp.map(|body| Body::new(Guarded { body, _busy: busy })),
+            Some(busy) => resp.map(|body| Body::new(Holding { body, _guard: busy })),
             None => resp,
         };
         Poll::Ready(Ok(resp))
-    }
-}
-
-/// A response body that keeps its connection busy until it is dropped.
-struct Guarded {
-    body: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -153,6 +153,23 @@ struct FollowLabel {
     follow: String,
 }
 
+/// Counts one segment fetched and pinned (`bytes` long) for a followed
+/// name, by the IPNS follower or the part task alike.
+fn count_segment(
+    stats: &std::sync::Mutex<MirrorStats>,
+    metrics: Option<&FollowMetrics>,
+    bytes: u64,
+) {
+    if let Ok(mut s) = stats.lock() {
+        s.segments += 1;
+        s.bytes += bytes;
+    }
+    if let Some(m) = metrics {
+        m.segments.inc();
+        m.bytes.inc_by(bytes);
+    }
+}
+
 /// One followed name's metrics.
 #[derive(Debug, Clone)]
 struct FollowMetrics {
@@ -482,14 +499,7 @@ impl Follower {
                 pinned.push(*cid);
                 self.have.insert(*cid);
                 fetched_bytes.insert(*cid, bytes);
-                if let Ok(mut s) = self.stats.lock() {
-                    s.segments += 1;
-                    s.bytes += bytes;
-                }
-                if let Some(m) = &self.metrics {
-                    m.segments.inc();
-                    m.bytes.inc_by(bytes);
-                }
+                count_segment(&self.stats, self.metrics.as_ref(), bytes);
             }
             self.provide(pinned).await;
         }

@@ -194,14 +194,7 @@ impl PartsFollower {
                 at: Instant::now(),
             })
             .await;
-        if let Ok(mut s) = self.stats.lock() {
-            s.segments += 1;
-            s.bytes += bytes;
-        }
-        if let Some(m) = &self.metrics {
-            m.segments.inc();
-            m.bytes.inc_by(bytes);
-        }
+        super::count_segment(&self.stats, self.metrics.as_ref(), bytes);
         let _ = self.p2p.provide(vec![cid]).await;
         Ok(())
     }

@@ -60,6 +60,38 @@ fn cid_of(uri: &str) -> Result<Cid> {
     Ok(s.parse()?)
 }
 
+/// What the page of `page_states` saw: no player error, and a median
+/// glass-to-glass latency (after its first 5 s) of at most 2.5 s; the
+/// median, printed with the samples.
+pub(crate) fn played_near_the_edge(page: KillOnDrop, on: &str) -> Result<f64> {
+    let states = page_states(page)?;
+    ensure!(
+        states.errors.is_empty(),
+        "player errors on {on}: {:?}",
+        states.errors
+    );
+    let lat: Vec<f64> = states
+        .samples
+        .iter()
+        .filter(|s| s.t >= 5.0)
+        .filter_map(|s| s.value.as_ref()?.as_f64())
+        .collect();
+    ensure!(
+        !lat.is_empty(),
+        "hls.js never played on {on}: {:?}",
+        states.samples
+    );
+    let lat_median = median(lat.clone());
+    eprintln!(
+        "hls.js low-latency on {on}, glass-to-glass latency (s): median {lat_median:.2}, {lat:?}"
+    );
+    ensure!(
+        lat_median <= 2.5,
+        "hls.js played {lat_median:.2} s behind on {on}: {lat:?}"
+    );
+    Ok(lat_median)
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -176,25 +208,7 @@ fn ll_hls_parts_blocking_reload_and_players() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let states = page_states(page)?;
-    ensure!(
-        states.errors.is_empty(),
-        "player errors: {:?}",
-        states.errors
-    );
-    let lat: Vec<f64> = states
-        .samples
-        .iter()
-        .filter(|s| s.t >= 5.0)
-        .filter_map(|s| s.value.as_ref()?.as_f64())
-        .collect();
-    ensure!(!lat.is_empty(), "hls.js never played: {:?}", states.samples);
-    let lat_median = median(lat.clone());
-    eprintln!("hls.js low-latency glass-to-glass latency (s): median {lat_median:.2}, {lat:?}");
-    ensure!(
-        lat_median <= 2.5,
-        "hls.js played {lat_median:.2} s behind: {lat:?}"
-    );
+    played_near_the_edge(page, "the origin")?;
 
     let played = plain.join().expect("play thread")?;
     ensure!(

@@ -12,7 +12,7 @@
 //! playlist, its parts its own, its blocking reloads a moment after the
 //! origin's, and Chromium plays it near the edge.
 
-use crate::llhls::{hint, median, segments_with_parts, PART_MS};
+use crate::llhls::{hint, median, played_near_the_edge, segments_with_parts, PART_MS};
 use crate::support::*;
 use anyhow::{ensure, Context, Result};
 use std::process::Stdio;
@@ -258,25 +258,7 @@ fn a_mirror_stays_low_latency() -> Result<()> {
         "{text}"
     );
 
-    let states = page_states(page)?;
-    ensure!(
-        states.errors.is_empty(),
-        "player errors: {:?}",
-        states.errors
-    );
-    let lat: Vec<f64> = states
-        .samples
-        .iter()
-        .filter(|s| s.t >= 5.0)
-        .filter_map(|s| s.value.as_ref()?.as_f64())
-        .collect();
-    ensure!(!lat.is_empty(), "hls.js never played: {:?}", states.samples);
-    let lat_median = median(lat.clone());
-    eprintln!("hls.js on the mirror, glass-to-glass latency (s): median {lat_median:.2}, {lat:?}");
-    ensure!(
-        lat_median <= 2.5,
-        "hls.js played {lat_median:.2} s behind on the mirror: {lat:?}"
-    );
+    played_near_the_edge(page, "the mirror")?;
     drop(publisher);
     Ok(())
 }
